@@ -1,0 +1,115 @@
+"""How much of the machine the training loop and the samplers leave on the table.
+
+  python bench/overhead.py [--steps=1500] [--config=configs/digits.py]
+
+Both ratios are measured in one run on this machine, on the default digits model and data:
+
+  loop_efficiency  = (per-step time of the bare jitted train step, same batch, no host work)
+                   / (per-step time inside run_lib.train, which main.py runs: real batches from the
+                      loader thread, logging to jsonl/TensorBoard, orbax checkpoints and sample grids)
+                   target >= 0.90
+  sampler_overhead = (time of one N-step annealed Langevin chain)
+                   / (N x time of one jitted score evaluation on the same batch)
+                   target <= 1.05
+
+The loop is timed from `metrics.jsonl` between the first log after the first snapshot (so the
+one-off compilation of the sampler is excluded) and the last log; snapshots inside that window
+(checkpoint + samples) are counted.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import logging  # noqa: E402
+
+import run_lib  # noqa: E402
+import samplers  # noqa: E402
+from configs import digits  # noqa: E402
+
+
+def timed(fn, repeats):
+  """Seconds per call of `fn` (which returns a jax value), after one warm-up call."""
+  jax.block_until_ready(fn())
+  start = time.perf_counter()
+  for _ in range(repeats):
+    out = fn()
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / repeats
+
+
+def bare_step_time(config, repeats):
+  exp = run_lib.Experiment(config)
+  state = exp.init_state()
+  train_step = run_lib.make_train_step(exp)
+  batch = jnp.asarray(exp.dataset.train[:config.training.batch_size])[None]
+  holder = [state]
+
+  def step():
+    holder[0], loss = train_step(holder[0], batch)
+    return loss
+  return timed(step, repeats)
+
+
+def loop_step_time(config):
+  with tempfile.TemporaryDirectory() as workdir:
+    run_lib.train(config, workdir, print_fn=lambda *a: None)
+    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  first_snapshot = config.training.snapshot_freq
+  window = [r for r in records if r["step"] > first_snapshot]
+  a, b = window[0], window[-1]
+  return (b["wall_time"] - a["wall_time"]) / (b["step"] - a["step"]), (a["step"], b["step"])
+
+
+def sampler_times(config, repeats):
+  exp = run_lib.Experiment(config)
+  params = exp.init_state().ema_params
+  s = config.sampling
+  num = s.batch_size
+  x = exp.sigmas[0] * jax.random.normal(jax.random.key(0), (num,) + exp.dataset.shape)
+  sigma = jnp.full((num,), exp.sigmas[0])
+  score = jax.jit(lambda p, x, sigma: exp.score_fn(p)(x, sigma))
+  chain = jax.jit(lambda p, x, rng: samplers.annealed_langevin_dynamics(
+      exp.score_fn(p), x, rng, exp.sigmas, s.n_steps_each, s.step_lr))
+  n = len(exp.sigmas) * s.n_steps_each
+  t_score = timed(lambda: score(params, x, sigma), repeats * n)
+  t_chain = timed(lambda: chain(params, x, jax.random.key(1)), repeats)
+  return t_score, t_chain, n
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--steps", type=int, default=1500, help="training steps of the timed main.py loop")
+  parser.add_argument("--snapshot_freq", type=int, default=500)
+  parser.add_argument("--repeats", type=int, default=3, help="sampler chains to time")
+  args = parser.parse_args()
+  logging.set_verbosity(logging.WARNING)
+
+  config = digits.get_config()
+  config.training.n_iters = args.steps
+  config.training.snapshot_freq = args.snapshot_freq
+  bare = bare_step_time(config, repeats=300)
+  loop, (lo, hi) = loop_step_time(config)
+  t_score, t_chain, n = sampler_times(config, args.repeats)
+
+  print(f"machine: {jax.devices()[0].platform} x{jax.device_count()}, jax {jax.__version__}, "
+        f"{os.cpu_count()} CPU cores")
+  print(f"model: {config.model.name} nf={config.model.nf}, batch {config.training.batch_size}")
+  print(f"{'measurement':<44}{'value':>14}")
+  print(f"{'bare jitted train step (ms/step)':<44}{bare * 1e3:>14.3f}")
+  print(f"{f'main.py loop, steps {lo}-{hi} (ms/step)':<44}{loop * 1e3:>14.3f}")
+  print(f"{'one jitted score evaluation (ms)':<44}{t_score * 1e3:>14.3f}")
+  print(f"{f'annealed Langevin chain, N={n} (ms)':<44}{t_chain * 1e3:>14.3f}")
+  print(f"loop_efficiency: {bare / loop:.3f}")
+  print(f"sampler_overhead: {t_chain / (n * t_score):.3f}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,54 @@
+"""Fields shared by every experiment, named as in score_sde where a counterpart exists."""
+import ml_collections
+
+
+def get_default_config():
+  config = ml_collections.ConfigDict()
+  config.seed = 42
+
+  config.training = training = ml_collections.ConfigDict()
+  training.batch_size = 64
+  training.n_iters = 8_000
+  training.log_freq = 100
+  training.snapshot_freq = 2_000
+  training.snapshot_sampling = True   # write samples at every snapshot
+  training.n_jitted_steps = 1         # optimizer steps per device dispatch (a lax.scan)
+  training.max_to_keep = 3            # checkpoints kept
+
+  config.sampling = sampling = ml_collections.ConfigDict()
+  sampling.method = "ald"             # annealed Langevin dynamics
+  sampling.n_steps_each = 5
+  sampling.step_lr = 1e-5
+  sampling.noise_removal = True       # final Tweedie denoising step
+  sampling.num_samples = 64
+  sampling.batch_size = 64
+
+  config.eval = evaluate = ml_collections.ConfigDict()
+  evaluate.batch_size = 1_000         # test examples for the per-sigma losses
+
+  config.data = data = ml_collections.ConfigDict()
+  data.dataset = "digits"
+  data.shape = (8, 8, 1)
+  data.centered = False
+
+  config.model = model = ml_collections.ConfigDict()
+  model.name = "ncsn_small"
+  model.sigma_min = 0.01
+  model.sigma_max = 5.0
+  model.num_scales = 50
+  model.ema_rate = 0.999
+  model.nf = 16
+  model.ch_mult = (1, 2)
+  model.num_res_blocks = 1
+  model.num_layers = 3                # MLP depth
+  model.scale_by_sigma = True
+  model.prediction = "score"          # or "noise": s = -eps_hat / sigma
+
+  config.optim = optim = ml_collections.ConfigDict()
+  optim.optimizer = "Adam"
+  optim.lr = 2e-3
+  optim.beta1 = 0.9
+  optim.eps = 1e-8
+  optim.warmup = 200
+  optim.grad_clip = 1.0
+  return config

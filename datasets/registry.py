@@ -1,0 +1,49 @@
+"""Dataset registry. A dataset is a pair of arrays plus what is known about its score."""
+import dataclasses
+from typing import Callable, Optional
+
+import numpy as np
+
+_DATASETS = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """In-memory data in model space.
+
+  train, test: float32 arrays `(n, *shape)`; `shape` is `(dim,)` for vectors, `(H, W, C)` for images.
+  score: the exact score `grad log p_sigma(x)` of the data convolved with `N(0, sigma^2 I)`,
+    as a JAX function `score(x, sigma)`, when known in closed form (e.g. a Gaussian mixture).
+  sample: draw `n` fresh examples from the true distribution, `sample(rng: np.random.Generator, n)`,
+    when the dataset is synthetic.
+  """
+  name: str
+  train: np.ndarray
+  test: np.ndarray
+  score: Optional[Callable] = None
+  sample: Optional[Callable] = None
+
+  @property
+  def shape(self):
+    return self.train.shape[1:]
+
+  @property
+  def is_image(self):
+    return self.train.ndim == 4
+
+
+def register_dataset(name: str):
+  def wrap(fn):
+    _DATASETS[name] = fn
+    return fn
+  return wrap
+
+
+def dataset_names():
+  return sorted(_DATASETS)
+
+
+def get_dataset(name: str, **kwargs) -> Dataset:
+  if name not in _DATASETS:
+    raise ValueError(f"unknown data.dataset {name!r}; valid choices: {', '.join(dataset_names())}")
+  return _DATASETS[name](**kwargs)

@@ -1,0 +1,81 @@
+"""Two-dimensional toy distributions. The Gaussian mixture has a closed-form score at every noise level."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from datasets.registry import Dataset, register_dataset
+
+# An unequal-weight mixture of 4 isotropic Gaussians: means, standard deviations, weights.
+GMM_MEANS = np.array([[-2.0, -2.0], [2.0, -2.0], [-2.0, 2.0], [2.0, 2.0]], np.float32)
+GMM_STDS = np.array([0.4, 0.5, 0.3, 0.6], np.float32)
+GMM_WEIGHTS = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
+
+
+def gmm_log_prob(x, sigma, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS):
+  """`log p_sigma(x)` of the mixture convolved with `N(0, sigma^2 I)`:
+  `p_sigma = sum_k w_k N(mu_k, (s_k^2 + sigma^2) I)`. `x`: `(batch, d)`, `sigma`: scalar or `(batch,)`."""
+  d = x.shape[-1]
+  sigma = jnp.reshape(jnp.asarray(sigma, x.dtype), (-1, 1))
+  var = jnp.square(jnp.asarray(stds))[None, :] + jnp.square(sigma)           # (batch, K)
+  sq = jnp.sum(jnp.square(x[:, None, :] - jnp.asarray(means)[None]), -1)      # (batch, K)
+  log_comp = -0.5 * sq / var - 0.5 * d * jnp.log(2 * math.pi * var) + jnp.log(jnp.asarray(weights))
+  return jax.nn.logsumexp(log_comp, axis=-1)
+
+
+def gmm_score(x, sigma, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS):
+  """Exact score `grad_x log p_sigma(x) = sum_k r_k(x) (mu_k - x) / (s_k^2 + sigma^2)`,
+  with responsibilities `r_k` (softmax of the component log-densities)."""
+  d = x.shape[-1]
+  sigma = jnp.reshape(jnp.asarray(sigma, x.dtype), (-1, 1))
+  var = jnp.square(jnp.asarray(stds))[None, :] + jnp.square(sigma)
+  diff = jnp.asarray(means)[None] - x[:, None, :]                              # (batch, K, d)
+  log_comp = (-0.5 * jnp.sum(jnp.square(diff), -1) / var - 0.5 * d * jnp.log(var)
+              + jnp.log(jnp.asarray(weights)))
+  resp = jax.nn.softmax(log_comp, axis=-1)
+  return jnp.sum(resp[..., None] * diff / var[..., None], axis=1)
+
+
+def sample_gmm(rng, n, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS):
+  comp = rng.choice(len(weights), size=n, p=weights / weights.sum())
+  return (means[comp] + stds[comp, None] * rng.standard_normal((n, means.shape[1]))).astype(np.float32)
+
+
+def sample_swiss_roll(rng, n):
+  t = 1.5 * np.pi * (1 + 2 * rng.random(n))
+  x = np.stack([t * np.cos(t), t * np.sin(t)], 1) / 5.0
+  return (x + 0.1 * rng.standard_normal((n, 2))).astype(np.float32)
+
+
+def sample_checkerboard(rng, n):
+  x1 = rng.random(n) * 4 - 2
+  x2 = rng.random(n) - rng.integers(0, 2, n) * 2.0
+  x2 = x2 + (np.floor(x1) % 2)
+  return (np.stack([x1, x2], 1) * 2).astype(np.float32)
+
+
+def sample_moons(rng, n):
+  upper = rng.random(n) < 0.5
+  t = np.pi * rng.random(n)
+  x = np.where(upper[:, None], np.stack([np.cos(t), np.sin(t)], 1),
+               np.stack([1 - np.cos(t), 0.5 - np.sin(t)], 1))
+  x = (x - np.array([0.5, 0.25])) * 2
+  return (x + 0.05 * rng.standard_normal((n, 2))).astype(np.float32)
+
+
+TOYS = {"gmm": (sample_gmm, gmm_score), "swiss_roll": (sample_swiss_roll, None),
+        "checkerboard": (sample_checkerboard, None), "moons": (sample_moons, None)}
+
+
+def _register(name, sampler, score):
+  @register_dataset(name)
+  def make(num_train: int = 50_000, num_test: int = 5_000, data_seed: int = 0, **unused):
+    rng = np.random.default_rng(data_seed)
+    return Dataset(name, train=sampler(rng, num_train), test=sampler(rng, num_test),
+                   score=score, sample=sampler)
+  return make
+
+
+for _name, (_sampler, _score) in TOYS.items():
+  _register(_name, _sampler, _score)

@@ -1,0 +1,116 @@
+"""Train, sample from and evaluate score-based generative models.
+
+  python main.py                                       # train the default: digits, ~10 min on a CPU
+  python main.py --config=configs/toy2d.py --workdir=runs/gmm
+  python main.py --config=configs/toy2d.py:moons --config.training.n_iters=2000
+  python main.py --mode=sample --workdir=runs/digits   # samples from the latest checkpoint
+  python main.py --mode=eval --workdir=runs/digits     # metrics as JSON in workdir/eval/
+
+Any config field can be overridden as --config.<section>.<field>=<value>. Re-running a training
+command resumes from the latest checkpoint in --workdir; SIGTERM/SIGINT checkpoint and exit.
+"""
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODES = ("train", "sample", "eval")
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", os.path.join(HERE, "configs", "digits.py"),
+    "Experiment config file, optionally with a variant: configs/toy2d.py:moons.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Run directory for checkpoints, samples, logs (default: runs/<config name>).")
+flags.DEFINE_string("mode", "train", f"One of: {', '.join(MODES)}.")
+
+
+def fail(message, code=2):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(code)
+
+
+def _config_arg(argv):
+  for arg in argv[1:]:
+    if arg.startswith("--config="):
+      return arg[len("--config="):]
+  return None
+
+
+def _unknown_field_message(argv, error):
+  """Name the bad override and list the valid fields of its section."""
+  import importlib.util
+  path = _config_arg(argv) or os.path.join(HERE, "configs", "digits.py")
+  file, _, variant = path.partition(":")
+  for arg in argv[1:]:
+    if not arg.startswith("--config."):
+      continue
+    field = arg[len("--config."):].split("=")[0]
+    try:
+      spec = importlib.util.spec_from_file_location("_cfg", file)
+      module = importlib.util.module_from_spec(spec)
+      spec.loader.exec_module(module)
+      config = module.get_config(variant) if variant else module.get_config()
+    except Exception:
+      break
+    node, parts = config, field.split(".")
+    for depth, part in enumerate(parts):
+      if hasattr(node, "keys") and part in node:
+        node = node[part]
+        continue
+      section = ".".join(parts[:depth]) or "config"
+      valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else ""
+      return f"unknown config field '{field}'; valid fields of {section}: {valid}"
+  return str(error).splitlines()[0]
+
+
+def parse_flags(argv):
+  """absl flag parsing with every failure turned into one line on stderr."""
+  config_path = _config_arg(argv)
+  if config_path:
+    file = config_path.partition(":")[0]
+    if not os.path.isfile(file):
+      fail(f"config file {file!r} not found; available: "
+           + ", ".join(f"configs/{f}" for f in sorted(os.listdir(os.path.join(HERE, "configs")))
+                       if f.endswith(".py") and not f.startswith("_") and f != "default.py"))
+  try:
+    rest = FLAGS(argv)
+  except flags.Error as e:
+    message = str(e)
+    if "config" in message and ("not found" in message.lower() or "KeyError" in message
+                                or "no field" in message.lower() or "does not exist" in message.lower()):
+      message = _unknown_field_message(argv, e)
+    fail(message.splitlines()[0])
+  except Exception as e:  # errors raised inside the config file's get_config
+    fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": "))
+  if len(rest) > 1:
+    fail(f"unexpected arguments {rest[1:]}; see python main.py --help")
+  if FLAGS.mode not in MODES:
+    fail(f"unknown --mode={FLAGS.mode!r}; valid choices: {', '.join(MODES)}")
+  return rest
+
+
+def default_workdir():
+  name = os.path.splitext(os.path.basename((_config_arg(sys.argv) or "digits.py").partition(":")[0]))[0]
+  variant = (_config_arg(sys.argv) or "").partition(":")[2]
+  return os.path.join("runs", f"{name}_{variant}" if variant else name)
+
+
+def main(argv):
+  del argv
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO
+  import run_lib  # imported after flag parsing so bad flags fail fast
+  workdir = FLAGS.workdir or default_workdir()
+  run = {"train": run_lib.train, "sample": run_lib.sample, "eval": run_lib.evaluate}[FLAGS.mode]
+  try:
+    run(FLAGS.config, workdir)
+  except run_lib.TrainingDiverged as e:
+    fail(str(e), code=3)
+  except run_lib.UserError as e:
+    fail(str(e))
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,404 @@
+"""Training, sampling and evaluation runs. The only module that knows every part.
+
+Everything random derives from `config.seed` and the training step, and the batch of a step is a
+pure function of the two (datasets/loader.py), so a run resumed from a checkpoint is bit-identical
+to one that never stopped.
+"""
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+import datasets
+import losses
+import metrics
+import models
+import plotting
+import samplers
+import sde_lib
+from checkpointing import Checkpointer
+from logging_utils import MetricsLogger
+
+# Tags folded into the seed key so that each use of randomness has its own stream.
+_INIT, _TRAIN, _SAMPLE, _EVAL = 0, 1, 2, 3
+
+
+class UserError(Exception):
+  """A problem with the user's input: reported as one line, without a traceback."""
+
+
+class TrainingDiverged(UserError):
+  pass
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jnp.ndarray
+  params: Any
+  ema_params: Any
+  opt_state: Any
+  nan_step: jnp.ndarray  # first step whose loss was NaN/inf, -1 while none
+
+
+# ----------------------------------------------------------------------------- set-up
+
+def _seed_key(config, tag):
+  return jax.random.fold_in(jax.random.key(config.seed), tag)
+
+
+def load_dataset(config):
+  data = config.data
+  try:
+    ds = datasets.get_dataset(data.dataset, centered=data.get("centered", False),
+                              num_train=data.get("num_train", 50_000), num_test=data.get("num_test", 5_000))
+  except ValueError as e:
+    raise UserError(str(e)) from None
+  expected = tuple(data.shape)
+  if tuple(ds.shape) != expected:
+    raise UserError(f"data.dataset={data.dataset!r} has examples of shape {tuple(ds.shape)}, but the config "
+                    f"says data.shape={expected}; set --config.data.shape to match")
+  return ds
+
+
+def build_model(config, data_shape):
+  m = config.model
+  if m.name not in models.model_names():
+    raise UserError(f"unknown model.name {m.name!r}; valid choices: {', '.join(models.model_names())}")
+  if m.name == "mlp":
+    if len(data_shape) != 1:
+      raise UserError(f"model.name='mlp' needs vector data of shape (dim,), got {tuple(data_shape)}; "
+                      "use model.name='ncsn_small' for images")
+    return models.get_model("mlp", nf=m.nf, num_layers=m.num_layers)
+  if len(data_shape) != 3:
+    raise UserError(f"model.name={m.name!r} needs images of shape (H, W, C), got {tuple(data_shape)}; "
+                    "use model.name='mlp' for vector data")
+  factor = 2 ** (len(m.ch_mult) - 1)
+  if data_shape[0] % factor or data_shape[1] % factor:
+    raise UserError(f"image size {data_shape[:2]} is not divisible by 2**(len(model.ch_mult)-1)={factor}")
+  return models.get_model(m.name, nf=m.nf, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks)
+
+
+def build_optimizer(config):
+  """Adam with linear warm-up to `optim.lr` over `optim.warmup` steps and global-norm clipping."""
+  o = config.optim
+  if o.optimizer.lower() != "adam":
+    raise UserError(f"unknown optim.optimizer {o.optimizer!r}; valid choices: Adam")
+  warmup = max(int(o.warmup), 0)
+  schedule = (lambda step: o.lr * jnp.minimum((step + 1) / warmup, 1.0)) if warmup else o.lr
+  parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip > 0 else []
+  parts.append(optax.adam(schedule, b1=o.beta1, eps=o.eps))
+  return optax.chain(*parts)
+
+
+def get_sigmas(config):
+  return sde_lib.get_sigmas(config.model.sigma_min, config.model.sigma_max, config.model.num_scales)
+
+
+def validate_config(config, num_devices):
+  t, m, s = config.training, config.model, config.sampling
+  positive = {"training.batch_size": t.batch_size, "training.n_iters": t.n_iters,
+              "training.log_freq": t.log_freq, "training.snapshot_freq": t.snapshot_freq,
+              "training.n_jitted_steps": t.n_jitted_steps, "model.num_scales": m.num_scales,
+              "model.nf": m.nf, "sampling.n_steps_each": s.n_steps_each,
+              "sampling.num_samples": s.num_samples, "sampling.batch_size": s.batch_size}
+  for name, value in positive.items():
+    if not isinstance(value, int) or value <= 0:
+      raise UserError(f"{name} must be a positive integer, got {value!r}")
+  if t.batch_size % (num_devices * jax.process_count()):
+    raise UserError(f"training.batch_size={t.batch_size} is not divisible by the number of devices "
+                    f"({num_devices}); choose a multiple of {num_devices}")
+  for name in ("n_iters", "log_freq", "snapshot_freq"):
+    if t[name] % t.n_jitted_steps:
+      raise UserError(f"training.{name}={t[name]} is not a multiple of training.n_jitted_steps={t.n_jitted_steps}")
+  if not 0 < m.sigma_min < m.sigma_max:
+    raise UserError(f"need 0 < model.sigma_min < model.sigma_max, got {m.sigma_min} and {m.sigma_max}")
+  if not 0 <= m.ema_rate < 1:
+    raise UserError(f"model.ema_rate must lie in [0, 1), got {m.ema_rate}")
+  if m.prediction not in models.utils.PREDICTIONS:
+    raise UserError(f"unknown model.prediction {m.prediction!r}; valid choices: {', '.join(models.utils.PREDICTIONS)}")
+  if s.method not in samplers.sampler_names():
+    raise UserError(f"unknown sampling.method {s.method!r}; valid choices: {', '.join(samplers.sampler_names())}")
+  if s.step_lr <= 0 or config.optim.lr <= 0:
+    raise UserError("sampling.step_lr and optim.lr must be positive")
+
+
+class Experiment:
+  """The parts of a run that every mode shares: data, model, mesh, score function, sampler."""
+
+  def __init__(self, config, devices=None):
+    self.config = config
+    devices = list(jax.devices() if devices is None else devices)
+    validate_config(config, len(devices))
+    self.mesh = Mesh(np.array(devices), ("data",))
+    self.replicated = NamedSharding(self.mesh, P())
+    self.dataset = load_dataset(config)
+    self.model = build_model(config, self.dataset.shape)
+    self.sigmas = get_sigmas(config)
+    self.optimizer = build_optimizer(config)
+    self.sample = jax.jit(self._sample, static_argnums=2)  # `num` fixes the sample shape
+
+  def score_fn(self, params):
+    m = self.config.model
+    return models.get_score_fn(self.model, params, prediction=m.prediction, scale_by_sigma=m.scale_by_sigma)
+
+  def init_state(self):
+    params = models.init_params(self.model, _seed_key(self.config, _INIT), self.dataset.shape)
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                       ema_params=jax.tree_util.tree_map(jnp.copy, params),
+                       opt_state=self.optimizer.init(params), nan_step=jnp.full((), -1, jnp.int32))
+    return jax.device_put(state, self.replicated)
+
+  def _sample(self, params, rng, num):
+    """Draw `num` samples with `sampling.method` from `x_init ~ N(0, sigma_max^2 I)`: one program."""
+    s = self.config.sampling
+    x_init = self.sigmas[0] * jax.random.normal(jax.random.fold_in(rng, 0), (num,) + self.dataset.shape)
+    if num % self.mesh.size == 0:
+      x_init = jax.lax.with_sharding_constraint(x_init, NamedSharding(self.mesh, P("data")))
+    sampler = samplers.get_sampler(s.method)
+    return sampler(self.score_fn(params), x_init, jax.random.fold_in(rng, 1), self.sigmas,
+                   n_steps_each=s.n_steps_each, step_lr=s.step_lr, denoise=s.noise_removal)
+
+  def generate(self, params, step, num=None):
+    """`sampling.num_samples` samples (in chunks of `sampling.batch_size`) with the key of `step`."""
+    s = self.config.sampling
+    num = s.num_samples if num is None else num
+    rng = jax.random.fold_in(_seed_key(self.config, _SAMPLE), step)
+    chunks = [np.asarray(self.sample(params, jax.random.fold_in(rng, i), min(s.batch_size, num - lo)))
+              for i, lo in enumerate(range(0, num, s.batch_size))]
+    return np.concatenate(chunks)
+
+
+# ----------------------------------------------------------------------------- training
+
+def make_train_step(exp):
+  """One dispatch = `training.n_jitted_steps` optimizer steps, a `lax.scan` over stacked batches.
+
+  The loss of step `k` uses the key `fold_in(fold_in(seed, TRAIN), k)`, so results do not depend
+  on how steps are grouped into dispatches or how the batch is split over devices.
+  """
+  config = exp.config
+  rate = config.model.ema_rate
+  train_key = _seed_key(config, _TRAIN)
+
+  def loss_fn(params, batch, rng):
+    return losses.multiscale_dsm_loss(exp.score_fn(params), batch, rng, exp.sigmas)
+
+  def one_step(state, batch):
+    rng = jax.random.fold_in(train_key, state.step)
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, rng)
+    updates, opt_state = exp.optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = jax.tree_util.tree_map(lambda e, p: rate * e + (1.0 - rate) * p, state.ema_params, params)
+    first_bad = (state.nan_step < 0) & ~jnp.isfinite(loss)
+    nan_step = jnp.where(first_bad, state.step, state.nan_step)
+    return TrainState(state.step + 1, params, ema, opt_state, nan_step), loss
+
+  def train_step(state, batches):
+    # Unrolled at trace time rather than a lax.scan: XLA:CPU (jax 0.10) runs the weight-gradient
+    # convolution 25-40x slower inside a loop body, even a fully unrolled scan. The program grows
+    # with n_jitted_steps, which stays small.
+    step_losses = []
+    for i in range(batches.shape[0]):
+      state, loss = one_step(state, batches[i])
+      step_losses.append(loss)
+    return state, jnp.stack(step_losses)
+
+  return jax.jit(train_step, donate_argnums=0, out_shardings=(exp.replicated, exp.replicated))
+
+
+class _StopSignal:
+  """SIGTERM/SIGINT set a flag; the loop checkpoints and exits at the next step boundary."""
+
+  def __init__(self):
+    self.received = None
+
+  def __enter__(self):
+    self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    return self
+
+  def _handle(self, signum, frame):
+    self.received = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._old.items():
+      signal.signal(sig, handler)
+
+
+def _check_finite(state, checkpointer, workdir):
+  nan_step = int(state.nan_step)
+  if nan_step >= 0:
+    checkpointer.wait()
+    last = checkpointer.latest_step()
+    kept = f"the last good checkpoint (step {last}) is kept in {workdir}/checkpoints" if last is not None \
+        else "no checkpoint had been saved yet"
+    raise TrainingDiverged(f"training stopped: the loss became NaN/inf at step {nan_step}; {kept}; "
+                           "lower optim.lr or set optim.grad_clip")
+
+
+def train(config, workdir, devices=None, print_fn=print):
+  """Train (or resume) in `workdir`; returns the final `TrainState`."""
+  exp = Experiment(config, devices)
+  t = config.training
+  is_main = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  if is_main:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=t.max_to_keep)
+  state = exp.init_state()
+  if checkpointer.latest_step() is not None:
+    state = checkpointer.restore(state)
+    print_fn(f"resumed from {workdir}/checkpoints at step {int(state.step)}")
+  start = int(state.step)
+  if start >= t.n_iters:
+    print_fn(f"nothing to do: checkpoint step {start} >= training.n_iters={t.n_iters}")
+    checkpointer.close()
+    return state
+
+  train_step = make_train_step(exp)
+  loader = datasets.BatchLoader(exp.dataset.train, t.batch_size, config.seed, start, t.n_jitted_steps,
+                                sharding=NamedSharding(exp.mesh, P(None, "data")),
+                                process_index=jax.process_index(), process_count=jax.process_count())
+  logger = MetricsLogger(workdir, t.n_iters, start, enabled=is_main, print_fn=print_fn)
+  print_fn(f"training {config.model.name} ({models.utils.param_count(state.params):,} parameters) on "
+           f"{config.data.dataset} with {exp.mesh.size} device(s), steps {start} -> {t.n_iters}")
+  window = []
+  step = start
+  try:
+    with _StopSignal() as stop:
+      while step < t.n_iters:
+        state, step_losses = train_step(state, next(loader))
+        step += t.n_jitted_steps
+        window.append(step_losses)
+        if step % t.log_freq == 0 or step == t.n_iters:
+          _check_finite(state, checkpointer, workdir)
+          logger.log(step, {"loss": float(jnp.mean(jnp.concatenate(window)))})
+          window = []
+        if step % t.snapshot_freq == 0 or step == t.n_iters:
+          _check_finite(state, checkpointer, workdir)
+          checkpointer.save(step, state)
+          if t.snapshot_sampling:
+            write_samples(exp, state.ema_params, step, os.path.join(workdir, "samples"), logger)
+        if stop.received and step < t.n_iters:
+          _check_finite(state, checkpointer, workdir)
+          checkpointer.save(step, state)
+          checkpointer.wait()
+          print_fn(f"received {stop.received} at step {step}: checkpoint saved in {workdir}/checkpoints; "
+                   "run the same command again to resume")
+          return state
+  finally:
+    loader.close()
+    logger.close()
+    checkpointer.close()
+  return state
+
+
+# ----------------------------------------------------------------------------- sampling and evaluation
+
+def write_samples(exp, params, step, out_dir, logger=None):
+  """Samples to `out_dir/samples_<step>.npz` (key `samples`) and a picture next to it."""
+  if jax.process_index() != 0:
+    exp.generate(params, step)  # every process takes part in the computation
+    return None
+  os.makedirs(out_dir, exist_ok=True)
+  samples = exp.generate(params, step)
+  np.savez(os.path.join(out_dir, f"samples_{step}.npz"), samples=samples)
+  png = os.path.join(out_dir, f"samples_{step}.png")
+  if exp.dataset.is_image:
+    lo = -1.0 if exp.config.data.centered else 0.0
+    grid = plotting.save_image_grid((samples - lo) / (1.0 - lo), png)
+    if logger is not None:
+      logger.image("samples", step, grid)
+  else:
+    sigma = float(exp.sigmas[len(exp.sigmas) // 2])  # a middle level: the field is smooth and visible
+    learned = jax.jit(lambda x: exp.score_fn(params)(x, jnp.full((x.shape[0],), sigma)))
+    true = exp.dataset.score
+    label = "true score"
+    if true is None:  # the exact score of the noisy empirical distribution of 5,000 training points
+      true, label = empirical_score(exp.dataset.train[:5000]), "score of noisy training data"
+    plotting.plot_2d(png, samples, exp.dataset.train[:5000], learned,
+                     jax.jit(lambda x: true(x, jnp.full((x.shape[0],), sigma))), sigma, label)
+  return samples
+
+
+def empirical_score(points):
+  """Score of `(1/n) sum_j N(x; x_j, sigma^2 I)`, the training data convolved with the noise."""
+  points = jnp.asarray(points)
+
+  def score(x, sigma):
+    sigma = jnp.reshape(sigma, (-1, 1))
+    diff = points[None] - x[:, None, :]
+    w = jax.nn.softmax(-0.5 * jnp.sum(jnp.square(diff), -1) / jnp.square(sigma), axis=-1)
+    return jnp.sum(w[..., None] * diff, axis=1) / jnp.square(sigma)
+  return score
+
+
+def _restore_for_inference(exp, workdir):
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    raise UserError(f"no checkpoint in {ckpt_dir}; train first with --mode=train --workdir={workdir}")
+  checkpointer = Checkpointer(ckpt_dir)
+  if checkpointer.latest_step() is None:
+    checkpointer.close()
+    raise UserError(f"no checkpoint in {ckpt_dir}; train first with --mode=train --workdir={workdir}")
+  state = checkpointer.restore(exp.init_state())
+  checkpointer.close()
+  return state
+
+
+def sample(config, workdir, devices=None, print_fn=print):
+  """`--mode=sample`: samples from the EMA parameters of the latest checkpoint into `workdir/samples`."""
+  exp = Experiment(config, devices)
+  state = _restore_for_inference(exp, workdir)
+  step = int(state.step)
+  t0 = time.perf_counter()
+  samples = write_samples(exp, state.ema_params, step, os.path.join(workdir, "samples"))
+  print_fn(f"wrote {config.sampling.num_samples} samples of checkpoint step {step} to {workdir}/samples "
+           f"({time.perf_counter() - t0:.1f}s)")
+  return samples
+
+
+def evaluate(config, workdir, devices=None, print_fn=print):
+  """`--mode=eval`: JSON in `workdir/eval/` with, per noise level, the weighted DSM loss on the test
+  split and (where the data's score is known) the score error; and the sliced Wasserstein distance
+  between samples and fresh data."""
+  exp = Experiment(config, devices)
+  state = _restore_for_inference(exp, workdir)
+  step = int(state.step)
+  score_fn = exp.score_fn(state.ema_params)
+  rng = jax.random.fold_in(_seed_key(config, _EVAL), step)
+  test = jnp.asarray(exp.dataset.test[:config.eval.batch_size])
+  per_sigma = {}
+  for i, sigma in enumerate(np.asarray(exp.sigmas)):
+    key = jax.random.fold_in(rng, i)
+    entry = {"dsm_loss": float(losses.score_matching_loss(score_fn, test, sigma, key, weighting=sigma ** 2))}
+    if exp.dataset.score is not None:
+      mse, rel = metrics.score_error(score_fn, exp.dataset.score, test, float(sigma), key)
+      entry.update(score_mse=mse, score_relative_mse=rel)
+    per_sigma[f"{sigma:.6g}"] = entry
+  samples = exp.generate(state.ema_params, step)
+  if exp.dataset.sample is not None:
+    reference = exp.dataset.sample(np.random.default_rng([config.seed, step]), len(samples))
+  else:
+    reference = exp.dataset.test
+  n = min(len(samples), len(reference))
+  result = {"step": step, "dataset": config.data.dataset, "per_sigma": per_sigma,
+            "sliced_wasserstein": metrics.sliced_wasserstein(samples[:n], reference[:n]),
+            "sliced_wasserstein_data_to_data": metrics.sliced_wasserstein(exp.dataset.train[:n], reference[:n]),
+            "num_samples": n}
+  if jax.process_index() == 0:
+    out = os.path.join(workdir, "eval")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"eval_{step}.json"), "w") as f:
+      json.dump(result, f, indent=2)
+    print_fn(f"wrote {out}/eval_{step}.json: sliced Wasserstein {result['sliced_wasserstein']:.4f} "
+             f"(training data vs the same reference: {result['sliced_wasserstein_data_to_data']:.4f})")
+  return result

@@ -1,0 +1,34 @@
+"""Tiny configs for end-to-end runs."""
+from configs import digits, toy2d
+
+
+def override(config, **fields):
+  """`override(c, **{"training.n_iters": 5})` sets dotted fields."""
+  for path, value in fields.items():
+    node = config
+    *parents, leaf = path.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def tiny_toy(**fields):
+  config = toy2d.get_config("gmm")
+  override(config, **{
+      "training.batch_size": 64, "training.n_iters": 40, "training.log_freq": 10,
+      "training.snapshot_freq": 20, "data.num_train": 2_000, "data.num_test": 512,
+      "model.nf": 32, "model.num_layers": 2, "model.num_scales": 10,
+      "sampling.n_steps_each": 3, "sampling.num_samples": 256, "sampling.batch_size": 256,
+      "eval.batch_size": 512})
+  return override(config, **fields)
+
+
+def tiny_digits(**fields):
+  config = digits.get_config()
+  override(config, **{
+      "training.batch_size": 16, "training.n_iters": 4, "training.log_freq": 2,
+      "training.snapshot_freq": 4, "model.nf": 8, "model.num_scales": 4,
+      "sampling.n_steps_each": 1, "sampling.num_samples": 16, "sampling.batch_size": 16,
+      "eval.batch_size": 64})
+  return override(config, **fields)

@@ -1,0 +1,91 @@
+"""Langevin samplers checked against distributions with known scores."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import samplers
+import sde_lib
+from datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_score
+from metrics import sliced_wasserstein
+
+
+def gaussian_score(x, mean=1.0, std=0.5):
+  return -(x - mean) / std ** 2
+
+
+def test_langevin_reaches_the_exact_stationary_law_of_the_discretised_chain():
+  # For a Gaussian target N(m, s^2), x' = x + (eps/2)(-(x-m)/s^2) + sqrt(eps) z is an AR(1) chain
+  # with stationary variance s^2 / (1 - eps / (4 s^2)): the step-size bias is known exactly.
+  mean, std, eps = 1.0, 0.5, 0.4 * 0.25
+  x0 = jnp.zeros((20_000, 2))
+  x = samplers.langevin_dynamics(gaussian_score, x0, jax.random.key(0), eps, 300)
+  x = np.asarray(x)
+  np.testing.assert_allclose(x.mean(), mean, atol=4 * std / np.sqrt(x.size))
+  exact_var = std ** 2 / (1 - eps / (4 * std ** 2))
+  np.testing.assert_allclose(x.var(), exact_var, rtol=0.02)
+  assert abs(x.var() - std ** 2) > 0.05 * std ** 2  # the test can tell the biased law from the target
+
+
+def test_annealed_langevin_returns_the_unequal_gaussian_mixture():
+  sigmas = sde_lib.get_sigmas(0.01, 8.0, 30)
+  x0 = 8.0 * jax.random.normal(jax.random.key(1), (10_000, 2))
+  x = samplers.annealed_langevin_dynamics(gmm_score, x0, jax.random.key(2), sigmas,
+                                          n_steps_each=50, step_lr=5e-6)
+  x = np.asarray(x)
+  nearest = np.argmin(((x[:, None, :] - GMM_MEANS[None]) ** 2).sum(-1), axis=1)
+  weights = np.bincount(nearest, minlength=4) / len(x)
+  np.testing.assert_allclose(weights, GMM_WEIGHTS, atol=0.03)
+  for k in range(4):
+    mode = x[nearest == k]
+    np.testing.assert_allclose(mode.mean(0), GMM_MEANS[k], atol=0.05)
+    np.testing.assert_allclose(mode.var(0), GMM_STDS[k] ** 2 + sigmas[-1] ** 2, rtol=0.15)
+  rng = np.random.default_rng(0)
+  comp = rng.choice(4, size=len(x), p=GMM_WEIGHTS)
+  truth = GMM_MEANS[comp] + GMM_STDS[comp, None] * rng.standard_normal((len(x), 2))
+  assert sliced_wasserstein(x, truth) < 0.05
+
+
+def test_annealed_step_sizes_follow_sigma_squared():
+  # With a zero score the chain is x_init + sum_t sqrt(alpha_t) z_t, so Var = sum_t alpha_t with
+  # alpha = step_lr (sigma_i / sigma_L)^2, n_steps_each times per level.
+  sigmas = sde_lib.get_sigmas(0.1, 1.0, 5)
+  zero = lambda x, s: jnp.zeros_like(x)
+  x = samplers.annealed_langevin_dynamics(zero, jnp.zeros((20_000, 2)), jax.random.key(3), sigmas,
+                                          n_steps_each=3, step_lr=0.01)
+  expected = 3 * 0.01 * np.sum((np.asarray(sigmas) / sigmas[-1]) ** 2)
+  np.testing.assert_allclose(np.var(np.asarray(x)), expected, rtol=0.03)
+
+
+def test_final_denoising_is_one_tweedie_step():
+  sigmas = sde_lib.get_sigmas(0.1, 1.0, 4)
+  score = lambda x, s: -x / (0.25 + s[:, None] ** 2)
+  args = (score, jnp.ones((64, 2)), jax.random.key(4), sigmas, 2, 0.01)
+  plain = samplers.annealed_langevin_dynamics(*args)
+  denoised = samplers.annealed_langevin_dynamics(*args, denoise=True)
+  sigma_last = jnp.full((64,), sigmas[-1])
+  np.testing.assert_allclose(denoised, plain + sigmas[-1] ** 2 * score(plain, sigma_last), rtol=1e-5)
+
+
+def _program_lines(lowered):
+  return len(lowered.as_text().splitlines())
+
+
+def test_chains_compile_to_one_program_whose_size_does_not_grow_with_steps():
+  x0, rng = jnp.zeros((8, 2)), jax.random.key(5)
+  short = samplers.langevin_dynamics.lower(gaussian_score, x0, rng, 0.1, 10)
+  long = samplers.langevin_dynamics.lower(gaussian_score, x0, rng, 0.1, 10_000)
+  assert _program_lines(short) == _program_lines(long)
+  zero = lambda x, s: -x
+  short = samplers.annealed_langevin_dynamics.lower(zero, x0, rng, sde_lib.get_sigmas(0.1, 1, 3), 2, 0.1)
+  long = samplers.annealed_langevin_dynamics.lower(zero, x0, rng, sde_lib.get_sigmas(0.1, 1, 300), 200, 0.1)
+  assert _program_lines(short) == _program_lines(long)
+
+
+def test_sampler_registry():
+  assert samplers.get_sampler("ald") is samplers.annealed_langevin_dynamics
+  try:
+    samplers.get_sampler("nope")
+  except ValueError as e:
+    assert "valid choices: ald" in str(e)
+  else:
+    raise AssertionError("unknown sampler accepted")
