@@ -19,9 +19,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MODES = ("train", "sample", "eval")
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    "config", os.path.join(HERE, "configs", "digits.py"),
-    "Experiment config file, optionally with a variant: configs/toy2d.py:moons.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run directory for checkpoints, samples, logs (default: runs/<config name>).")
 flags.DEFINE_string("mode", "train", f"One of: {', '.join(MODES)}.")
 
@@ -62,11 +59,17 @@ def _unknown_field_message(argv, error):
       section = ".".join(parts[:depth]) or "config"
       valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else ""
       return f"unknown config field '{field}'; valid fields of {section}: {valid}"
-  return str(error).splitlines()[0]
+  return _first_line(error)
 
 
-def parse_flags(argv):
-  """absl flag parsing with every failure turned into one line on stderr."""
+def _first_line(error):
+  text = str(error.args[0]) if error.args else str(error)
+  return text.strip("'\"").splitlines()[0] if text else type(error).__name__
+
+
+def define_config_flag(argv):
+  """Define --config. ml_collections loads the file and applies the --config.* overrides right here,
+  so this is where a missing file, a failing get_config or an unknown field surfaces."""
   config_path = _config_arg(argv)
   if config_path:
     file = config_path.partition(":")[0]
@@ -75,15 +78,34 @@ def parse_flags(argv):
            + ", ".join(f"configs/{f}" for f in sorted(os.listdir(os.path.join(HERE, "configs")))
                        if f.endswith(".py") and not f.startswith("_") and f != "default.py"))
   try:
+    config_flags.DEFINE_config_file(
+        "config", os.path.join(HERE, "configs", "digits.py"),
+        "Experiment config file, optionally with a variant: configs/toy2d.py:moons. "
+        "Override any field with --config.<section>.<field>=<value>.", lock_config=True)
+  except (KeyError, AttributeError) as e:
+    fail(_unknown_field_message(argv, e))
+  except Exception as e:  # raised inside the config file's get_config
+    fail(_first_line(e))
+
+
+def parse_flags(argv):
+  """absl flag parsing with every failure turned into one line on stderr."""
+  if any(arg in ("--help", "-h", "--helpshort", "-?") for arg in argv[1:]):
+    print(__doc__.strip() + "\n\nflags:" + FLAGS.main_module_help().split("main.py:", 1)[-1])  # absl would exit 1
+    sys.exit(0)
+  try:
     rest = FLAGS(argv)
   except flags.Error as e:
     message = str(e)
-    if "config" in message and ("not found" in message.lower() or "KeyError" in message
-                                or "no field" in message.lower() or "does not exist" in message.lower()):
+    if "Traceback" in message:  # an exception inside the config file: keep its last line
+      message = message.strip().splitlines()[-1].split(": ", 1)[-1]
+    elif "--config." in message or "config" in message.split(":")[0]:
       message = _unknown_field_message(argv, e)
     fail(message.splitlines()[0])
-  except Exception as e:  # errors raised inside the config file's get_config
-    fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": "))
+  except (KeyError, AttributeError) as e:
+    fail(_unknown_field_message(argv, e))
+  except Exception as e:
+    fail(_first_line(e))
   if len(rest) > 1:
     fail(f"unexpected arguments {rest[1:]}; see python main.py --help")
   if FLAGS.mode not in MODES:
@@ -113,4 +135,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_config_flag(sys.argv)
   app.run(main, flags_parser=parse_flags)

@@ -28,4 +28,4 @@ def score_error(score_fn, true_score, x_clean, sigma, rng):
   sig = jnp.full((x.shape[0],), sigma, x.dtype)
   truth = true_score(x, sig)
   mse = jnp.mean(jnp.square(score_fn(x, sig) - truth))
-  return float(mse), float(mse / jnp.mean(jnp.square(truth)))
+  return mse, mse / jnp.mean(jnp.square(truth))

@@ -91,11 +91,12 @@ def build_optimizer(config):
   o = config.optim
   if o.optimizer.lower() != "adam":
     raise UserError(f"unknown optim.optimizer {o.optimizer!r}; valid choices: Adam")
-  warmup = max(int(o.warmup), 0)
-  schedule = (lambda step: o.lr * jnp.minimum((step + 1) / warmup, 1.0)) if warmup else o.lr
-  parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip > 0 else []
-  parts.append(optax.adam(schedule, b1=o.beta1, eps=o.eps))
-  return optax.chain(*parts)
+  warmup = max(int(o.warmup), 1)
+  schedule = lambda step: o.lr * jnp.minimum((step + 1) / warmup, 1.0)
+  # The clip stays in the chain when off (an infinite norm) so that the optimizer state has the same
+  # structure whatever `optim.grad_clip` is, and a run can resume with a different value.
+  clip = optax.clip_by_global_norm(o.grad_clip if o.grad_clip > 0 else float("inf"))
+  return optax.chain(clip, optax.adam(schedule, b1=o.beta1, eps=o.eps))
 
 
 def get_sigmas(config):
@@ -373,17 +374,19 @@ def evaluate(config, workdir, devices=None, print_fn=print):
   exp = Experiment(config, devices)
   state = _restore_for_inference(exp, workdir)
   step = int(state.step)
-  score_fn = exp.score_fn(state.ema_params)
   rng = jax.random.fold_in(_seed_key(config, _EVAL), step)
   test = jnp.asarray(exp.dataset.test[:config.eval.batch_size])
-  per_sigma = {}
-  for i, sigma in enumerate(np.asarray(exp.sigmas)):
-    key = jax.random.fold_in(rng, i)
-    entry = {"dsm_loss": float(losses.score_matching_loss(score_fn, test, sigma, key, weighting=sigma ** 2))}
+
+  @jax.jit
+  def at_level(params, sigma, key):
+    score_fn = exp.score_fn(params)
+    out = {"dsm_loss": losses.score_matching_loss(score_fn, test, sigma, key, weighting=sigma ** 2)}
     if exp.dataset.score is not None:
-      mse, rel = metrics.score_error(score_fn, exp.dataset.score, test, float(sigma), key)
-      entry.update(score_mse=mse, score_relative_mse=rel)
-    per_sigma[f"{sigma:.6g}"] = entry
+      out["score_mse"], out["score_relative_mse"] = metrics.score_error(score_fn, exp.dataset.score, test, sigma, key)
+    return out
+
+  per_sigma = {f"{sigma:.6g}": {k: float(v) for k, v in at_level(state.ema_params, sigma, jax.random.fold_in(rng, i)).items()}
+               for i, sigma in enumerate(np.asarray(exp.sigmas))}
   samples = exp.generate(state.ema_params, step)
   if exp.dataset.sample is not None:
     reference = exp.dataset.sample(np.random.default_rng([config.seed, step]), len(samples))

@@ -3,8 +3,8 @@
 Each epoch is a fresh permutation of the training set drawn from `(seed, epoch)`; step `s`
 reads batch `s mod (n // batch_size)` of epoch `s // (n // batch_size)`. This is what makes
 resuming bit-exact with no iterator state beyond the step, and lets every process slice its
-part of the same global batch. A background thread prepares and places batches ahead of the
-training step so the accelerator never waits on the host.
+part of the same global batch. A background thread prepares batches ahead of the
+training step; the transfer itself is asynchronous, so the accelerator never waits on the host.
 """
 import queue
 import threading
@@ -62,7 +62,7 @@ class BatchLoader:
     step = self._next_step
     try:
       while not self._stop.is_set():
-        item = (step, self._place(self.host_batch(step)))
+        item = (step, self.host_batch(step))
         while not self._stop.is_set():
           try:
             self._queue.put(item, timeout=0.1)
@@ -80,7 +80,9 @@ class BatchLoader:
     step, batch = self._queue.get()
     if step is None:
       raise batch
-    return batch
+    # Placed from the consuming thread: multi-device transfers issued from a second thread can
+    # interleave with the train step differently on each device and deadlock XLA:CPU collectives.
+    return self._place(batch)
 
   def close(self):
     self._stop.set()

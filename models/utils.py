@@ -35,7 +35,7 @@ def get_score_fn(model, params, prediction: str = "score", scale_by_sigma: bool 
 def init_params(model, rng, data_shape):
   """Initialise `model` on a dummy batch of one example of shape `data_shape`."""
   x = jnp.zeros((1,) + tuple(data_shape), jnp.float32)
-  return model.init(rng, x, jnp.ones((1,), jnp.float32))["params"]
+  return jax.jit(model.init)(rng, x, jnp.ones((1,), jnp.float32))["params"]  # jitted: eager init is slow
 
 
 def param_count(params) -> int:

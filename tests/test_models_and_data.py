@@ -17,7 +17,7 @@ def test_networks_map_data_to_data_shape(name, shape):
   model = models.get_model(name, **kwargs)
   params = models.init_params(model, jax.random.key(0), shape)
   x = jnp.ones((3,) + shape)
-  out = models.get_score_fn(model, params)(x, jnp.array([0.1, 1.0, 10.0]))
+  out = jax.jit(lambda p, x, s: models.get_score_fn(model, p)(x, s))(params, x, jnp.array([0.1, 1.0, 10.0]))
   assert out.shape == x.shape
 
 

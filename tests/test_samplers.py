@@ -5,7 +5,7 @@ import numpy as np
 
 import samplers
 import sde_lib
-from datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_score
+from datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_score, sample_gmm
 from metrics import sliced_wasserstein
 
 
@@ -30,7 +30,7 @@ def test_annealed_langevin_returns_the_unequal_gaussian_mixture():
   sigmas = sde_lib.get_sigmas(0.01, 8.0, 30)
   x0 = 8.0 * jax.random.normal(jax.random.key(1), (10_000, 2))
   x = samplers.annealed_langevin_dynamics(gmm_score, x0, jax.random.key(2), sigmas,
-                                          n_steps_each=50, step_lr=5e-6)
+                                          n_steps_each=30, step_lr=5e-5)
   x = np.asarray(x)
   nearest = np.argmin(((x[:, None, :] - GMM_MEANS[None]) ** 2).sum(-1), axis=1)
   weights = np.bincount(nearest, minlength=4) / len(x)
@@ -38,11 +38,12 @@ def test_annealed_langevin_returns_the_unequal_gaussian_mixture():
   for k in range(4):
     mode = x[nearest == k]
     np.testing.assert_allclose(mode.mean(0), GMM_MEANS[k], atol=0.05)
-    np.testing.assert_allclose(mode.var(0), GMM_STDS[k] ** 2 + sigmas[-1] ** 2, rtol=0.15)
+    np.testing.assert_allclose(mode.var(0), GMM_STDS[k] ** 2 + sigmas[-1] ** 2, rtol=0.1)
   rng = np.random.default_rng(0)
-  comp = rng.choice(4, size=len(x), p=GMM_WEIGHTS)
-  truth = GMM_MEANS[comp] + GMM_STDS[comp, None] * rng.standard_normal((len(x), 2))
-  assert sliced_wasserstein(x, truth) < 0.05
+  truth = sample_gmm(rng, len(x))
+  # Two true samples of this size lie 0.03-0.07 apart; equal weights instead of (.1, .2, .3, .4) ~0.3.
+  assert sliced_wasserstein(x, truth) < 0.15
+  assert sliced_wasserstein(sample_gmm(rng, len(x), weights=np.full(4, 0.25, np.float32)), truth) > 0.15
 
 
 def test_annealed_step_sizes_follow_sigma_squared():

@@ -84,7 +84,7 @@ def test_sample_and_eval_modes(toy_run):
 def test_a_trained_model_learns_the_mixture_score(tmp_path):
   config = tiny_toy(**{"training.n_iters": 600, "training.log_freq": 100, "training.snapshot_freq": 600,
                        "training.batch_size": 256, "data.num_train": 20_000, "model.nf": 64,
-                       "model.num_scales": 20, "sampling.n_steps_each": 20, "sampling.step_lr": 5e-6,
+                       "model.num_scales": 20, "sampling.n_steps_each": 20, "sampling.step_lr": 5e-5,
                        "sampling.num_samples": 2_000, "sampling.batch_size": 2_000,
                        "training.snapshot_sampling": False})
   workdir = str(tmp_path)
@@ -92,7 +92,7 @@ def test_a_trained_model_learns_the_mixture_score(tmp_path):
   result = run_lib.evaluate(config, workdir, print_fn=quiet)
   mid = [v["score_relative_mse"] for s, v in result["per_sigma"].items() if 0.3 <= float(s) <= 3.0]
   assert mid and max(mid) < 0.1, result["per_sigma"]
-  # An untrained score gives relative error ~1; fresh mixture samples give SW ~0.03 at this size.
+  # An untrained score gives relative error ~1; two fresh samples of the mixture are ~0.15 apart at this size.
   assert result["sliced_wasserstein"] < 0.25, result
 
 
