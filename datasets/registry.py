@@ -4,7 +4,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-_DATASETS = {}
+from registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,18 +32,10 @@ class Dataset:
     return self.train.ndim == 4
 
 
-def register_dataset(name: str):
-  def wrap(fn):
-    _DATASETS[name] = fn
-    return fn
-  return wrap
-
-
-def dataset_names():
-  return sorted(_DATASETS)
+_DATASETS = Registry("data.dataset")
+register_dataset = _DATASETS.register
+dataset_names = _DATASETS.names
 
 
 def get_dataset(name: str, **kwargs) -> Dataset:
-  if name not in _DATASETS:
-    raise ValueError(f"unknown data.dataset {name!r}; valid choices: {', '.join(dataset_names())}")
-  return _DATASETS[name](**kwargs)
+  return _DATASETS.get(name)(**kwargs)

@@ -1,21 +1,7 @@
 """Samplers register themselves by name so that `sampling.method` picks them."""
-_SAMPLERS = {}
+from registry import Registry
 
-
-def register_sampler(name: str):
-  def wrap(fn):
-    if name in _SAMPLERS:
-      raise ValueError(f"sampler {name!r} is registered twice")
-    _SAMPLERS[name] = fn
-    return fn
-  return wrap
-
-
-def sampler_names():
-  return sorted(_SAMPLERS)
-
-
-def get_sampler(name: str):
-  if name not in _SAMPLERS:
-    raise ValueError(f"unknown sampling.method {name!r}; valid choices: {', '.join(sampler_names())}")
-  return _SAMPLERS[name]
+_SAMPLERS = Registry("sampling.method")
+register_sampler = _SAMPLERS.register
+sampler_names = _SAMPLERS.names
+get_sampler = _SAMPLERS.get
