@@ -113,7 +113,7 @@ def validate_config(config, num_devices):
   for name, value in positive.items():
     if not isinstance(value, int) or value <= 0:
       raise UserError(f"{name} must be a positive integer, got {value!r}")
-  if t.batch_size % (num_devices * jax.process_count()):
+  if t.batch_size % num_devices:  # global devices: every process's included
     raise UserError(f"training.batch_size={t.batch_size} is not divisible by the number of devices "
                     f"({num_devices}); choose a multiple of {num_devices}")
   for name in ("n_iters", "log_freq", "snapshot_freq"):
@@ -180,7 +180,7 @@ class Experiment:
 # ----------------------------------------------------------------------------- training
 
 def make_train_step(exp):
-  """One dispatch = `training.n_jitted_steps` optimizer steps, a `lax.scan` over stacked batches.
+  """One dispatch = `training.n_jitted_steps` optimizer steps over stacked batches `(k, batch, ...)`.
 
   The loss of step `k` uses the key `fold_in(fold_in(seed, TRAIN), k)`, so results do not depend
   on how steps are grouped into dispatches or how the batch is split over devices.
@@ -245,7 +245,16 @@ def _check_finite(state, checkpointer, workdir):
 
 
 def train(config, workdir, devices=None, print_fn=print):
-  """Train (or resume) in `workdir`; returns the final `TrainState`."""
+  """Train (or resume) in `workdir`; returns the final `TrainState`.
+
+  SIGTERM/SIGINT are caught from the start (set-up and compilation included): training stops at
+  the next step boundary with a checkpoint of that step.
+  """
+  with _StopSignal() as stop:
+    return _train(config, workdir, devices, print_fn, stop)
+
+
+def _train(config, workdir, devices, print_fn, stop):
   exp = Experiment(config, devices)
   t = config.training
   is_main = jax.process_index() == 0
@@ -274,27 +283,26 @@ def train(config, workdir, devices=None, print_fn=print):
   window = []
   step = start
   try:
-    with _StopSignal() as stop:
-      while step < t.n_iters:
-        state, step_losses = train_step(state, next(loader))
-        step += t.n_jitted_steps
-        window.append(step_losses)
-        if step % t.log_freq == 0 or step == t.n_iters:
-          _check_finite(state, checkpointer, workdir)
-          logger.log(step, {"loss": float(jnp.mean(jnp.concatenate(window)))})
-          window = []
-        if step % t.snapshot_freq == 0 or step == t.n_iters:
-          _check_finite(state, checkpointer, workdir)
-          checkpointer.save(step, state)
-          if t.snapshot_sampling:
-            write_samples(exp, state.ema_params, step, os.path.join(workdir, "samples"), logger)
-        if stop.received and step < t.n_iters:
-          _check_finite(state, checkpointer, workdir)
-          checkpointer.save(step, state)
-          checkpointer.wait()
-          print_fn(f"received {stop.received} at step {step}: checkpoint saved in {workdir}/checkpoints; "
-                   "run the same command again to resume")
-          return state
+    while step < t.n_iters:
+      state, step_losses = train_step(state, next(loader))
+      step += t.n_jitted_steps
+      window.append(step_losses)
+      if step % t.log_freq == 0 or step == t.n_iters:
+        _check_finite(state, checkpointer, workdir)
+        logger.log(step, {"loss": float(jnp.mean(jnp.concatenate(window)))})
+        window = []
+      if step % t.snapshot_freq == 0 or step == t.n_iters:
+        _check_finite(state, checkpointer, workdir)
+        checkpointer.save(step, state)
+        if t.snapshot_sampling:
+          write_samples(exp, state.ema_params, step, os.path.join(workdir, "samples"), logger)
+      if stop.received and step < t.n_iters:
+        _check_finite(state, checkpointer, workdir)
+        checkpointer.save(step, state)
+        checkpointer.wait()
+        print_fn(f"received {stop.received} at step {step}: checkpoint saved in {workdir}/checkpoints; "
+                 "run the same command again to resume")
+        return state
   finally:
     loader.close()
     logger.close()

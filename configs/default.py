@@ -42,7 +42,7 @@ def get_default_config():
   model.num_res_blocks = 1
   model.num_layers = 3                # MLP depth
   model.scale_by_sigma = True
-  model.prediction = "score"          # or "noise": s = -eps_hat / sigma
+  model.prediction = "score"          # or "noise": s = -eps_hat / sigma (scale_by_sigma is then moot)
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.optimizer = "Adam"
