@@ -6,6 +6,7 @@ resuming bit-exact with no iterator state beyond the step, and lets every proces
 part of the same global batch. A background thread prepares batches ahead of the
 training step; the transfer itself is asynchronous, so the accelerator never waits on the host.
 """
+import functools
 import queue
 import threading
 
@@ -13,12 +14,18 @@ import jax
 import numpy as np
 
 
+@functools.lru_cache(maxsize=2)
+def _epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+  perm = np.random.default_rng([seed, epoch]).permutation(n)
+  perm.flags.writeable = False  # shared by every step of the epoch
+  return perm
+
+
 def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
   """Indices into the training set of the global batch of `step`."""
   per_epoch = n // batch_size
   epoch, b = divmod(step, per_epoch)
-  perm = np.random.default_rng([seed, epoch]).permutation(n)
-  return perm[b * batch_size:(b + 1) * batch_size]
+  return _epoch_permutation(n, seed, epoch)[b * batch_size:(b + 1) * batch_size]
 
 
 class BatchLoader:
