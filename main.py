@@ -40,17 +40,17 @@ def _unknown_field_message(argv, error):
   import importlib.util
   path = _config_arg(argv) or os.path.join(HERE, "configs", "digits.py")
   file, _, variant = path.partition(":")
+  try:
+    spec = importlib.util.spec_from_file_location("_cfg", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(variant) if variant else module.get_config()
+  except Exception:
+    return _first_line(error)
   for arg in argv[1:]:
     if not arg.startswith("--config."):
       continue
     field = arg[len("--config."):].split("=")[0]
-    try:
-      spec = importlib.util.spec_from_file_location("_cfg", file)
-      module = importlib.util.module_from_spec(spec)
-      spec.loader.exec_module(module)
-      config = module.get_config(variant) if variant else module.get_config()
-    except Exception:
-      break
     node, parts = config, field.split(".")
     for depth, part in enumerate(parts):
       if hasattr(node, "keys") and part in node:
