@@ -30,6 +30,8 @@ def get_default_config():
   data.dataset = "digits"
   data.shape = (8, 8, 1)
   data.centered = False
+  data.root = "data"                  # where file-backed datasets (cifar10) live
+  data.verify_checksum = True
 
   config.model = model = ml_collections.ConfigDict()
   model.name = "ncsn_small"

@@ -1,0 +1,70 @@
+"""CIFAR-10 from a small generated archive in the format of `cifar-10-python.tar.gz`."""
+import io
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+
+import datasets
+from datasets import cifar10
+from tests.conftest import ROOT
+
+PER_BATCH = 6
+
+
+def images(seed, n):
+  return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+
+
+def write_archive(path):
+  """Batches as the real archive stores them: rows of 1024 R, 1024 G, 1024 B values."""
+  with tarfile.open(path, "w:gz") as tar:
+    for seed, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+      imgs = images(seed, PER_BATCH)
+      entry = {b"data": imgs.transpose(0, 3, 1, 2).reshape(PER_BATCH, 3072),
+               b"labels": list(range(PER_BATCH)), b"batch_label": name.encode()}
+      blob = pickle.dumps(entry)
+      info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+      info.size = len(blob)
+      tar.addfile(info, io.BytesIO(blob))
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("cifar")
+  write_archive(os.path.join(folder, cifar10.ARCHIVE))
+  return str(folder)
+
+
+def test_reads_the_archive_into_hwc_images(root):
+  train, labels, test, _ = cifar10.read_archive(os.path.join(root, cifar10.ARCHIVE))
+  assert train.shape == (5 * PER_BATCH, 32, 32, 3) and test.shape == (PER_BATCH, 32, 32, 3)
+  np.testing.assert_array_equal(train[:PER_BATCH], images(0, PER_BATCH))
+  np.testing.assert_array_equal(test, images(5, PER_BATCH))
+  assert labels.tolist()[:PER_BATCH] == list(range(PER_BATCH))
+  ds = datasets.get_dataset("cifar10", root=root, verify_checksum=False, centered=True)
+  np.testing.assert_allclose(ds.test, images(5, PER_BATCH) / 255.0 * 2 - 1, atol=1e-6)
+
+
+def test_a_wrong_checksum_is_refused(root):
+  with pytest.raises(ValueError, match=f"not the published {cifar10.MD5}; replace the file, or set "
+                                       "data.verify_checksum=False"):
+    datasets.get_dataset("cifar10", root=root)
+
+
+def test_a_missing_archive_says_where_to_put_it(tmp_path):
+  with pytest.raises(ValueError, match=f"put cifar-10-python.tar.gz .* at {tmp_path}/cifar-10-python.tar.gz"):
+    datasets.get_dataset("cifar10", root=str(tmp_path), download=False)
+
+
+def test_main_reports_the_checksum_in_one_line(root, tmp_path):
+  result = subprocess.run([sys.executable, "main.py", "--config.data.dataset=cifar10",
+                           "--config.data.shape=(32, 32, 3)", f"--config.data.root={root}",
+                           f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+  assert "data.verify_checksum=False" in result.stderr
