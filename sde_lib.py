@@ -23,8 +23,10 @@ def get_sigmas(sigma_min: float, sigma_max: float, num_scales: int) -> jnp.ndarr
 # probability-flow ODE dx/dt = f - (1/2) g^2 s carry the prior back to data (Eq. 6 and 13).
 
 
-def _per_example(v, x):
-  return jnp.reshape(v, (-1,) + (1,) * (x.ndim - 1))
+def per_example(v, x):
+  """Broadcast a scalar or a per-example `(batch,)` array against `x` of shape `(batch, ...)`."""
+  v = jnp.asarray(v, x.dtype)
+  return v if v.ndim == 0 else jnp.reshape(v, (-1,) + (1,) * (x.ndim - 1))
 
 
 class SDE:
@@ -71,14 +73,14 @@ class ReverseSDE:
   def sde(self, x, t):
     drift, diffusion = self.forward.sde(x, t)
     c = 0.5 if self.probability_flow else 1.0
-    drift = drift - c * _per_example(jnp.square(diffusion), x) * self.score_fn(x, t)
+    drift = drift - c * per_example(jnp.square(diffusion), x) * self.score_fn(x, t)
     return drift, (jnp.zeros_like(diffusion) if self.probability_flow else diffusion)
 
   def discretize(self, x, t):
     """Reverse diffusion step (Song et al. 2021, Eq. 46): `f_rev = f - G^2 s`, `G_rev = G`."""
     f, G = self.forward.discretize(x, t)
     c = 0.5 if self.probability_flow else 1.0
-    f_rev = f - c * _per_example(jnp.square(G), x) * self.score_fn(x, t)
+    f_rev = f - c * per_example(jnp.square(G), x) * self.score_fn(x, t)
     return f_rev, (jnp.zeros_like(G) if self.probability_flow else G)
 
 
@@ -138,11 +140,11 @@ class VPSDE(SDE):
 
   def sde(self, x, t):
     beta = self.beta(t)
-    return -0.5 * _per_example(beta, x) * x, jnp.sqrt(beta)
+    return -0.5 * per_example(beta, x) * x, jnp.sqrt(beta)
 
   def marginal_prob(self, x0, t):
     lmc = self.log_mean_coeff(t)
-    return _per_example(jnp.exp(lmc), x0) * x0, jnp.sqrt(1.0 - jnp.exp(2.0 * lmc))
+    return per_example(jnp.exp(lmc), x0) * x0, jnp.sqrt(1.0 - jnp.exp(2.0 * lmc))
 
   def prior_sample(self, rng, shape):
     return jax.random.normal(rng, shape)
@@ -154,7 +156,7 @@ class VPSDE(SDE):
     """DDPM chain: `x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i) z`."""
     i = jnp.round(t * (self.N - 1) / self.T).astype(jnp.int32)
     beta = self.discrete_betas[i]
-    return (_per_example(jnp.sqrt(self.alphas[i]), x) - 1.0) * x, jnp.sqrt(beta)
+    return (per_example(jnp.sqrt(self.alphas[i]), x) - 1.0) * x, jnp.sqrt(beta)
 
 
 class SubVPSDE(VPSDE):
@@ -168,7 +170,7 @@ class SubVPSDE(VPSDE):
 
   def marginal_prob(self, x0, t):
     lmc = self.log_mean_coeff(t)
-    return _per_example(jnp.exp(lmc), x0) * x0, 1.0 - jnp.exp(2.0 * lmc)
+    return per_example(jnp.exp(lmc), x0) * x0, 1.0 - jnp.exp(2.0 * lmc)
 
   def discretize(self, x, t):
     return SDE.discretize(self, x, t)  # no DDPM-like chain: Euler-Maruyama of the SDE

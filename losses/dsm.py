@@ -2,13 +2,7 @@
 import jax
 import jax.numpy as jnp
 
-
-def _per_example(v, x):
-  """Broadcast a scalar or `(batch,)` array against `x` of shape `(batch, ...)`."""
-  v = jnp.asarray(v, x.dtype)
-  if v.ndim == 0:
-    return v
-  return jnp.reshape(v, (-1,) + (1,) * (x.ndim - 1))
+from sde_lib import per_example
 
 
 def score_matching_loss(score_fn, x, sigma, rng, weighting=None):
@@ -23,13 +17,13 @@ def score_matching_loss(score_fn, x, sigma, rng, weighting=None):
   optional per-example weight `w(sigma)` of the same shape (default 1).
   """
   noise = jax.random.normal(rng, x.shape, x.dtype)
-  s = _per_example(sigma, x)
+  s = per_example(sigma, x)
   x_noisy = x + s * noise
   target = -noise / s
   sigma_batch = jnp.broadcast_to(jnp.asarray(sigma, x.dtype), (x.shape[0],))
   sq_err = jnp.square(score_fn(x_noisy, sigma_batch) - target)
   if weighting is not None:
-    sq_err = sq_err * _per_example(weighting, x)
+    sq_err = sq_err * per_example(weighting, x)
   return jnp.mean(sq_err)
 
 

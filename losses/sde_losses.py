@@ -4,10 +4,7 @@ import jax
 import jax.numpy as jnp
 
 import sde_lib
-
-
-def _per_example(v, x):
-  return jnp.reshape(v, (-1,) + (1,) * (x.ndim - 1))
+from sde_lib import per_example
 
 
 def _reduce(sq, reduce_mean):
@@ -29,12 +26,12 @@ def continuous_dsm_loss(score_fn, x, rng, sde, eps=1e-5, reduce_mean=True, likel
   t = jax.random.uniform(rng_t, (x.shape[0],), minval=eps, maxval=sde.T)
   z = jax.random.normal(rng_z, x.shape, x.dtype)
   mean, std = sde.marginal_prob(x, t)
-  score = score_fn(mean + _per_example(std, x) * z, t)
+  score = score_fn(mean + per_example(std, x) * z, t)
   if likelihood_weighting:
     _, g = sde.sde(jnp.zeros_like(x), t)
-    losses = _reduce(jnp.square(score + z / _per_example(std, x)), reduce_mean) * jnp.square(g)
+    losses = _reduce(jnp.square(score + z / per_example(std, x)), reduce_mean) * jnp.square(g)
   else:
-    losses = _reduce(jnp.square(score * _per_example(std, x) + z), reduce_mean)
+    losses = _reduce(jnp.square(score * per_example(std, x) + z), reduce_mean)
   return jnp.mean(losses)
 
 
@@ -44,8 +41,8 @@ def smld_loss(score_fn, x, rng, sde: sde_lib.VESDE, reduce_mean=True):
   rng_i, rng_z = jax.random.split(rng)
   sigma = sde.discrete_sigmas[jax.random.randint(rng_i, (x.shape[0],), 0, sde.N)]
   z = jax.random.normal(rng_z, x.shape, x.dtype)
-  score = score_fn(x + _per_example(sigma, x) * z, sigma)
-  return jnp.mean(_reduce(jnp.square(score * _per_example(sigma, x) + z), reduce_mean))
+  score = score_fn(x + per_example(sigma, x) * z, sigma)
+  return jnp.mean(_reduce(jnp.square(score * per_example(sigma, x) + z), reduce_mean))
 
 
 def ddpm_loss(score_fn, x, rng, sde: sde_lib.VPSDE, reduce_mean=True):
@@ -56,8 +53,8 @@ def ddpm_loss(score_fn, x, rng, sde: sde_lib.VPSDE, reduce_mean=True):
   i = jax.random.randint(rng_i, (x.shape[0],), 0, sde.N)
   alpha_bar = jnp.cumprod(sde.alphas)[i]
   z = jax.random.normal(rng_z, x.shape, x.dtype)
-  std = _per_example(jnp.sqrt(1.0 - alpha_bar), x)
-  x_i = _per_example(jnp.sqrt(alpha_bar), x) * x + std * z
+  std = per_example(jnp.sqrt(1.0 - alpha_bar), x)
+  x_i = per_example(jnp.sqrt(alpha_bar), x) * x + std * z
   score = score_fn(x_i, i / (sde.N - 1))
   return jnp.mean(_reduce(jnp.square(score * std + z), reduce_mean))
 

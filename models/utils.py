@@ -2,11 +2,9 @@
 import jax
 import jax.numpy as jnp
 
+from sde_lib import per_example
+
 PREDICTIONS = ("score", "noise")
-
-
-def _per_example(sigma, x):
-  return jnp.reshape(sigma, (-1,) + (1,) * (x.ndim - 1))
 
 
 def get_score_fn(model, params, prediction: str = "score", scale_by_sigma: bool = False):
@@ -24,9 +22,9 @@ def get_score_fn(model, params, prediction: str = "score", scale_by_sigma: bool 
   def score_fn(x, sigma):
     out = model.apply({"params": params}, x, sigma)
     if prediction == "noise":
-      return -out / _per_example(sigma, x)
+      return -out / per_example(sigma, x)
     if scale_by_sigma:
-      return out / _per_example(sigma, x)
+      return out / per_example(sigma, x)
     return out
 
   return score_fn
