@@ -57,9 +57,8 @@ def _seed_key(config, tag):
 def load_dataset(config):
   data = config.data
   try:
-    ds = datasets.get_dataset(data.dataset, centered=data.get("centered", False),
-                              num_train=data.get("num_train", 50_000), num_test=data.get("num_test", 5_000),
-                              root=data.get("root", "data"), verify_checksum=data.get("verify_checksum", True))
+    options = {k: data[k] for k in ("centered", "num_train", "num_test", "root", "verify_checksum") if k in data}
+    ds = datasets.get_dataset(data.dataset, shape=tuple(data.shape), **options)
   except ValueError as e:
     raise UserError(str(e)) from None
   expected = tuple(data.shape)
