@@ -54,13 +54,18 @@ def _seed_key(config, tag):
   return jax.random.fold_in(jax.random.key(config.seed), tag)
 
 
-def load_dataset(config):
-  data = config.data
+def _as_user_error(lookup, *args):
+  """Registry look-ups raise ValueError naming the valid choices; for the user that is a UserError."""
   try:
-    options = {k: data[k] for k in ("centered", "num_train", "num_test", "root", "verify_checksum") if k in data}
-    ds = datasets.get_dataset(data.dataset, shape=tuple(data.shape), **options)
+    return lookup(*args)
   except ValueError as e:
     raise UserError(str(e)) from None
+
+
+def load_dataset(config):
+  data = config.data
+  options = {k: data[k] for k in ("centered", "num_train", "num_test", "root", "verify_checksum") if k in data}
+  ds = _as_user_error(lambda: datasets.get_dataset(data.dataset, shape=tuple(data.shape), **options))
   expected = tuple(data.shape)
   if tuple(ds.shape) != expected:
     raise UserError(f"data.dataset={data.dataset!r} has examples of shape {tuple(ds.shape)}, but the config "
@@ -70,8 +75,7 @@ def load_dataset(config):
 
 def build_model(config, data_shape):
   m = config.model
-  if m.name not in models.model_names():
-    raise UserError(f"unknown model.name {m.name!r}; valid choices: {', '.join(models.model_names())}")
+  _as_user_error(models.get_model_class, m.name)
   if m.name == "mlp":
     if len(data_shape) != 1:
       raise UserError(f"model.name='mlp' needs vector data of shape (dim,), got {tuple(data_shape)}; "
@@ -123,10 +127,8 @@ def validate_config(config, num_devices):
     raise UserError(f"need 0 < model.sigma_min < model.sigma_max, got {m.sigma_min} and {m.sigma_max}")
   if not 0 <= m.ema_rate < 1:
     raise UserError(f"model.ema_rate must lie in [0, 1), got {m.ema_rate}")
-  if m.prediction not in models.utils.PREDICTIONS:
-    raise UserError(f"unknown model.prediction {m.prediction!r}; valid choices: {', '.join(models.utils.PREDICTIONS)}")
-  if s.method not in samplers.sampler_names():
-    raise UserError(f"unknown sampling.method {s.method!r}; valid choices: {', '.join(samplers.sampler_names())}")
+  _as_user_error(models.get_score_fn, None, None, m.prediction)  # checks the name only
+  _as_user_error(samplers.get_sampler, s.method)
   if s.step_lr <= 0 or config.optim.lr <= 0:
     raise UserError("sampling.step_lr and optim.lr must be positive")
 

@@ -175,5 +175,3 @@ class SubVPSDE(VPSDE):
   def discretize(self, x, t):
     return SDE.discretize(self, x, t)  # no DDPM-like chain: Euler-Maruyama of the SDE
 
-
-SDES = {"vesde": VESDE, "vpsde": VPSDE, "subvpsde": SubVPSDE}

@@ -1,7 +1,7 @@
 """Score networks, a registry by `model.name`, and the wrapper that turns a network into `score_fn`."""
-from models.registry import register_model, get_model, model_names
+from models.registry import register_model, get_model, get_model_class, model_names
 from models.utils import get_score_fn, init_params
 # Importing the modules registers the networks.
 from models import mlp, ncsn_small  # noqa: F401
 
-__all__ = ["register_model", "get_model", "model_names", "get_score_fn", "init_params"]
+__all__ = ["register_model", "get_model", "get_model_class", "model_names", "get_score_fn", "init_params"]

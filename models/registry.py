@@ -4,8 +4,9 @@ from registry import Registry
 _MODELS = Registry("model.name")
 register_model = _MODELS.register  # `@register_model('mlp')` on a Flax module class
 model_names = _MODELS.names
+get_model_class = _MODELS.get
 
 
 def get_model(name: str, **kwargs):
   """Build the registered network `name` with keyword hyperparameters."""
-  return _MODELS.get(name)(**kwargs)
+  return get_model_class(name)(**kwargs)
