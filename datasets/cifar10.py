@@ -7,7 +7,7 @@ import urllib.request
 
 import numpy as np
 
-from datasets.registry import Dataset, register_dataset
+from datasets.registry import Dataset, register_dataset, scale_images
 
 ARCHIVE = "cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -65,5 +65,4 @@ def cifar10(root="data", verify_checksum=True, download=True, centered=False, **
     raise ValueError(f"{path} has md5 {actual}, not the published {MD5}; replace the file, or set "
                      "data.verify_checksum=False to use it anyway")
   train, _, test, _ = read_archive(path)
-  scale = lambda images: images.astype(np.float32) / 255.0 * (2.0 if centered else 1.0) - (1.0 if centered else 0.0)
-  return Dataset("cifar10", train=scale(train), test=scale(test))
+  return Dataset("cifar10", train=scale_images(train, 255.0, centered), test=scale_images(test, 255.0, centered))

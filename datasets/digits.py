@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from datasets.registry import Dataset, register_dataset
+from datasets.registry import Dataset, register_dataset, scale_images
 
 DIGITS_PATH = os.path.join(os.path.dirname(__file__), "data", "digits.csv.gz")
 NUM_TEST = 197  # the last 197 images are held out: 1600 train, 197 test
@@ -21,7 +21,5 @@ def load_digits_raw():
 def digits(centered: bool = False, **unused):
   """Images `(n, 8, 8, 1)` scaled from 0..16 to [0, 1], or [-1, 1] if `centered`."""
   images, _ = load_digits_raw()
-  x = images.astype(np.float32)[..., None] / 16.0
-  if centered:
-    x = 2.0 * x - 1.0
+  x = scale_images(images[..., None], 16.0, centered)
   return Dataset("digits", train=x[:-NUM_TEST], test=x[-NUM_TEST:])

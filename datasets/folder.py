@@ -6,7 +6,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from datasets.registry import Dataset, register_dataset
+from datasets.registry import Dataset, register_dataset, scale_images
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 
@@ -44,9 +44,7 @@ def folder(root="data", shape=(64, 64, 3), centered=False, num_test=None, **unus
       images.append(load_image(path, shape))
     except OSError as e:
       raise ValueError(f"cannot read image {path}: {e}") from None
-  x = np.stack(images).astype(np.float32) / 255.0
-  if centered:
-    x = 2.0 * x - 1.0
+  x = scale_images(np.stack(images), 255.0, centered)
   order = np.random.default_rng(0).permutation(len(x))
   n_test = num_test if num_test is not None else max(1, len(x) // 100)
   return Dataset("folder", train=x[order[n_test:]], test=x[order[:n_test]])

@@ -32,6 +32,12 @@ class Dataset:
     return self.train.ndim == 4
 
 
+def scale_images(images, max_value, centered=False):
+  """Pixel counts in 0..max_value to float32 in [0, 1], or [-1, 1] if `centered` (`data.centered`)."""
+  x = np.asarray(images, np.float32) / max_value
+  return 2.0 * x - 1.0 if centered else x
+
+
 _DATASETS = Registry("data.dataset")
 register_dataset = _DATASETS.register
 dataset_names = _DATASETS.names
