@@ -4,6 +4,8 @@ Orbax writes each step into a temporary directory and renames it only once compl
 process killed mid-save leaves the previous checkpoints untouched and the partial one is
 ignored (and cleaned up) by the next run.
 """
+import os
+
 import jax
 import orbax.checkpoint as ocp
 
@@ -13,7 +15,8 @@ class Checkpointer:
   def __init__(self, directory, max_to_keep=3):
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=True)
-    self.manager = ocp.CheckpointManager(directory, options=options)
+    # orbax refuses relative paths, and `--workdir` (default runs/<config>) is usually relative.
+    self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
   def latest_step(self):
     return self.manager.latest_step()

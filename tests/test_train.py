@@ -8,7 +8,7 @@ import pytest
 
 import run_lib
 from checkpointing import Checkpointer
-from tests.helpers import tiny_digits, tiny_toy
+from tests.helpers import override, tiny_digits, tiny_toy
 
 quiet = lambda *a, **k: None
 
@@ -118,3 +118,13 @@ def test_digits_end_to_end(tmp_path):
   from PIL import Image
   grid = Image.open(os.path.join(workdir, "samples", "samples_4.png"))
   assert grid.size == (4 * (4 * 9 + 1),) * 2
+
+
+def test_a_relative_workdir_checkpoints_and_resumes(tmp_path, monkeypatch):
+  # The default --workdir is relative (runs/<config>); orbax itself wants absolute paths.
+  monkeypatch.chdir(tmp_path)
+  config = tiny_toy(**{"training.n_iters": 10, "training.snapshot_freq": 10, "training.snapshot_sampling": False})
+  run_lib.train(config, "runs/rel", print_fn=quiet)
+  assert Checkpointer("runs/rel/checkpoints").all_steps() == [10]
+  resumed = run_lib.train(override(config, **{"training.n_iters": 20}), "runs/rel", print_fn=quiet)
+  assert int(resumed.step) == 20
