@@ -5,6 +5,7 @@
   python main.py --config=configs/toy2d.py:moons --config.training.n_iters=2000
   python main.py --mode=sample --workdir=runs/digits   # samples from the latest checkpoint
   python main.py --mode=eval --workdir=runs/digits     # metrics as JSON in workdir/eval/
+  python main.py --mode=info --config=configs/cifar.py:vp_ddpm   # the network and its parameter count
 
 Any config field can be overridden as --config.<section>.<field>=<value>. Re-running a training
 command resumes from the latest checkpoint in --workdir; SIGTERM/SIGINT checkpoint and exit.
@@ -16,7 +17,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODES = ("train", "sample", "eval")
+MODES = ("train", "sample", "eval", "info")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory for checkpoints, samples, logs (default: runs/<config name>).")
@@ -125,7 +126,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO
   import run_lib  # imported after flag parsing so bad flags fail fast
   workdir = FLAGS.workdir or default_workdir()
-  run = {"train": run_lib.train, "sample": run_lib.sample, "eval": run_lib.evaluate}[FLAGS.mode]
+  run = {"train": run_lib.train, "sample": run_lib.sample, "eval": run_lib.evaluate, "info": run_lib.info}[FLAGS.mode]
   try:
     run(FLAGS.config, workdir)
   except run_lib.TrainingDiverged as e:

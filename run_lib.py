@@ -4,6 +4,7 @@ Everything random derives from `config.seed` and the training step, and the batc
 pure function of the two (datasets/loader.py), so a run resumed from a checkpoint is bit-identical
 to one that never stopped.
 """
+import dataclasses
 import json
 import os
 import signal
@@ -62,32 +63,56 @@ def _as_user_error(lookup, *args):
     raise UserError(str(e)) from None
 
 
+def data_shape(config):
+  """The shape of one example: `(image_size, image_size, num_channels)` where the config names
+  those (score_sde's image configs), otherwise `data.shape`."""
+  data = config.data
+  if "image_size" in data:
+    return (data.image_size, data.image_size, data.num_channels)
+  return tuple(data.shape)
+
+
 def load_dataset(config):
   data = config.data
-  options = {k: data[k] for k in ("centered", "num_train", "num_test", "root", "verify_checksum") if k in data}
-  ds = _as_user_error(lambda: datasets.get_dataset(data.dataset, shape=tuple(data.shape), **options))
-  expected = tuple(data.shape)
+  options = {k: data[k] for k in ("num_train", "num_test", "root", "verify_checksum") if k in data}
+  expected = data_shape(config)
+  ds = _as_user_error(lambda: datasets.get_dataset(data.dataset, shape=expected, **options))
   if tuple(ds.shape) != expected:
+    fields = "data.image_size and data.num_channels" if "image_size" in data else "data.shape"
     raise UserError(f"data.dataset={data.dataset!r} has examples of shape {tuple(ds.shape)}, but the config "
-                    f"says data.shape={expected}; set --config.data.shape to match")
+                    f"says {expected}; set {fields} to match")
   return ds
 
 
+VECTOR_MODELS = ("mlp",)  # networks for data of shape (dim,); every other one takes (H, W, C) images
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _hashable(value):
+  return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
 def build_model(config, data_shape):
+  """The network `model.name` with every `config.model` field that the network declares (score_sde's
+  names: `nf`, `ch_mult`, `attn_resolutions`, ...), computing in `training.dtype`."""
   m = config.model
-  _as_user_error(models.get_model_class, m.name)
-  if m.name == "mlp":
-    if len(data_shape) != 1:
-      raise UserError(f"model.name='mlp' needs vector data of shape (dim,), got {tuple(data_shape)}; "
-                      "use model.name='ncsn_small' for images")
-    return models.get_model("mlp", nf=m.nf, num_layers=m.num_layers)
-  if len(data_shape) != 3:
+  cls = _as_user_error(models.get_model_class, m.name)
+  is_image = len(data_shape) == 3
+  if m.name in VECTOR_MODELS and is_image:
+    raise UserError(f"model.name={m.name!r} needs vector data of shape (dim,), got {tuple(data_shape)}; "
+                    f"choose an image model: {', '.join(n for n in models.model_names() if n not in VECTOR_MODELS)}")
+  if m.name not in VECTOR_MODELS and not is_image:
     raise UserError(f"model.name={m.name!r} needs images of shape (H, W, C), got {tuple(data_shape)}; "
-                    "use model.name='mlp' for vector data")
-  factor = 2 ** (len(m.ch_mult) - 1)
-  if data_shape[0] % factor or data_shape[1] % factor:
-    raise UserError(f"image size {data_shape[:2]} is not divisible by 2**(len(model.ch_mult)-1)={factor}")
-  return models.get_model(m.name, nf=m.nf, ch_mult=tuple(m.ch_mult), num_res_blocks=m.num_res_blocks)
+                    f"use model.name={VECTOR_MODELS[0]!r} for vector data")
+  fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
+  kwargs = {k: _hashable(m[k]) for k in fields if k in m}
+  if "dtype" in fields:
+    kwargs["dtype"] = DTYPES[config.training.dtype]
+  if is_image and "ch_mult" in kwargs:
+    factor = 2 ** (len(kwargs["ch_mult"]) - 1)
+    if data_shape[0] % factor or data_shape[1] % factor:
+      raise UserError(f"image size {tuple(data_shape[:2])} is not divisible by 2**(len(model.ch_mult)-1)={factor}")
+  return cls(**kwargs)
 
 
 def build_optimizer(config):
@@ -101,10 +126,6 @@ def build_optimizer(config):
   # structure whatever `optim.grad_clip` is, and a run can resume with a different value.
   clip = optax.clip_by_global_norm(o.grad_clip if o.grad_clip > 0 else float("inf"))
   return optax.chain(clip, optax.adam(schedule, b1=o.beta1, eps=o.eps))
-
-
-def get_sigmas(config):
-  return sde_lib.get_sigmas(config.model.sigma_min, config.model.sigma_max, config.model.num_scales)
 
 
 def validate_config(config, num_devices):
@@ -123,12 +144,17 @@ def validate_config(config, num_devices):
   for name in ("n_iters", "log_freq", "snapshot_freq"):
     if t[name] % t.n_jitted_steps:
       raise UserError(f"training.{name}={t[name]} is not a multiple of training.n_jitted_steps={t.n_jitted_steps}")
-  if not 0 < m.sigma_min < m.sigma_max:
+  _as_user_error(sde_lib.get_sde, config)  # checks training.sde
+  if t.sde == "vesde" and not 0 < m.sigma_min < m.sigma_max:
     raise UserError(f"need 0 < model.sigma_min < model.sigma_max, got {m.sigma_min} and {m.sigma_max}")
+  if t.sde != "vesde" and not 0 < m.beta_min < m.beta_max:
+    raise UserError(f"need 0 < model.beta_min < model.beta_max, got {m.beta_min} and {m.beta_max}")
+  if t.dtype not in DTYPES:
+    raise UserError(f"unknown training.dtype {t.dtype!r}; valid choices: {', '.join(DTYPES)}")
   if not 0 <= m.ema_rate < 1:
     raise UserError(f"model.ema_rate must lie in [0, 1), got {m.ema_rate}")
-  _as_user_error(models.get_score_fn, None, None, m.prediction)  # checks the name only
-  _as_user_error(samplers.get_sampler, s.method)
+  _as_user_error(models.get_score_fn, None, None, None, m.prediction)  # checks the name only
+  _as_user_error(samplers.get_sampling_fn, sde_lib.get_sde(config), s)  # the name and its SDE
   if s.step_lr <= 0 or config.optim.lr <= 0:
     raise UserError("sampling.step_lr and optim.lr must be positive")
 
@@ -144,13 +170,29 @@ class Experiment:
     self.replicated = NamedSharding(self.mesh, P())
     self.dataset = load_dataset(config)
     self.model = build_model(config, self.dataset.shape)
-    self.sigmas = get_sigmas(config)
+    self.sde = sde_lib.get_sde(config)
+    t = config.training
+    self.loss_fn = _as_user_error(losses.get_sde_loss_fn, self.sde, t.continuous, t.reduce_mean,
+                                  t.likelihood_weighting)
+    self.sampling_fn = _as_user_error(samplers.get_sampling_fn, self.sde, config.sampling)
     self.optimizer = build_optimizer(config)
     self.sample = jax.jit(self._sample, static_argnums=2)  # `num` fixes the sample shape
 
-  def score_fn(self, params):
+  def preprocess(self, batch, rng):
+    """A stored training batch to model inputs (scaling, centering, flip, dequantization), on device."""
+    d = self.config.data
+    return datasets.preprocess_batch(batch, rng, self.dataset.max_value, d.centered,
+                                     d.get("random_flip", False), d.get("uniform_dequantization", False))
+
+  def model_space(self, x):
+    """Stored examples as model inputs, without augmentation (for evaluation and plots)."""
+    return self.dataset.model_space(x, self.config.data.centered)
+
+  def score_fn(self, params, train=False, rng=None):
+    """`score_fn(x, t)` of the network with `params` (dropout on with `train`, drawn from `rng`)."""
     m = self.config.model
-    return models.get_score_fn(self.model, params, prediction=m.prediction, scale_by_sigma=m.scale_by_sigma)
+    return models.get_score_fn(self.model, params, self.sde, prediction=m.prediction,
+                               scale_by_sigma=m.scale_by_sigma, train=train, rng=rng)
 
   def init_state(self):
     params = models.init_params(self.model, _seed_key(self.config, _INIT), self.dataset.shape)
@@ -160,23 +202,42 @@ class Experiment:
     return jax.device_put(state, self.replicated)
 
   def _sample(self, params, rng, num):
-    """Draw `num` samples with `sampling.method` from `x_init ~ N(0, sigma_max^2 I)`: one program."""
-    s = self.config.sampling
-    x_init = self.sigmas[0] * jax.random.normal(jax.random.fold_in(rng, 0), (num,) + self.dataset.shape)
+    """Draw `num` samples with `sampling.method` from `x_init ~ p_T` (the SDE's prior): one program.
+    Returns the samples and the number of score evaluations per sample."""
+    x_init = self.sde.prior_sample(jax.random.fold_in(rng, 0), (num,) + self.dataset.shape)
     if num % self.mesh.size == 0:
       x_init = jax.lax.with_sharding_constraint(x_init, NamedSharding(self.mesh, P("data")))
-    sampler = samplers.get_sampler(s.method)
-    return sampler(self.score_fn(params), x_init, jax.random.fold_in(rng, 1), self.sigmas,
-                   n_steps_each=s.n_steps_each, step_lr=s.step_lr, denoise=s.noise_removal)
+    return self.sampling_fn(self.score_fn(params), x_init, jax.random.fold_in(rng, 1))
 
   def generate(self, params, step, num=None):
     """`sampling.num_samples` samples (in chunks of `sampling.batch_size`) with the key of `step`."""
     s = self.config.sampling
     num = s.num_samples if num is None else num
     rng = jax.random.fold_in(_seed_key(self.config, _SAMPLE), step)
-    chunks = [np.asarray(self.sample(params, jax.random.fold_in(rng, i), min(s.batch_size, num - lo)))
+    chunks = [np.asarray(self.sample(params, jax.random.fold_in(rng, i), min(s.batch_size, num - lo))[0])
               for i, lo in enumerate(range(0, num, s.batch_size))]
     return np.concatenate(chunks)
+
+
+def info(config, workdir=None, devices=None, print_fn=print):
+  """`--mode=info`: the network, its parameter count and the method, without data or compilation
+  (the parameters' shapes come from `jax.eval_shape`). Returns the parameter count."""
+  del workdir
+  validate_config(config, len(jax.devices() if devices is None else devices))
+  shape = data_shape(config)
+  model = build_model(config, shape)
+  shapes = jax.eval_shape(lambda: models.init_params(model, jax.random.key(0), shape))
+  count = models.utils.param_count(shapes)
+  t, m, s = config.training, config.model, config.sampling
+  sde = sde_lib.get_sde(config)
+  loss = ("continuous DSM" + (", likelihood weighting" if t.likelihood_weighting else "")) if t.continuous \
+      else ("SMLD (discrete)" if t.sde == "vesde" else "DDPM (discrete)")
+  print_fn(f"model       {m.name}: {count:,} parameters ({count / 1e6:.1f}M), "
+           f"{4 * count / 2**20:.0f} MiB in float32, compute in {t.dtype}")
+  print_fn(f"data        {config.data.dataset}, examples of shape {shape}")
+  print_fn(f"sde         {type(sde).__name__}, N={sde.N}; loss: {loss}, prediction={m.prediction}")
+  print_fn(f"sampling    method={s.method}; training: batch {t.batch_size}, {t.n_iters:,} steps")
+  return count
 
 
 # ----------------------------------------------------------------------------- training
@@ -192,7 +253,9 @@ def make_train_step(exp):
   train_key = _seed_key(config, _TRAIN)
 
   def loss_fn(params, batch, rng):
-    return losses.multiscale_dsm_loss(exp.score_fn(params), batch, rng, exp.sigmas)
+    x = exp.preprocess(batch, jax.random.fold_in(rng, 2))
+    score_fn = exp.score_fn(params, train=True, rng=jax.random.fold_in(rng, 1))  # dropout
+    return exp.loss_fn(score_fn, x, jax.random.fold_in(rng, 0))
 
   def one_step(state, batch):
     rng = jax.random.fold_in(train_key, state.step)
@@ -329,24 +392,25 @@ def write_samples(exp, params, step, out_dir, logger=None):
     if logger is not None:
       logger.image("samples", step, grid)
   else:
-    sigma = float(exp.sigmas[len(exp.sigmas) // 2])  # a middle level: the field is smooth and visible
-    learned = jax.jit(lambda x: exp.score_fn(params)(x, jnp.full((x.shape[0],), sigma)))
+    t = 0.5 * exp.sde.T  # a middle time: the field is smooth and visible
+    learned = jax.jit(lambda x: exp.score_fn(params)(x, jnp.full((x.shape[0],), t)))
+    scale, std = (float(v) for v in exp.sde.marginal_coefficients(jnp.asarray(t)))
     true = exp.dataset.score
     label = "true score"
     if true is None:  # the exact score of the noisy empirical distribution of 5,000 training points
       true, label = empirical_score(exp.dataset.train[:5000]), "score of noisy training data"
-    plotting.plot_2d(png, samples, exp.dataset.train[:5000], learned,
-                     jax.jit(lambda x: true(x, jnp.full((x.shape[0],), sigma))), sigma, label)
+    plotting.plot_2d(png, samples, scale * exp.dataset.train[:5000], learned,
+                     jax.jit(lambda x: true(x, jnp.full((x.shape[0],), std), scale=scale)), std, label)
   return samples
 
 
 def empirical_score(points):
-  """Score of `(1/n) sum_j N(x; x_j, sigma^2 I)`, the training data convolved with the noise."""
+  """Score of `(1/n) sum_j N(x; scale x_j, sigma^2 I)`, the scaled training data convolved with the noise."""
   points = jnp.asarray(points)
 
-  def score(x, sigma):
+  def score(x, sigma, scale=1.0):
     sigma = jnp.reshape(sigma, (-1, 1))
-    diff = points[None] - x[:, None, :]
+    diff = scale * points[None] - x[:, None, :]
     w = jax.nn.softmax(-0.5 * jnp.sum(jnp.square(diff), -1) / jnp.square(sigma), axis=-1)
     return jnp.sum(w[..., None] * diff, axis=1) / jnp.square(sigma)
   return score
@@ -385,27 +449,41 @@ def evaluate(config, workdir, devices=None, print_fn=print):
   state = _restore_for_inference(exp, workdir)
   step = int(state.step)
   rng = jax.random.fold_in(_seed_key(config, _EVAL), step)
-  test = jnp.asarray(exp.dataset.test[:config.eval.batch_size])
+  test = jnp.asarray(exp.model_space(exp.dataset.test[:config.eval.batch_size]))
 
   @jax.jit
-  def at_level(params, sigma, key):
+  def at_time(params, t, key):
     score_fn = exp.score_fn(params)
-    out = {"dsm_loss": losses.score_matching_loss(score_fn, test, sigma, key, weighting=sigma ** 2)}
+    out = {"dsm_loss": losses.denoising_loss_at_time(score_fn, test, key, exp.sde, t)}
     if exp.dataset.score is not None:
-      out["score_mse"], out["score_relative_mse"] = metrics.score_error(score_fn, exp.dataset.score, test, sigma, key)
+      ts = jnp.full((test.shape[0],), t)
+      mean, std = exp.sde.marginal_prob(test, ts)
+      x_t = mean + sde_lib.per_example(std, test) * jax.random.normal(key, test.shape)
+      scale, std = exp.sde.marginal_coefficients(ts)
+      truth = exp.dataset.score(x_t, std, scale=scale)
+      out["score_mse"], out["score_relative_mse"] = metrics.score_error(score_fn(x_t, ts), truth)
     return out
 
-  per_sigma = {f"{sigma:.6g}": {k: float(v) for k, v in at_level(state.ema_params, sigma, jax.random.fold_in(rng, i)).items()}
-               for i, sigma in enumerate(np.asarray(exp.sigmas))}
+  # Up to `eval.num_levels` times, keyed by their noise level sigma(t) = std / m: evenly spaced in
+  # [1e-3, T], or for discrete training a subset of the trained levels t_i = i / (N - 1).
+  num, N = min(exp.sde.N, config.eval.num_levels), exp.sde.N
+  if config.training.continuous or N == 1:
+    times = np.linspace(exp.sde.T, 1e-3, num)
+  else:
+    times = np.round(np.linspace(N - 1, 0, num)) / (N - 1) * exp.sde.T
+  per_sigma = {f"{float(exp.sde.noise_level(jnp.asarray(t))):.6g}":
+               {k: float(v) for k, v in at_time(state.ema_params, t, jax.random.fold_in(rng, i)).items()}
+               for i, t in enumerate(times)}
   samples = exp.generate(state.ema_params, step)
   if exp.dataset.sample is not None:
     reference = exp.dataset.sample(np.random.default_rng([config.seed, step]), len(samples))
   else:
-    reference = exp.dataset.test
+    reference = exp.model_space(exp.dataset.test)
   n = min(len(samples), len(reference))
   result = {"step": step, "dataset": config.data.dataset, "per_sigma": per_sigma,
             "sliced_wasserstein": metrics.sliced_wasserstein(samples[:n], reference[:n]),
-            "sliced_wasserstein_data_to_data": metrics.sliced_wasserstein(exp.dataset.train[:n], reference[:n]),
+            "sliced_wasserstein_data_to_data": metrics.sliced_wasserstein(exp.model_space(exp.dataset.train[:n]),
+                                                                          reference[:n]),
             "num_samples": n}
   if jax.process_index() == 0:
     out = os.path.join(workdir, "eval")

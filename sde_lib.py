@@ -3,6 +3,12 @@
 import jax
 import jax.numpy as jnp
 
+from registry import Registry
+
+_SDES = Registry("training.sde")
+register_sde = _SDES.register
+sde_names = _SDES.names
+
 
 def get_sigmas(sigma_min: float, sigma_max: float, num_scales: int) -> jnp.ndarray:
   """Geometric noise levels `sigma_1 = sigma_max > ... > sigma_L = sigma_min`.
@@ -43,6 +49,19 @@ class SDE:
   def marginal_prob(self, x0, t):
     """Mean and standard deviation of the perturbation kernel `p_0t(x_t | x_0) = N(mean, std^2 I)`."""
     raise NotImplementedError
+
+  def marginal_coefficients(self, t):
+    """`(m(t), std(t))`, each of shape of `t`: `x_t = m(t) x_0 + std(t) z` (the kernel's scale and noise)."""
+    t = jnp.asarray(t)
+    mean, std = self.marginal_prob(jnp.ones(t.shape + (1,), t.dtype), t)
+    return jnp.reshape(mean, t.shape), jnp.broadcast_to(std, t.shape)
+
+  def noise_level(self, t):
+    """The equivalent VE noise level `sigma(t) = std(t) / m(t)`: `x_t / m(t) = x_0 + sigma(t) z`.
+    Every network is conditioned on `log sigma(t)` (models/utils.py), whatever the SDE (Karras et al.
+    2022, Sec. 3: the SDEs differ only by this change of variables and a rescaling of `x`)."""
+    scale, std = self.marginal_coefficients(t)
+    return std / scale
 
   def prior_sample(self, rng, shape):
     raise NotImplementedError
@@ -90,6 +109,7 @@ def _gaussian_logp(z, std):
           - 0.5 * jnp.sum(jnp.square(z).reshape(z.shape[0], -1), axis=1) / std ** 2)
 
 
+@register_sde("vesde")
 class VESDE(SDE):
   """Variance exploding: `dx = sqrt(d sigma^2(t)/dt) dw`, `sigma(t) = sigma_min (sigma_max/sigma_min)^t`
   (the continuous limit of SMLD/NCSN)."""
@@ -121,6 +141,7 @@ class VESDE(SDE):
     return jnp.zeros_like(x), jnp.sqrt(jnp.square(sigma) - jnp.square(previous))
 
 
+@register_sde("vpsde")
 class VPSDE(SDE):
   """Variance preserving: `dx = -(1/2) beta(t) x dt + sqrt(beta(t)) dw`, `beta(t) = beta_min + t (beta_max - beta_min)`
   (the continuous limit of DDPM)."""
@@ -159,6 +180,7 @@ class VPSDE(SDE):
     return (per_example(jnp.sqrt(self.alphas[i]), x) - 1.0) * x, jnp.sqrt(beta)
 
 
+@register_sde("subvpsde")
 class SubVPSDE(VPSDE):
   """sub-VP: `dx = -(1/2) beta(t) x dt + sqrt(beta(t) (1 - exp(-2 int_0^t beta))) dw`; its marginal
   variance `(1 - m(t)^2)^2` stays below the VP one (Song et al. 2021, Eq. 29)."""
@@ -175,3 +197,13 @@ class SubVPSDE(VPSDE):
   def discretize(self, x, t):
     return SDE.discretize(self, x, t)  # no DDPM-like chain: Euler-Maruyama of the SDE
 
+
+
+def get_sde(config):
+  """The SDE named by `training.sde` with the noise range of `config.model` (score_sde's fields:
+  `sigma_min`, `sigma_max` for VE; `beta_min`, `beta_max` for VP and sub-VP; `num_scales` = N)."""
+  m = config.model
+  cls = _SDES.get(config.training.sde)
+  if cls is VESDE:
+    return VESDE(m.sigma_min, m.sigma_max, m.num_scales)
+  return cls(m.beta_min, m.beta_max, m.num_scales)

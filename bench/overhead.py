@@ -33,7 +33,6 @@ import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 
 import run_lib  # noqa: E402
-import samplers  # noqa: E402
 from configs import digits  # noqa: E402
 
 
@@ -75,13 +74,12 @@ def sampler_times(config, repeats):
   params = exp.init_state().ema_params
   s = config.sampling
   num = s.batch_size
-  x = exp.sigmas[0] * jax.random.normal(jax.random.key(0), (num,) + exp.dataset.shape)
-  sigma = jnp.full((num,), exp.sigmas[0])
-  score = jax.jit(lambda p, x, sigma: exp.score_fn(p)(x, sigma))
-  chain = jax.jit(lambda p, x, rng: samplers.annealed_langevin_dynamics(
-      exp.score_fn(p), x, rng, exp.sigmas, s.n_steps_each, s.step_lr))
-  n = len(exp.sigmas) * s.n_steps_each
-  t_score = timed(lambda: score(params, x, sigma), repeats * n)
+  x = exp.sde.prior_sample(jax.random.key(0), (num,) + exp.dataset.shape)
+  t = jnp.ones((num,))
+  score = jax.jit(lambda p, x, t: exp.score_fn(p)(x, t))
+  chain = jax.jit(lambda p, x, rng: exp.sampling_fn(exp.score_fn(p), x, rng)[0])
+  n = exp.sde.N * s.n_steps_each + int(s.noise_removal)
+  t_score = timed(lambda: score(params, x, t), repeats * n)
   t_chain = timed(lambda: chain(params, x, jax.random.key(1)), repeats)
   return t_score, t_chain, n
 

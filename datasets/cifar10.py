@@ -7,7 +7,7 @@ import urllib.request
 
 import numpy as np
 
-from datasets.registry import Dataset, register_dataset, scale_images
+from datasets.registry import Dataset, register_dataset
 
 ARCHIVE = "cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -55,8 +55,8 @@ def read_archive(path):
 
 
 @register_dataset("cifar10")
-def cifar10(root="data", verify_checksum=True, download=True, centered=False, **unused):
-  """CIFAR-10 scaled from 0..255 to [0, 1] (or [-1, 1] if `centered`), from `root/cifar-10-python.tar.gz`."""
+def cifar10(root="data", verify_checksum=True, download=True, **unused):
+  """CIFAR-10 as uint8 pixel counts 0..255, from `root/cifar-10-python.tar.gz`."""
   path = os.path.join(root, ARCHIVE)
   if not os.path.exists(path) and not (download and _try_download(path)):
     raise ValueError(f"CIFAR-10 archive not found: put {ARCHIVE} (md5 {MD5}, from {URL}) at {path}, "
@@ -65,4 +65,4 @@ def cifar10(root="data", verify_checksum=True, download=True, centered=False, **
     raise ValueError(f"{path} has md5 {actual}, not the published {MD5}; replace the file, or set "
                      "data.verify_checksum=False to use it anyway")
   train, _, test, _ = read_archive(path)
-  return Dataset("cifar10", train=scale_images(train, 255.0, centered), test=scale_images(test, 255.0, centered))
+  return Dataset("cifar10", train=train, test=test, max_value=255)

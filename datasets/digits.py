@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from datasets.registry import Dataset, register_dataset, scale_images
+from datasets.registry import Dataset, register_dataset
 
 DIGITS_PATH = os.path.join(os.path.dirname(__file__), "data", "digits.csv.gz")
 NUM_TEST = 197  # the last 197 images are held out: 1600 train, 197 test
@@ -18,8 +18,8 @@ def load_digits_raw():
 
 
 @register_dataset("digits")
-def digits(centered: bool = False, **unused):
-  """Images `(n, 8, 8, 1)` scaled from 0..16 to [0, 1], or [-1, 1] if `centered`."""
+def digits(**unused):
+  """Images `(n, 8, 8, 1)` of pixel counts 0..16."""
   images, _ = load_digits_raw()
-  x = scale_images(images[..., None], 16.0, centered)
-  return Dataset("digits", train=x[:-NUM_TEST], test=x[-NUM_TEST:])
+  x = images[..., None]
+  return Dataset("digits", train=x[:-NUM_TEST], test=x[-NUM_TEST:], max_value=16)

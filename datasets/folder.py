@@ -1,12 +1,12 @@
 """Any folder of images (`data.dataset='folder'`, `data.root`): the user's own data, CelebA or
 LSUN exported to image files. Each image is center-cropped to a square and resized to
-`data.shape = (H, W, C)`, with C = 3 (RGB) or 1 (grayscale)."""
+`(data.image_size, data.image_size, data.num_channels)` (or `data.shape = (H, W, C)`), C = 3 (RGB) or 1 (grayscale)."""
 import os
 
 import numpy as np
 from PIL import Image
 
-from datasets.registry import Dataset, register_dataset, scale_images
+from datasets.registry import Dataset, register_dataset
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 
@@ -29,11 +29,11 @@ def load_image(path, shape):
 
 
 @register_dataset("folder")
-def folder(root="data", shape=(64, 64, 3), centered=False, num_test=None, **unused):
-  """All images under `root`, scaled to [0, 1] (or [-1, 1] if `centered`). A fixed 1% of them
+def folder(root="data", shape=(64, 64, 3), num_test=None, **unused):
+  """All images under `root` as uint8 pixel counts 0..255. A fixed 1% of them
   (at least one; `num_test` to choose) is held out as the test split."""
   if len(shape) != 3 or shape[2] not in (1, 3):
-    raise ValueError(f"data.shape must be (H, W, 1) or (H, W, 3) for data.dataset='folder', got {tuple(shape)}")
+    raise ValueError(f"images must have 1 (grayscale) or 3 (RGB) channels for data.dataset='folder', got shape {tuple(shape)}")
   paths = list_images(root) if os.path.isdir(root) else []
   if len(paths) < 2:
     raise ValueError(f"data.dataset='folder' needs at least 2 images ({', '.join(EXTENSIONS)}) under "
@@ -44,7 +44,7 @@ def folder(root="data", shape=(64, 64, 3), centered=False, num_test=None, **unus
       images.append(load_image(path, shape))
     except OSError as e:
       raise ValueError(f"cannot read image {path}: {e}") from None
-  x = scale_images(np.stack(images), 255.0, centered)
+  x = np.stack(images).astype(np.uint8)
   order = np.random.default_rng(0).permutation(len(x))
   n_test = num_test if num_test is not None else max(1, len(x) // 100)
-  return Dataset("folder", train=x[order[n_test:]], test=x[order[:n_test]])
+  return Dataset("folder", train=x[order[n_test:]], test=x[order[:n_test]], max_value=255)

@@ -4,16 +4,21 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from datasets.preprocess import to_model_space
 from registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """In-memory data in model space.
+  """In-memory data.
 
-  train, test: float32 arrays `(n, *shape)`; `shape` is `(dim,)` for vectors, `(H, W, C)` for images.
-  score: the exact score `grad log p_sigma(x)` of the data convolved with `N(0, sigma^2 I)`,
-    as a JAX function `score(x, sigma)`, when known in closed form (e.g. a Gaussian mixture).
+  train, test: arrays `(n, *shape)`; `shape` is `(dim,)` for vectors, `(H, W, C)` for images.
+    Images are integer pixel counts (uint8) in `0..max_value`, turned into model inputs on the
+    device (datasets/preprocess.py); vector data is float32 in model space (`max_value=None`).
+  score: the exact score `grad log p(x)` of the data scaled by `scale` and convolved with
+    `N(0, sigma^2 I)`, as a JAX function `score(x, sigma, scale=1.0)`, when known in closed form
+    (e.g. a Gaussian mixture). With `(scale, sigma) = sde.marginal_coefficients(t)` it is the exact
+    score of the data carried by the SDE to time `t`.
   sample: draw `n` fresh examples from the true distribution, `sample(rng: np.random.Generator, n)`,
     when the dataset is synthetic.
   """
@@ -22,6 +27,7 @@ class Dataset:
   test: np.ndarray
   score: Optional[Callable] = None
   sample: Optional[Callable] = None
+  max_value: Optional[float] = None
 
   @property
   def shape(self):
@@ -32,10 +38,11 @@ class Dataset:
     return self.train.ndim == 4
 
 
-def scale_images(images, max_value, centered=False):
-  """Pixel counts in 0..max_value to float32 in [0, 1], or [-1, 1] if `centered` (`data.centered`)."""
-  x = np.asarray(images, np.float32) / max_value
-  return 2.0 * x - 1.0 if centered else x
+  def model_space(self, x, centered=False):
+    """Stored examples (e.g. `self.test[:n]`) as float32 model inputs, without augmentation."""
+    if self.max_value is None:
+      return np.asarray(x, np.float32)
+    return to_model_space(np.asarray(x), self.max_value, centered)
 
 
 _DATASETS = Registry("data.dataset")

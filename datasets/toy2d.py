@@ -13,28 +13,53 @@ GMM_STDS = np.array([0.4, 0.5, 0.3, 0.6], np.float32)
 GMM_WEIGHTS = np.array([0.1, 0.2, 0.3, 0.4], np.float32)
 
 
-def gmm_log_prob(x, sigma, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS):
-  """`log p_sigma(x)` of the mixture convolved with `N(0, sigma^2 I)`:
-  `p_sigma = sum_k w_k N(mu_k, (s_k^2 + sigma^2) I)`. `x`: `(batch, d)`, `sigma`: scalar or `(batch,)`."""
-  d = x.shape[-1]
+def _gmm_components(x, sigma, scale, means, stds):
+  """Per-component variances `(batch, K)` and offsets `scale * mu_k - x`, `(batch, K, d)`."""
   sigma = jnp.reshape(jnp.asarray(sigma, x.dtype), (-1, 1))
-  var = jnp.square(jnp.asarray(stds))[None, :] + jnp.square(sigma)           # (batch, K)
-  sq = jnp.sum(jnp.square(x[:, None, :] - jnp.asarray(means)[None]), -1)      # (batch, K)
-  log_comp = -0.5 * sq / var - 0.5 * d * jnp.log(2 * math.pi * var) + jnp.log(jnp.asarray(weights))
+  scale = jnp.reshape(jnp.asarray(scale, x.dtype), (-1, 1))
+  var = jnp.square(scale * jnp.asarray(stds)[None, :]) + jnp.square(sigma)    # (batch, K)
+  diff = scale[..., None] * jnp.asarray(means)[None] - x[:, None, :]            # (batch, K, d)
+  return var, diff
+
+
+def gmm_log_prob(x, sigma, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS, scale=1.0):
+  """`log p(x)` of the mixture scaled by `scale` and convolved with `N(0, sigma^2 I)`:
+  `p = sum_k w_k N(scale mu_k, (scale^2 s_k^2 + sigma^2) I)`. This is the marginal `p_t` of every
+  score SDE, with `(scale, sigma) = (mean coefficient, std)` of its perturbation kernel.
+  `x`: `(batch, d)`; `sigma`, `scale`: scalars or `(batch,)`."""
+  d = x.shape[-1]
+  var, diff = _gmm_components(x, sigma, scale, means, stds)
+  log_comp = (-0.5 * jnp.sum(jnp.square(diff), -1) / var - 0.5 * d * jnp.log(2 * math.pi * var)
+              + jnp.log(jnp.asarray(weights)))
   return jax.nn.logsumexp(log_comp, axis=-1)
 
 
-def gmm_score(x, sigma, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS):
-  """Exact score `grad_x log p_sigma(x) = sum_k r_k(x) (mu_k - x) / (s_k^2 + sigma^2)`,
+def gmm_score(x, sigma, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS, scale=1.0):
+  """Exact score `grad_x log p(x) = sum_k r_k(x) (scale mu_k - x) / (scale^2 s_k^2 + sigma^2)`,
   with responsibilities `r_k` (softmax of the component log-densities)."""
   d = x.shape[-1]
-  sigma = jnp.reshape(jnp.asarray(sigma, x.dtype), (-1, 1))
-  var = jnp.square(jnp.asarray(stds))[None, :] + jnp.square(sigma)
-  diff = jnp.asarray(means)[None] - x[:, None, :]                              # (batch, K, d)
+  var, diff = _gmm_components(x, sigma, scale, means, stds)
   log_comp = (-0.5 * jnp.sum(jnp.square(diff), -1) / var - 0.5 * d * jnp.log(var)
               + jnp.log(jnp.asarray(weights)))
   resp = jax.nn.softmax(log_comp, axis=-1)
   return jnp.sum(resp[..., None] * diff / var[..., None], axis=1)
+
+
+def gmm_sde_score(sde, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS):
+  """The exact `score_fn(x, t) = grad log p_t(x)` of the mixture carried by `sde` to time `t`:
+  with `p_0t(x_t | x_0) = N(m(t) x_0, std(t)^2 I)`, `p_t = sum_k w_k N(m mu_k, (m^2 s_k^2 + std^2) I)`."""
+  def score_fn(x, t):
+    scale, std = sde.marginal_coefficients(t)
+    return gmm_score(x, std, means, stds, weights, scale)
+  return score_fn
+
+
+def gmm_sde_log_prob(sde, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS):
+  """`log p_t(x)` of the mixture carried by `sde` to time `t`, as `log_prob(x, t)`."""
+  def log_prob(x, t):
+    scale, std = sde.marginal_coefficients(t)
+    return gmm_log_prob(x, std, means, stds, weights, scale)
+  return log_prob
 
 
 def sample_gmm(rng, n, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS):

@@ -1,5 +1,5 @@
 """Score matching losses for the score SDEs (Song et al. 2021). Here `score_fn(x, t)` takes the
-time `t` of shape `(batch,)` (discrete SMLD: the noise level sigma_i, as NCSN models take it)."""
+time `t` of shape `(batch,)`; the discrete losses call it at the times `t_i = i / (N - 1)` of their levels."""
 import jax
 import jax.numpy as jnp
 
@@ -35,13 +35,26 @@ def continuous_dsm_loss(score_fn, x, rng, sde, eps=1e-5, reduce_mean=True, likel
   return jnp.mean(losses)
 
 
+def denoising_loss_at_time(score_fn, x, rng, sde, t):
+  """The noise-prediction form of denoising score matching at one time `t` (a scalar):
+  `E_z mean_i (std(t) s(x_t, t) + z)_i^2`, `x_t = m(t) x + std(t) z`. The weighted terms of every loss
+  above at a fixed `t`; the optimum is below 1 by the information the data carries about `z`."""
+  z = jax.random.normal(rng, x.shape, x.dtype)
+  t = jnp.full((x.shape[0],), t, x.dtype)
+  mean, std = sde.marginal_prob(x, t)
+  std = per_example(std, x)
+  return jnp.mean(jnp.square(score_fn(mean + std * z, t) * std + z))
+
+
 def smld_loss(score_fn, x, rng, sde: sde_lib.VESDE, reduce_mean=True):
   """Discrete SMLD/NCSN loss over the `N` levels of a VE SDE (Song & Ermon 2019, Eq. 5) with
-  `lambda(sigma) = sigma^2`; `score_fn` is called with the noise level `sigma_i`."""
+  `lambda(sigma) = sigma^2`. Level `i` is the time `t_i = i / (N - 1)`, where `sigma(t_i) = sigma_i`
+  exactly, and `score_fn` is called with `t_i`."""
   rng_i, rng_z = jax.random.split(rng)
-  sigma = sde.discrete_sigmas[jax.random.randint(rng_i, (x.shape[0],), 0, sde.N)]
+  i = jax.random.randint(rng_i, (x.shape[0],), 0, sde.N)
+  sigma = sde.discrete_sigmas[i]
   z = jax.random.normal(rng_z, x.shape, x.dtype)
-  score = score_fn(x + per_example(sigma, x) * z, sigma)
+  score = score_fn(x + per_example(sigma, x) * z, i / max(sde.N - 1, 1) * sde.T)
   return jnp.mean(_reduce(jnp.square(score * per_example(sigma, x) + z), reduce_mean))
 
 

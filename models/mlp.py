@@ -1,4 +1,6 @@
 """MLP score network for low-dimensional data (the 2D toys)."""
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -8,14 +10,16 @@ from models.registry import register_model
 
 @register_model("mlp")
 class ScoreMLP(nn.Module):
-  """`s_theta(x, sigma)` for `x` of shape `(batch, dim)`: residual SiLU MLP, log-sigma added to each layer."""
+  """`net(x, c_noise)` (`c_noise = log sigma`) for `x` of shape `(batch, dim)`: residual SiLU MLP, log-sigma added to each layer."""
   nf: int = 128
   num_layers: int = 3
+  dtype: Any = jnp.float32  # compute dtype; parameters stay float32
 
   @nn.compact
-  def __call__(self, x, sigma):
-    emb = nn.silu(NoiseEmbedding(self.nf)(sigma))
-    h = nn.Dense(self.nf)(x)
+  def __call__(self, x, c_noise, train: bool = False):
+    dense = lambda features, **kw: nn.Dense(features, dtype=self.dtype, **kw)
+    emb = nn.silu(NoiseEmbedding(self.nf, self.dtype)(c_noise))
+    h = dense(self.nf)(x)
     for _ in range(self.num_layers):
-      h = h + nn.Dense(self.nf)(nn.silu(h + nn.Dense(self.nf)(emb)))
-    return nn.Dense(x.shape[-1], kernel_init=nn.initializers.zeros)(nn.silu(h))
+      h = h + dense(self.nf)(nn.silu(h + dense(self.nf)(emb)))
+    return dense(x.shape[-1], kernel_init=nn.initializers.zeros)(nn.silu(h))

@@ -1,4 +1,11 @@
-"""From network to `score_fn`: the one place where the network output becomes a score."""
+"""From network to `score_fn`: the one place where the network output becomes a score.
+
+Every network has the signature `net(x, c_noise, train=False)`: `x` of shape `(batch, ...)`,
+`c_noise` of shape `(batch,)`, output of the shape of `x`. Preconditioning lives here, apart from
+the networks (as in EDM, Karras et al. 2022): the conditioning input is `c_noise = log sigma(t)`,
+with `sigma(t) = std(t) / m(t)` the equivalent VE noise level of the SDE at time `t`, so one
+network definition serves VE, VP and sub-VP alike.
+"""
 import jax
 import jax.numpy as jnp
 
@@ -7,24 +14,37 @@ from sde_lib import per_example
 PREDICTIONS = ("score", "noise")
 
 
-def get_score_fn(model, params, prediction: str = "score", scale_by_sigma: bool = False):
-  """Wrap `model.apply` as `score_fn(x, sigma) -> score`, `sigma` of shape `(batch,)`.
+def noise_conditioning(sde, t):
+  """`c_noise(t) = log(std(t) / m(t))`, shape `(batch,)`: what every network is conditioned on."""
+  return jnp.log(sde.noise_level(t))
 
-  prediction='score': the network output is the score, divided by sigma if
-    `scale_by_sigma` (NCSNv2, Song & Ermon 2020, technique 3: `s(x, sigma) = s(x) / sigma`).
-  prediction='noise': the network predicts the noise `eps_hat` in `x_noisy = x + sigma * eps`,
-    and `s_theta(x, sigma) = -eps_hat(x, sigma) / sigma` (the score / DDPM identity,
-    Vincent 2011; Ho et al. 2020; Song et al. 2021, Eq. 4 with `std = sigma`).
+
+def get_score_fn(model, params, sde, prediction: str = "score", scale_by_sigma: bool = False,
+                 train: bool = False, rng=None, model_state=None):
+  """Wrap `model.apply` as `score_fn(x, t) -> score`, `t` of shape `(batch,)`.
+
+  prediction='score': the network output is the score, divided by `std(t)` if `scale_by_sigma`
+    (NCSNv2, Song & Ermon 2020, technique 3: `s(x, sigma) = s(x) / sigma`; NCSN++ for VE).
+  prediction='noise': the network predicts the noise `eps_hat` in `x_t = m(t) x_0 + std(t) eps`, and
+    `s_theta(x, t) = -eps_hat(x, t) / std(t)` (the score / DDPM identity, Vincent 2011;
+    Ho et al. 2020; Song et al. 2021, Eq. 4 and App. C).
+
+  `train=True` turns on dropout, drawn from `rng`. `model_state` holds non-parameter collections.
   """
   if prediction not in PREDICTIONS:
     raise ValueError(f"unknown model.prediction {prediction!r}; valid choices: {', '.join(PREDICTIONS)}")
 
-  def score_fn(x, sigma):
-    out = model.apply({"params": params}, x, sigma)
+  def score_fn(x, t):
+    t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x.shape[0],))
+    variables = {"params": params, **(model_state or {})}
+    rngs = {"dropout": rng} if (train and rng is not None) else None
+    out = model.apply(variables, x, noise_conditioning(sde, t), train=train, rngs=rngs)
+    out = out.astype(x.dtype)
+    _, std = sde.marginal_coefficients(t)
     if prediction == "noise":
-      return -out / per_example(sigma, x)
+      return -out / per_example(std, x)
     if scale_by_sigma:
-      return out / per_example(sigma, x)
+      return out / per_example(std, x)
     return out
 
   return score_fn
@@ -33,7 +53,8 @@ def get_score_fn(model, params, prediction: str = "score", scale_by_sigma: bool 
 def init_params(model, rng, data_shape):
   """Initialise `model` on a dummy batch of one example of shape `data_shape`."""
   x = jnp.zeros((1,) + tuple(data_shape), jnp.float32)
-  return jax.jit(model.init)(rng, x, jnp.ones((1,), jnp.float32))["params"]  # jitted: eager init is slow
+  variables = jax.jit(lambda r, x, c: model.init(r, x, c, train=False))(rng, x, jnp.zeros((1,), jnp.float32))
+  return variables["params"]  # jitted: eager init is slow
 
 
 def param_count(params) -> int:

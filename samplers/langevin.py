@@ -4,6 +4,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+import sde_lib
 from samplers.registry import register_sampler
 
 
@@ -33,9 +34,9 @@ def langevin_dynamics(score_fn, x_init, rng, step_size, n_steps):
   return x
 
 
-@register_sampler("ald")
 @functools.partial(jax.jit, static_argnames=("score_fn", "n_steps_each", "denoise"))
-def annealed_langevin_dynamics(score_fn, x_init, rng, sigmas, n_steps_each, step_lr, denoise=False):
+def annealed_langevin_dynamics(score_fn, x_init, rng, sigmas, n_steps_each, step_lr, denoise=False,
+                               conditions=None):
   """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1).
 
   For each level `sigma_i` of the decreasing `sigmas`, `n_steps_each` Langevin steps with
@@ -44,22 +45,43 @@ def annealed_langevin_dynamics(score_fn, x_init, rng, sigmas, n_steps_each, step
   Tweedie step `x + sigma_L^2 score_fn(x, sigma_L)` returns the posterior mean `E[x_0 | x]`
   (Efron 2011; Jolicoeur-Martineau et al. 2021) instead of a sample still carrying noise `sigma_L`.
 
-  The chain is one `lax.scan` over all `L * n_steps_each` steps. Returns the final `x`.
+  `score_fn` is called with `sigma_i`, or with `conditions[i]` where given (e.g. the SDE times of
+  the levels). The chain is one `lax.scan` over all `L * n_steps_each` steps. Returns the final `x`.
   """
   sigmas = jnp.asarray(sigmas, x_init.dtype)
+  conditions = sigmas if conditions is None else jnp.asarray(conditions, x_init.dtype)
   per_step_sigma = jnp.repeat(sigmas, n_steps_each)
+  per_step_condition = jnp.repeat(conditions, n_steps_each)
   per_step_size = step_lr * jnp.square(per_step_sigma / sigmas[-1])
   batch = x_init.shape[0]
 
   def body(x, inputs):
-    i, sigma, step_size = inputs
+    i, condition, step_size = inputs
     z = jax.random.normal(jax.random.fold_in(rng, i), x.shape, x.dtype)
-    score = score_fn(x, jnp.full((batch,), sigma, x.dtype))
+    score = score_fn(x, jnp.full((batch,), condition, x.dtype))
     return langevin_step(score, x, z, step_size), None
 
   steps = jnp.arange(per_step_sigma.shape[0])
-  x, _ = jax.lax.scan(body, x_init, (steps, per_step_sigma, per_step_size))
+  x, _ = jax.lax.scan(body, x_init, (steps, per_step_condition, per_step_size))
   if denoise:
-    sigma_last = jnp.full((batch,), sigmas[-1], x.dtype)
-    x = x + jnp.square(sigmas[-1]) * score_fn(x, sigma_last)
+    x = x + jnp.square(sigmas[-1]) * score_fn(x, jnp.full((batch,), conditions[-1], x.dtype))
   return x
+
+
+@register_sampler("ald")
+def build_ald(sde, sampling):
+  """Annealed Langevin dynamics over the `N` levels of a VE SDE, from `sigma_max` down to
+  `sigma_min` (level `i` is the time `t_i = i / (N - 1)`): `sampling.n_steps_each`,
+  `sampling.step_lr`, `sampling.noise_removal`."""
+  if not isinstance(sde, sde_lib.VESDE):
+    raise ValueError("sampling.method='ald' needs training.sde='vesde' (the NCSN noise levels); "
+                     "for VP and sub-VP SDEs use a predictor-corrector sampler")
+  sigmas = sde.discrete_sigmas[::-1]
+  times = jnp.linspace(sde.T, 0.0, sde.N) if sde.N > 1 else jnp.full((1,), sde.T)
+  nfe = sde.N * sampling.n_steps_each + int(sampling.noise_removal)
+
+  def sample_fn(score_fn, x_init, rng):
+    x = annealed_langevin_dynamics(score_fn, x_init, rng, sigmas, sampling.n_steps_each,
+                                   sampling.step_lr, sampling.noise_removal, conditions=times)
+    return x, nfe
+  return sample_fn

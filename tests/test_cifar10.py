@@ -46,8 +46,9 @@ def test_reads_the_archive_into_hwc_images(root):
   np.testing.assert_array_equal(train[:PER_BATCH], images(0, PER_BATCH))
   np.testing.assert_array_equal(test, images(5, PER_BATCH))
   assert labels.tolist()[:PER_BATCH] == list(range(PER_BATCH))
-  ds = datasets.get_dataset("cifar10", root=root, verify_checksum=False, centered=True)
-  np.testing.assert_allclose(ds.test, images(5, PER_BATCH) / 255.0 * 2 - 1, atol=1e-6)
+  ds = datasets.get_dataset("cifar10", root=root, verify_checksum=False)
+  assert ds.test.dtype == np.uint8 and ds.max_value == 255
+  np.testing.assert_allclose(ds.model_space(ds.test, centered=True), images(5, PER_BATCH) / 255.0 * 2 - 1, atol=1e-6)
 
 
 def test_a_wrong_checksum_is_refused(root):

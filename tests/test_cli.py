@@ -31,7 +31,7 @@ def run_main(*args, timeout=120):
     (["--config.training.batch_size=-8"], "training.batch_size must be a positive integer, got -8"),
     (["--config.training.batch_size=6"], "training.batch_size=6 is not divisible by the number of devices (4)"),
     (["--config=configs/toy2d.py", "--config.model.name=ncsn_small"], "needs images of shape (H, W, C), got (2,)"),
-    (["--config.data.shape=(8, 8, 3)"], "has examples of shape (8, 8, 1), but the config says data.shape=(8, 8, 3)"),
+    (["--config.data.shape=(8, 8, 3)"], "has examples of shape (8, 8, 1), but the config says (8, 8, 3); set data.shape to match"),
     (["--config.data.dataset=cifar"], "unknown data.dataset 'cifar'; valid choices: checkerboard, cifar10, digits, folder, gmm"),
     (["--config.sampling.method=pc"], "unknown sampling.method 'pc'; valid choices: ald"),
     (["--mode=sample"], "no checkpoint in"),

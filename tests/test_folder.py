@@ -33,19 +33,20 @@ def root(tmp_path_factory):
 def test_images_are_center_cropped_and_resized(root):
   ds = datasets.get_dataset("folder", root=root, shape=(8, 8, 3), num_test=1)
   assert ds.train.shape == (5, 8, 8, 3) and ds.test.shape == (1, 8, 8, 3)
-  got = {tuple(np.round(img.mean(axis=(0, 1)) * 255).astype(int)) for img in np.concatenate([ds.train, ds.test])}
+  got = {tuple(np.round(img.mean(axis=(0, 1))).astype(int)) for img in np.concatenate([ds.train, ds.test])}
   for color in COLORS:  # uniform colours survive (JPEG within a few levels); no black border remains
     assert any(np.abs(np.subtract(g, color)).max() <= 6 for g in got), (color, got)
 
 
 def test_grayscale_and_centered(root):
-  ds = datasets.get_dataset("folder", root=root, shape=(4, 6, 1), centered=True)
-  assert ds.train.shape[1:] == (4, 6, 1) and len(ds.train) + len(ds.test) == 6
-  assert ds.train.min() >= -1.0 and ds.train.max() <= 1.0 and ds.train.min() < 0
+  ds = datasets.get_dataset("folder", root=root, shape=(4, 6, 1))
+  assert ds.train.shape[1:] == (4, 6, 1) and len(ds.train) + len(ds.test) == 6 and ds.train.dtype == np.uint8
+  x = ds.model_space(ds.train, centered=True)
+  assert x.min() >= -1.0 and x.max() <= 1.0 and x.min() < 0
 
 
 def test_an_empty_folder_is_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match=r"needs at least 2 images \(.png, .jpg.*found 0"):
     datasets.get_dataset("folder", root=str(tmp_path), shape=(8, 8, 3))
-  with pytest.raises(ValueError, match=r"must be \(H, W, 1\) or \(H, W, 3\)"):
+  with pytest.raises(ValueError, match=r"must have 1 \(grayscale\) or 3 \(RGB\) channels"):
     datasets.get_dataset("folder", root=str(tmp_path), shape=(8, 8, 4))

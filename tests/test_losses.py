@@ -69,18 +69,18 @@ def test_noise_prediction_and_score_forms_give_the_same_training_loss():
   params = models.init_params(model, jax.random.key(7), (3,))
   # Make the network non-trivial: the last layer is zero-initialised.
   params = jax.tree_util.tree_map(lambda p: p + 0.1, params)
-  sigmas = sde_lib.get_sigmas(0.01, 10.0, 20)
+  sde = sde_lib.VESDE(0.01, 10.0, N=20)
   x = jax.random.normal(jax.random.key(8), (256, 3))
   rng = jax.random.key(9)
 
-  score_fn = models.get_score_fn(model, params, prediction="noise")
-  dsm = losses.multiscale_dsm_loss(score_fn, x, rng, sigmas)
+  score_fn = models.get_score_fn(model, params, sde, prediction="noise")
+  dsm = losses.smld_loss(score_fn, x, rng, sde)
 
   # The DDPM objective written out independently, with the same random draws.
-  rng_sigma, rng_noise = jax.random.split(rng)
-  sigma = losses.sample_noise_levels(rng_sigma, sigmas, x.shape[0])
+  rng_i, rng_noise = jax.random.split(rng)
+  sigma = sde.discrete_sigmas[jax.random.randint(rng_i, (x.shape[0],), 0, sde.N)]
   eps = jax.random.normal(rng_noise, x.shape)
-  eps_hat = model.apply({"params": params}, x + sigma[:, None] * eps, sigma)
+  eps_hat = model.apply({"params": params}, x + sigma[:, None] * eps, jnp.log(sigma))
   ddpm = jnp.mean(jnp.square(eps_hat - eps))
   np.testing.assert_allclose(dsm, ddpm, rtol=1e-5)
   assert ddpm > 0.01  # the comparison is not between two zeros

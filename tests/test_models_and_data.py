@@ -6,6 +6,7 @@ import pytest
 
 import datasets
 import models
+import sde_lib
 from datasets.loader import batch_indices
 from datasets.toy2d import gmm_log_prob, gmm_score
 from run_lib import empirical_score
@@ -17,23 +18,32 @@ def test_networks_map_data_to_data_shape(name, shape):
   model = models.get_model(name, **kwargs)
   params = models.init_params(model, jax.random.key(0), shape)
   x = jnp.ones((3,) + shape)
-  out = jax.jit(lambda p, x, s: models.get_score_fn(model, p)(x, s))(params, x, jnp.array([0.1, 1.0, 10.0]))
+  sde = sde_lib.VESDE(0.01, 10.0)
+  out = jax.jit(lambda p, x, t: models.get_score_fn(model, p, sde)(x, t))(params, x, jnp.array([0.1, 0.5, 1.0]))
   assert out.shape == x.shape
 
 
-def test_score_wrapper_forms():
-  """score = out / sigma with scale_by_sigma; score = -out / sigma for noise prediction."""
-  class Fixed:
-    def apply(self, variables, x, sigma):
-      return x * 2.0
-  x, sigma = jnp.ones((2, 3)), jnp.array([0.5, 2.0])
-  np.testing.assert_allclose(models.get_score_fn(Fixed(), None)(x, sigma), 2 * x)
-  np.testing.assert_allclose(models.get_score_fn(Fixed(), None, scale_by_sigma=True)(x, sigma),
-                             2 * x / sigma[:, None])
-  np.testing.assert_allclose(models.get_score_fn(Fixed(), None, prediction="noise")(x, sigma),
-                             -2 * x / sigma[:, None])
+class _Echo:
+  """A stand-in network whose output is `x * c_noise`: shows what the wrapper feeds and divides."""
+  def apply(self, variables, x, c_noise, train=False, rngs=None):
+    return x * c_noise[:, None]
+
+
+@pytest.mark.parametrize("sde", [sde_lib.VESDE(0.01, 10.0), sde_lib.VPSDE(0.1, 20.0), sde_lib.SubVPSDE(0.1, 20.0)],
+                         ids=["ve", "vp", "subvp"])
+def test_score_wrapper_forms(sde):
+  """c_noise = log(std / m); score = out / std with scale_by_sigma; score = -out / std for noise prediction."""
+  x, t = jnp.ones((2, 3)), jnp.array([0.3, 0.9])
+  m, std = sde.marginal_prob(jnp.ones((2, 1)), t)
+  m, std = m[:, 0], std
+  out = x * jnp.log(std / m)[:, None]
+  np.testing.assert_allclose(models.get_score_fn(_Echo(), None, sde)(x, t), out, rtol=1e-6)
+  np.testing.assert_allclose(models.get_score_fn(_Echo(), None, sde, scale_by_sigma=True)(x, t),
+                             out / std[:, None], rtol=1e-6)
+  np.testing.assert_allclose(models.get_score_fn(_Echo(), None, sde, prediction="noise")(x, t),
+                             -out / std[:, None], rtol=1e-6)
   with pytest.raises(ValueError, match="valid choices: score, noise"):
-    models.get_score_fn(Fixed(), None, prediction="eps")
+    models.get_score_fn(_Echo(), None, sde, prediction="eps")
 
 
 def test_unknown_model_lists_choices():
@@ -47,9 +57,28 @@ def test_digits_are_the_real_dataset():
   assert np.bincount(labels).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
   ds = datasets.get_dataset("digits")
   assert ds.train.shape == (1600, 8, 8, 1) and ds.test.shape == (197, 8, 8, 1)
-  assert ds.train.min() == 0.0 and ds.train.max() == 1.0
-  centered = datasets.get_dataset("digits", centered=True)
-  np.testing.assert_allclose(centered.train, 2 * ds.train - 1)
+  assert ds.train.dtype == np.uint8 and ds.max_value == 16 and ds.train.max() == 16
+  x = ds.model_space(ds.train)
+  assert x.dtype == np.float32 and x.min() == 0.0 and x.max() == 1.0
+  np.testing.assert_allclose(ds.model_space(ds.train, centered=True), 2 * x - 1)
+
+
+def test_training_batches_are_scaled_flipped_and_dequantized_on_device():
+  k = np.arange(2 * 2 * 3 * 1, dtype=np.uint8).reshape(2, 2, 3, 1) * 20  # pixel counts 0..220
+  plain = datasets.preprocess_batch(jnp.asarray(k), jax.random.key(0), 255)
+  np.testing.assert_allclose(plain, k / 255.0, rtol=1e-6)
+  centered = datasets.preprocess_batch(jnp.asarray(k), jax.random.key(0), 255, centered=True)
+  np.testing.assert_allclose(centered, 2 * (k / 255.0) - 1, rtol=1e-6, atol=1e-6)
+  # Dequantized: each pixel lies in its own bin [k, k + 1) / 256, and the bins are filled uniformly.
+  big = jnp.asarray(np.repeat(k, 2000, axis=0))
+  deq = np.asarray(datasets.preprocess_batch(big, jax.random.key(1), 255, uniform_dequantization=True))
+  u = deq * 256 - np.asarray(big, np.float64)
+  assert u.min() >= 0 and u.max() < 1 and abs(u.mean() - 0.5) < 0.01 and abs(u.var() - 1 / 12) < 0.005
+  # Flips: every image is either itself or its mirror, and about half are mirrored.
+  flipped = np.asarray(datasets.preprocess_batch(big, jax.random.key(2), 255, random_flip=True))
+  same = np.all(np.isclose(flipped, np.asarray(big) / 255.0), axis=(1, 2, 3))
+  mirror = np.all(np.isclose(flipped, np.asarray(big)[:, :, ::-1] / 255.0), axis=(1, 2, 3))
+  assert np.all(same | mirror) and 0.45 < mirror.mean() < 0.55
 
 
 def test_gmm_score_is_the_gradient_of_its_log_density():

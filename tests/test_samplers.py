@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import samplers
 import sde_lib
@@ -82,11 +83,19 @@ def test_chains_compile_to_one_program_whose_size_does_not_grow_with_steps():
   assert _program_lines(short) == _program_lines(long)
 
 
-def test_sampler_registry():
-  assert samplers.get_sampler("ald") is samplers.annealed_langevin_dynamics
-  try:
+def test_registered_ald_runs_the_ve_levels_in_time():
+  """`sampling.method='ald'` on a VE SDE is annealed Langevin over its N levels, score_fn taking t."""
+  import ml_collections
+  from datasets.toy2d import gmm_sde_score
+  sde = sde_lib.VESDE(0.05, 8.0, N=6)
+  cfg = ml_collections.ConfigDict({"method": "ald", "n_steps_each": 3, "step_lr": 1e-3, "noise_removal": True})
+  x0 = 8.0 * jax.random.normal(jax.random.key(5), (256, 2))
+  x, nfe = samplers.get_sampling_fn(sde, cfg)(gmm_sde_score(sde), x0, jax.random.key(6))
+  direct = samplers.annealed_langevin_dynamics(gmm_score, x0, jax.random.key(6), sde.discrete_sigmas[::-1],
+                                               3, 1e-3, True)
+  np.testing.assert_allclose(x, direct, rtol=1e-4, atol=1e-4)
+  assert nfe == 6 * 3 + 1
+  with pytest.raises(ValueError, match="needs training.sde='vesde'"):
+    samplers.get_sampling_fn(sde_lib.VPSDE(), cfg)
+  with pytest.raises(ValueError, match="unknown sampling.method 'nope'; valid choices: .*ald"):
     samplers.get_sampler("nope")
-  except ValueError as e:
-    assert "valid choices: ald" in str(e)
-  else:
-    raise AssertionError("unknown sampler accepted")

@@ -56,7 +56,7 @@ def test_sum_over_dimensions_is_dim_times_mean(x0, name):
 
 def test_smld_loss_of_the_exact_score(x0):
   sde = SDES["ve"]()
-  score = lambda x, sigma: -(x - MU) / (S ** 2 + sigma[:, None] ** 2)
+  score = lambda x, t: -(x - MU) / (S ** 2 + sde.marginal_prob(x, t)[1][:, None] ** 2)
   sigmas = np.asarray(sde.discrete_sigmas, np.float64)
   expected = np.mean(S ** 2 / (S ** 2 + sigmas ** 2))
   np.testing.assert_allclose(losses.smld_loss(score, x0, jax.random.key(3), sde), expected, rtol=0.02)
