@@ -2,6 +2,6 @@
 from models.registry import register_model, get_model, get_model_class, model_names
 from models.utils import get_score_fn, init_params
 # Importing the modules registers the networks.
-from models import mlp, ncsn_small  # noqa: F401
+from models import ddpm, mlp, ncsn, ncsn_small, ncsnpp  # noqa: F401
 
 __all__ = ["register_model", "get_model", "get_model_class", "model_names", "get_score_fn", "init_params"]

@@ -47,7 +47,7 @@ def test_score_wrapper_forms(sde):
 
 
 def test_unknown_model_lists_choices():
-  with pytest.raises(ValueError, match="valid choices: mlp, ncsn_small"):
+  with pytest.raises(ValueError, match="unknown model.name 'unet9000'; valid choices: .*mlp, .*ncsn_small"):
     models.get_model("unet9000")
 
 

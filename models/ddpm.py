@@ -1,0 +1,79 @@
+"""The DDPM U-Net (Ho et al. 2020, App. B).
+
+A PixelCNN++-style U-Net: at each of `len(ch_mult)` resolutions `num_res_blocks` residual blocks of
+width `nf * ch_mult[i]` (self-attention after each block at the resolutions in `attn_resolutions`),
+then a 2x downsampling; a middle block `ResBlock - Attn - ResBlock`; and the mirror image upwards
+with `num_res_blocks + 1` blocks per resolution, each fed the matching skip activation (and again
+followed by attention at `attn_resolutions`). The noise level enters every residual block through
+the sinusoidal embedding of `250 * log sigma` and a two-layer MLP.
+
+At the CIFAR-10 settings (the defaults) the network has 35,746,307 parameters: the published 35.7M
+(Ho et al. 2020, App. B; `diffusion_tf/models/unet.py`). score_sde's port attends only once per
+resolution on the way up (35,218,947 parameters, so its `vp/cifar10_ddpm` checkpoints do not load
+here); this module follows Ho et al.
+
+Images must have sides divisible by `2 ** (len(ch_mult) - 1)`; attention resolutions refer to the
+height of the feature map.
+"""
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from models import layerspp
+from models.registry import register_model
+
+
+@register_model("ddpm")
+class DDPM(nn.Module):
+  """`net(x, c_noise, train)`: `x` of shape `(batch, H, W, C)`, `c_noise = log sigma` of shape `(batch,)`."""
+  nf: int = 128
+  ch_mult: Sequence[int] = (1, 2, 2, 2)
+  num_res_blocks: int = 2
+  attn_resolutions: Sequence[int] = (16,)
+  dropout: float = 0.1
+  resamp_with_conv: bool = True
+  conditional: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, c_noise, train: bool = False):
+    act = nn.swish
+    dtype = self.dtype
+    res_block = lambda out_ch=None: layerspp.ResnetBlockDDPM(  # noqa: E731
+        act=act, out_ch=out_ch, dropout=self.dropout, dtype=dtype)
+    attn_block = lambda: layerspp.AttnBlock(dtype=dtype)  # noqa: E731
+
+    temb = None
+    if self.conditional:
+      temb = layerspp.positional_noise_embedding(c_noise, self.nf)
+      temb = nn.Dense(4 * self.nf, kernel_init=layerspp.default_init(), dtype=dtype)(temb)
+      temb = nn.Dense(4 * self.nf, kernel_init=layerspp.default_init(), dtype=dtype)(act(temb))
+
+    num_resolutions = len(self.ch_mult)
+    hs = [layerspp.conv3x3(x.astype(dtype), self.nf, dtype=dtype)]
+    for level, mult in enumerate(self.ch_mult):
+      for _ in range(self.num_res_blocks):
+        h = res_block(self.nf * mult)(hs[-1], temb, train)
+        if h.shape[1] in self.attn_resolutions:
+          h = attn_block()(h)
+        hs.append(h)
+      if level != num_resolutions - 1:
+        hs.append(layerspp.Downsample(with_conv=self.resamp_with_conv, dtype=dtype)(hs[-1]))
+
+    h = res_block()(hs[-1], temb, train)
+    h = attn_block()(h)
+    h = res_block()(h, temb, train)
+
+    for level in reversed(range(num_resolutions)):
+      for _ in range(self.num_res_blocks + 1):
+        h = res_block(self.nf * self.ch_mult[level])(jnp.concatenate([h, hs.pop()], axis=-1), temb, train)
+        if h.shape[1] in self.attn_resolutions:
+          h = attn_block()(h)
+      if level != 0:
+        h = layerspp.Upsample(with_conv=self.resamp_with_conv, dtype=dtype)(h)
+    assert not hs
+
+    h = act(layerspp.group_norm(h, dtype))
+    h = layerspp.conv3x3(h, x.shape[-1], init_scale=0.0, dtype=dtype)
+    return h.astype(x.dtype)
