@@ -9,6 +9,9 @@
 
 Any config field can be overridden as --config.<section>.<field>=<value>. Re-running a training
 command resumes from the latest checkpoint in --workdir; SIGTERM/SIGINT checkpoint and exit.
+
+Multi-host: run one process per host with --coordinator_address=<host0>:<port> --num_processes=N
+--process_id=i (under SLURM `srun` they are detected); see scripts/slurm_train.sh.
 """
 import os
 import sys
@@ -22,6 +25,10 @@ MODES = ("train", "sample", "eval", "info")
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory for checkpoints, samples, logs (default: runs/<config name>).")
 flags.DEFINE_string("mode", "train", f"One of: {', '.join(MODES)}.")
+flags.DEFINE_string("coordinator_address", None, "Multi-host: <host>:<port> of process 0, the same in every "
+                    "process (not needed under SLURM, which is detected).")
+flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes, one per host (default: 1, or SLURM's).")
+flags.DEFINE_integer("process_id", None, "Multi-host: this process's index in [0, num_processes).")
 
 
 def fail(message, code=2):
@@ -124,6 +131,11 @@ def main(argv):
   del argv
   from absl import logging
   logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO
+  import distributed
+  try:  # before anything touches a device: after this, jax.devices() spans every process
+    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  except (ValueError, RuntimeError) as e:
+    fail((str(e).strip() or type(e).__name__).splitlines()[0])
   import run_lib  # imported after flag parsing so bad flags fail fast
   workdir = FLAGS.workdir or default_workdir()
   run = {"train": run_lib.train, "sample": run_lib.sample, "eval": run_lib.evaluate, "info": run_lib.info}[FLAGS.mode]

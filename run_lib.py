@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import datasets
@@ -25,6 +26,7 @@ import models
 import plotting
 import samplers
 import sde_lib
+from samplers import likelihood
 from checkpointing import Checkpointer
 from logging_utils import MetricsLogger
 
@@ -176,7 +178,8 @@ class Experiment:
                                   t.likelihood_weighting)
     self.sampling_fn = _as_user_error(samplers.get_sampling_fn, self.sde, config.sampling)
     self.optimizer = build_optimizer(config)
-    self.sample = jax.jit(self._sample, static_argnums=2)  # `num` fixes the sample shape
+    # `num` fixes the sample shape; replicated samples can be read on every host, not only their shard.
+    self.sample = jax.jit(self._sample, static_argnums=2, out_shardings=self.replicated)
 
   def preprocess(self, batch, rng):
     """A stored training batch to model inputs (scaling, centering, flip, dequantization), on device."""
@@ -209,13 +212,18 @@ class Experiment:
       x_init = jax.lax.with_sharding_constraint(x_init, NamedSharding(self.mesh, P("data")))
     return self.sampling_fn(self.score_fn(params), x_init, jax.random.fold_in(rng, 1))
 
-  def generate(self, params, step, num=None):
-    """`sampling.num_samples` samples (in chunks of `sampling.batch_size`) with the key of `step`."""
+  def generate(self, params, step, num=None, progress=None):
+    """`sampling.num_samples` samples (in chunks of `sampling.batch_size`) with the key of `step`.
+    `progress(done, total, nfe, seconds)` is called after each chunk."""
     s = self.config.sampling
     num = s.num_samples if num is None else num
     rng = jax.random.fold_in(_seed_key(self.config, _SAMPLE), step)
-    chunks = [np.asarray(self.sample(params, jax.random.fold_in(rng, i), min(s.batch_size, num - lo))[0])
-              for i, lo in enumerate(range(0, num, s.batch_size))]
+    chunks, t0 = [], time.perf_counter()
+    for i, lo in enumerate(range(0, num, s.batch_size)):
+      x, nfe = self.sample(params, jax.random.fold_in(rng, i), min(s.batch_size, num - lo))
+      chunks.append(np.asarray(x))
+      if progress is not None:
+        progress(lo + len(x), num, float(np.mean(nfe)), time.perf_counter() - t0)
     return np.concatenate(chunks)
 
 
@@ -226,8 +234,7 @@ def info(config, workdir=None, devices=None, print_fn=print):
   validate_config(config, len(jax.devices() if devices is None else devices))
   shape = data_shape(config)
   model = build_model(config, shape)
-  shapes = jax.eval_shape(lambda: models.init_params(model, jax.random.key(0), shape))
-  count = models.utils.param_count(shapes)
+  count = models.utils.param_count(models.utils.param_shapes(model, shape))
   t, m, s = config.training, config.model, config.sampling
   sde = sde_lib.get_sde(config)
   loss = ("continuous DSM" + (", likelihood weighting" if t.likelihood_weighting else "")) if t.continuous \
@@ -281,17 +288,37 @@ def make_train_step(exp):
 
 
 class _StopSignal:
-  """SIGTERM/SIGINT set a flag; the loop checkpoints and exits at the next step boundary."""
+  """SIGTERM/SIGINT set a flag; the loop checkpoints and exits at the next step boundary.
+
+  With several processes all must stop at the same step, or one waits forever in a collective for
+  another that is saving. There jax's preemption service owns SIGTERM (a Python handler would replace
+  its own): a notice to any process reaches all, and `reached_preemption_sync_point` turns true at the
+  same step in each. SIGINT is passed on to it as a SIGTERM.
+  """
 
   def __init__(self):
     self.received = None
 
   def __enter__(self):
-    self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    self._multi_process = jax.process_count() > 1
+    signals = (signal.SIGINT,) if self._multi_process else (signal.SIGTERM, signal.SIGINT)
+    self._old = {sig: signal.signal(sig, self._handle) for sig in signals}
     return self
 
   def _handle(self, signum, frame):
     self.received = signal.Signals(signum).name
+    if self._multi_process:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  def should_stop(self, step, num_steps):
+    """After a dispatch of the `num_steps` optimizer steps that end at `step`, in every process."""
+    if not self._multi_process:
+      return self.received is not None
+    # Every step id in order, as orbax also passes step ids: the agreed sync point is one of them.
+    reached = [multihost_utils.reached_preemption_sync_point(s) for s in range(step - num_steps + 1, step + 1)]
+    if any(reached):
+      self.received = self.received or "SIGTERM"
+    return any(reached)
 
   def __exit__(self, *exc):
     for sig, handler in self._old.items():
@@ -361,7 +388,7 @@ def _train(config, workdir, devices, print_fn, stop):
         checkpointer.save(step, state)
         if t.snapshot_sampling:
           write_samples(exp, state.ema_params, step, os.path.join(workdir, "samples"), logger)
-      if stop.received and step < t.n_iters:
+      if stop.should_stop(step, t.n_jitted_steps) and step < t.n_iters:
         _check_finite(state, checkpointer, workdir)
         checkpointer.save(step, state)
         checkpointer.wait()
@@ -377,13 +404,13 @@ def _train(config, workdir, devices, print_fn, stop):
 
 # ----------------------------------------------------------------------------- sampling and evaluation
 
-def write_samples(exp, params, step, out_dir, logger=None):
+def write_samples(exp, params, step, out_dir, logger=None, progress=None):
   """Samples to `out_dir/samples_<step>.npz` (key `samples`) and a picture next to it."""
   if jax.process_index() != 0:
     exp.generate(params, step)  # every process takes part in the computation
     return None
   os.makedirs(out_dir, exist_ok=True)
-  samples = exp.generate(params, step)
+  samples = exp.generate(params, step, progress=progress)
   np.savez(os.path.join(out_dir, f"samples_{step}.npz"), samples=samples)
   png = os.path.join(out_dir, f"samples_{step}.png")
   if exp.dataset.is_image:
@@ -393,6 +420,7 @@ def write_samples(exp, params, step, out_dir, logger=None):
       logger.image("samples", step, grid)
   else:
     t = 0.5 * exp.sde.T  # a middle time: the field is smooth and visible
+    params = jax.tree_util.tree_map(np.asarray, params)  # a host copy: only this process plots
     learned = jax.jit(lambda x: exp.score_fn(params)(x, jnp.full((x.shape[0],), t)))
     scale, std = (float(v) for v in exp.sde.marginal_coefficients(jnp.asarray(t)))
     true = exp.dataset.score
@@ -434,10 +462,13 @@ def sample(config, workdir, devices=None, print_fn=print):
   exp = Experiment(config, devices)
   state = _restore_for_inference(exp, workdir)
   step = int(state.step)
-  t0 = time.perf_counter()
-  samples = write_samples(exp, state.ema_params, step, os.path.join(workdir, "samples"))
-  print_fn(f"wrote {config.sampling.num_samples} samples of checkpoint step {step} to {workdir}/samples "
-           f"({time.perf_counter() - t0:.1f}s)")
+  s = config.sampling
+
+  def progress(done, total, nfe, seconds):
+    print_fn(f"sampling ({s.method}): {done}/{total} samples, {nfe:g} score evaluations each, {seconds:.1f}s")
+
+  samples = write_samples(exp, state.ema_params, step, os.path.join(workdir, "samples"), progress=progress)
+  print_fn(f"wrote {s.num_samples} samples of checkpoint step {step} to {workdir}/samples")
   return samples
 
 
@@ -485,11 +516,39 @@ def evaluate(config, workdir, devices=None, print_fn=print):
             "sliced_wasserstein_data_to_data": metrics.sliced_wasserstein(exp.model_space(exp.dataset.train[:n]),
                                                                           reference[:n]),
             "num_samples": n}
+  if config.eval.enable_bpd:
+    result.update(evaluate_likelihood(exp, state.ema_params, jax.random.fold_in(rng, 1 << 20)))
   if jax.process_index() == 0:
     out = os.path.join(workdir, "eval")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, f"eval_{step}.json"), "w") as f:
       json.dump(result, f, indent=2)
     print_fn(f"wrote {out}/eval_{step}.json: sliced Wasserstein {result['sliced_wasserstein']:.4f} "
-             f"(training data vs the same reference: {result['sliced_wasserstein_data_to_data']:.4f})")
+             f"(training data vs the same reference: {result['sliced_wasserstein_data_to_data']:.4f})"
+             + (f", bits/dim {result['bpd']:.4f}" if "bpd" in result else "")
+             + (f", NLL {result['nll_nats_per_dim']:.4f} nats/dim" if "nll_nats_per_dim" in result else ""))
   return result
+
+
+def evaluate_likelihood(exp, params, rng):
+  """`eval.enable_bpd`: the probability-flow ODE likelihood of the test split (Song et al. 2021,
+  App. D.2). Images: bits/dim of the integer pixels with uniform dequantization (samplers/likelihood.py
+  states the offset). Vector data: the negative log-likelihood in nats/dim, and the true one where the
+  data's density is known."""
+  e = exp.config.eval
+  options = _as_user_error(likelihood.likelihood_options, e)
+  test = exp.dataset.test[:e.get("bpd_num_examples", len(exp.dataset.test))]
+  if exp.dataset.max_value is not None:
+    res = likelihood.evaluate_bpd(exp.score_fn, exp.sde, test, rng, params=params, batch_size=e.batch_size,
+                                  num_repeats=e.bpd_num_repeats, centered=exp.config.data.centered,
+                                  max_value=exp.dataset.max_value, **options)
+    return {"bpd": float(res.mean), "bpd_nfe": float(np.mean(res.nfe)), "bpd_num_examples": len(test)}
+  x = jnp.asarray(exp.model_space(test))
+  logp, nfe = jax.jit(lambda p, x, r: likelihood.log_likelihood(exp.score_fn(p), exp.sde, x, r, **options))(
+      params, x, rng)
+  dim = int(np.prod(x.shape[1:]))
+  out = {"nll_nats_per_dim": float(-jnp.mean(logp) / dim), "nll_nfe": float(np.mean(nfe)),
+         "nll_num_examples": len(test)}
+  if exp.dataset.log_prob is not None:
+    out["true_nll_nats_per_dim"] = float(-jnp.mean(exp.dataset.log_prob(x)) / dim)
+  return out

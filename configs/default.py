@@ -28,10 +28,39 @@ def get_default_config():
   sampling.num_samples = 64
   sampling.batch_size = 64
   sampling.eps = 1e-3                 # final time of the SDE/ODE samplers
+  # pc: predictor-corrector (Song et al. 2021, Alg. 1-3)
+  sampling.predictor = "reverse_diffusion"  # euler_maruyama | reverse_diffusion | ancestral_sampling | none
+  sampling.corrector = "langevin"     # langevin | ald | none
+  sampling.snr = 0.16                 # Langevin corrector: signal-to-noise ratio of each step
+  sampling.probability_flow = False   # pc predictor on the probability-flow ODE
+  # edm, ddim, dpm_solver: few-step samplers over sampling.num_steps steps
+  sampling.num_steps = 50             # (EDM's paper uses 18 with rho = 7)
+  sampling.rho = 7.0                  # edm: sigma schedule exponent
+  sampling.s_churn = 0.0              # edm: stochasticity (0 = deterministic Heun)
+  sampling.s_min = 0.0
+  sampling.s_max = float("inf")
+  sampling.s_noise = 1.0
+  sampling.ddim_eta = 0.0             # ddim: 0 deterministic, 1 DDPM-like
+  sampling.dpm_solver_order = 2       # dpm_solver: 1, 2 or 3
+  sampling.skip_type = "logSNR"       # ddim, dpm_solver time grid: logSNR | time_uniform
+  # ode: the probability-flow ODE
+  sampling.ode_solver = "rk45"        # rk45 | tsit5 (adaptive, diffrax) | euler | heun | rk4 (ode_steps)
+  sampling.ode_steps = 100
+  sampling.rtol = 1e-5
+  sampling.atol = 1e-5
 
   config.eval = evaluate = ml_collections.ConfigDict()
   evaluate.batch_size = 1_000         # test examples for the per-noise-level losses
   evaluate.num_levels = 10            # noise levels (times) at which they are reported
+  evaluate.enable_bpd = False         # probability-flow ODE likelihood of the test split (bits/dim for images)
+  evaluate.bpd_num_repeats = 1        # dequantization draws per example (score_sde: 5)
+  evaluate.eps = 1e-5                 # the ODE runs from t = eps to T
+  evaluate.ode_solver = "rk45"        # rk45 | tsit5 (adaptive, diffrax) | euler | heun | rk4 (ode_steps)
+  evaluate.ode_steps = 100
+  evaluate.rtol = 1e-5
+  evaluate.atol = 1e-5
+  evaluate.hutchinson_type = "rademacher"  # or gaussian: probes of the divergence estimator
+  evaluate.exact_trace = False        # exact divergence (low dimension only)
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = "digits"

@@ -28,6 +28,7 @@ class Dataset:
   score: Optional[Callable] = None
   sample: Optional[Callable] = None
   max_value: Optional[float] = None
+  log_prob: Optional[Callable] = None  # exact `log p(x)` of the data, when known (JAX, `(batch, ...)` -> `(batch,)`)
 
   @property
   def shape(self):

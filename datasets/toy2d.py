@@ -89,18 +89,23 @@ def sample_moons(rng, n):
   return (x + 0.05 * rng.standard_normal((n, 2))).astype(np.float32)
 
 
-TOYS = {"gmm": (sample_gmm, gmm_score), "swiss_roll": (sample_swiss_roll, None),
-        "checkerboard": (sample_checkerboard, None), "moons": (sample_moons, None)}
+def gmm_data_log_prob(x):
+  """`log p(x)` of the (noise-free) mixture."""
+  return gmm_log_prob(x, 0.0)
 
 
-def _register(name, sampler, score):
+TOYS = {"gmm": (sample_gmm, gmm_score, gmm_data_log_prob), "swiss_roll": (sample_swiss_roll, None, None),
+        "checkerboard": (sample_checkerboard, None, None), "moons": (sample_moons, None, None)}
+
+
+def _register(name, sampler, score, log_prob):
   @register_dataset(name)
   def make(num_train: int = 50_000, num_test: int = 5_000, data_seed: int = 0, **unused):
     rng = np.random.default_rng(data_seed)
     return Dataset(name, train=sampler(rng, num_train), test=sampler(rng, num_test),
-                   score=score, sample=sampler)
+                   score=score, sample=sampler, log_prob=log_prob)
   return make
 
 
-for _name, (_sampler, _score) in TOYS.items():
-  _register(_name, _sampler, _score)
+for _name, (_sampler, _score, _log_prob) in TOYS.items():
+  _register(_name, _sampler, _score, _log_prob)

@@ -1,0 +1,154 @@
+"""CIFAR-10 with the published score-based models: `--config=configs/cifar.py:<variant>`.
+
+Variants and their sources (Song et al. 2021, "Score-Based Generative Modeling through SDEs", and
+the configs of yang-song/score_sde; NCSN: Song & Ermon 2019; NCSNv2: Song & Ermon 2020):
+
+  ve_ncsnpp          NCSN++ cont., VE SDE          (score_sde configs/ve/cifar10_ncsnpp_continuous.py)
+  ve_ncsnpp_deep     NCSN++ cont. deep, VE SDE     (configs/ve/cifar10_ncsnpp_deep_continuous.py)
+  vp_ddpmpp          DDPM++ cont., VP SDE          (configs/vp/cifar10_ddpmpp_continuous.py), the default
+  vp_ddpmpp_deep     DDPM++ cont. deep, VP SDE     (configs/vp/cifar10_ddpmpp_deep_continuous.py)
+  subvp_ddpmpp       DDPM++ cont., sub-VP SDE      (configs/subvp/cifar10_ddpmpp_continuous.py)
+  subvp_ddpmpp_deep  DDPM++ cont. deep, sub-VP SDE (configs/subvp/cifar10_ddpmpp_deep_continuous.py)
+  vp_ddpm            DDPM (Ho et al. 2020), discrete (configs/vp/ddpm/cifar10.py)
+  ncsnv2             NCSNv2, 232 noise levels      (configs/ve/ncsnv2/cifar10.py)
+  ncsn               NCSN, 10 noise levels         (configs/ve/ncsn/cifar10.py)
+
+The data is the standard `cifar-10-python.tar.gz` in `data.root` (default `data/`).
+"""
+from configs.default import get_default_config
+
+VARIANTS = ("ve_ncsnpp", "ve_ncsnpp_deep", "vp_ddpmpp", "vp_ddpmpp_deep", "subvp_ddpmpp",
+            "subvp_ddpmpp_deep", "vp_ddpm", "ncsnv2", "ncsn")
+
+
+def cifar10_defaults():
+  """score_sde's default_cifar10_configs: shared by every variant."""
+  config = get_default_config()
+  training = config.training
+  training.batch_size = 128
+  training.n_iters = 1_300_000
+  training.snapshot_freq = 50_000
+  training.log_freq = 50
+  training.continuous = True
+  training.reduce_mean = False
+  training.max_to_keep = 5
+
+  sampling = config.sampling
+  sampling.method = "pc"
+  sampling.n_steps_each = 1
+  sampling.noise_removal = True
+  sampling.probability_flow = False
+  sampling.snr = 0.16
+  sampling.num_samples = 64
+  sampling.batch_size = 64
+
+  evaluate = config.eval
+  evaluate.batch_size = 1024
+  evaluate.enable_bpd = False
+
+  data = config.data
+  del data["shape"]  # images: (image_size, image_size, num_channels), score_sde's fields
+  data.dataset = "cifar10"
+  data.image_size = 32
+  data.num_channels = 3
+  data.random_flip = True
+  data.centered = False
+  data.uniform_dequantization = False
+
+  model = config.model
+  model.sigma_min = 0.01
+  model.sigma_max = 50.0
+  model.num_scales = 1000
+  model.beta_min = 0.1
+  model.beta_max = 20.0
+  model.dropout = 0.1
+  model.embedding_type = "fourier"
+
+  optim = config.optim
+  optim.lr = 2e-4
+  optim.warmup = 5000
+  optim.grad_clip = 1.0
+  return config
+
+
+def _ncsnpp(model, deep=False):
+  """NCSN++ (FIR resampling, residual input pyramid, Fourier features) as in score_sde."""
+  model.name = "ncsnpp"
+  model.normalization = "GroupNorm"
+  model.nonlinearity = "swish"
+  model.nf = 128
+  model.ch_mult = (1, 2, 2, 2)
+  model.num_res_blocks = 8 if deep else 4
+  model.attn_resolutions = (16,)
+  model.resamp_with_conv = True
+  model.conditional = True
+  model.fir = True
+  model.fir_kernel = (1, 3, 3, 1)
+  model.skip_rescale = True
+  model.resblock_type = "biggan"
+  model.progressive = "none"
+  model.progressive_input = "residual"
+  model.progressive_combine = "sum"
+  model.attention_type = "ddpm"
+  model.init_scale = 0.0
+  model.embedding_type = "fourier"
+  model.fourier_scale = 16
+  model.conv_size = 3
+
+
+def _ddpmpp(model, deep=False):
+  """DDPM++: the NCSN++ code path with plain resampling, no input pyramid, positional embedding."""
+  _ncsnpp(model, deep)
+  model.fir = False
+  model.progressive_input = "none"
+  model.embedding_type = "positional"
+
+
+def get_config(variant="vp_ddpmpp"):
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown cifar variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
+  config = cifar10_defaults()
+  training, sampling, model, optim = config.training, config.sampling, config.model, config.optim
+  sde = variant.partition("_")[0]
+  deep = variant.endswith("_deep")
+
+  if variant.startswith("ve_ncsnpp"):
+    training.sde = "vesde"
+    sampling.predictor, sampling.corrector = "reverse_diffusion", "langevin"
+    _ncsnpp(model, deep)
+    model.scale_by_sigma, model.prediction, model.ema_rate = True, "score", 0.999
+  elif "ddpmpp" in variant:
+    training.sde = {"vp": "vpsde", "subvp": "subvpsde"}[sde]
+    training.reduce_mean = True
+    sampling.predictor, sampling.corrector = "euler_maruyama", "none"
+    config.data.centered = True
+    _ddpmpp(model, deep)
+    model.scale_by_sigma, model.prediction, model.ema_rate = False, "noise", 0.9999
+  elif variant == "vp_ddpm":
+    training.sde, training.continuous, training.reduce_mean = "vpsde", False, True
+    sampling.predictor, sampling.corrector = "ancestral_sampling", "none"
+    config.data.centered = True
+    model.name = "ddpm"
+    model.normalization, model.nonlinearity = "GroupNorm", "swish"
+    model.nf, model.ch_mult, model.num_res_blocks = 128, (1, 2, 2, 2), 2
+    model.attn_resolutions, model.resamp_with_conv, model.conditional = (16,), True, True
+    model.scale_by_sigma, model.prediction, model.ema_rate = False, "noise", 0.9999
+  else:  # ncsnv2, ncsn: discrete VE levels, annealed Langevin as the sampler
+    training.sde, training.continuous = "vesde", False
+    sampling.predictor, sampling.corrector = "none", "ald"
+    model.normalization, model.nonlinearity, model.nf = "InstanceNorm++", "elu", 128
+    model.interpolation = "bilinear"
+    optim.warmup, optim.grad_clip = 0, -1.0
+    if variant == "ncsnv2":
+      model.name, model.num_scales, model.ema_rate = "ncsnv2", 232, 0.999
+      model.scale_by_sigma, model.prediction = True, "score"
+      sampling.n_steps_each, sampling.snr = 5, 0.176
+      optim.lr = 1e-4
+    else:
+      model.name, model.sigma_max, model.num_scales, model.ema_rate = "ncsn", 1.0, 10, 0.0
+      model.scale_by_sigma, model.prediction = False, "score"
+      sampling.n_steps_each, sampling.snr = 100, 0.316
+      optim.lr = 1e-3
+  if deep:
+    training.n_iters = 950_000
+  return config

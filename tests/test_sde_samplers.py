@@ -1,0 +1,210 @@
+"""The SDE samplers (predictor-corrector, CAS, EDM, DDIM, DPM-Solver) driven by the exact score of the
+unequal-weight Gaussian mixture return the mixture; the ODE solvers converge to the probability flow at
+their order; each reports exactly the score evaluations of its one compiled program."""
+import re
+
+import jax
+import jax.extend
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+import samplers.cas  # noqa: F401 (registers 'cas')
+import samplers.dpm_solver  # noqa: F401 (registers 'ddim', 'dpm_solver')
+import samplers.edm  # noqa: F401 (registers 'edm')
+import samplers.langevin  # noqa: F401 (registers 'ald')
+import samplers.pc  # noqa: F401 (registers 'pc')
+import sde_lib
+from datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_sde_score, sample_gmm
+from metrics import sliced_wasserstein
+from samplers.registry import get_sampler
+
+NUM_SAMPLES = 6_000
+# sigma_max = 50: the prior N(0, sigma_max^2 I) misses the data mean (0.4, 0.8) by 0.016 standard
+# deviations, which a deterministic sampler carries straight into the mode weights (0.013 at sigma_max = 20).
+SDES = {"ve": lambda n: sde_lib.VESDE(0.01, 50.0, N=n), "vp": lambda n: sde_lib.VPSDE(0.1, 20.0, N=n),
+        "subvp": lambda n: sde_lib.SubVPSDE(0.1, 20.0, N=n)}
+# Two true samples of 6000 lie 0.07-0.20 apart in sliced Wasserstein (median 0.11 over 20 seeds);
+# the equal-weight mixture lies ~0.9 from the true one.
+SW_BOUND = 0.25
+MEAN_ATOL = 0.08   # ~5 standard errors of the smallest mode's mean (600 samples of std 0.4)
+VAR_RTOL = 0.15    # ~3.5 standard errors of the smallest mode's variance
+
+
+def build(method, sde, **fields):
+  return get_sampler(method)(sde, ml_collections.ConfigDict(fields))
+
+
+def run(method, sde, x_init, **fields):
+  sample_fn = build(method, sde, **fields)
+  x, nfe = jax.jit(lambda x, rng: sample_fn(gmm_sde_score(sde), x, rng))(x_init, jax.random.key(1))
+  return np.asarray(x), nfe
+
+
+def assert_is_the_mixture(x):
+  """Mode weights (nearest mean) within 0.03, per-mode means and variances within the stated
+  tolerances, sliced Wasserstein to true samples below `SW_BOUND`."""
+  nearest = np.argmin(((x[:, None, :] - GMM_MEANS[None]) ** 2).sum(-1), axis=1)
+  np.testing.assert_allclose(np.bincount(nearest, minlength=4) / len(x), GMM_WEIGHTS, atol=0.03)
+  for k in range(4):
+    mode = x[nearest == k]
+    np.testing.assert_allclose(mode.mean(0), GMM_MEANS[k], atol=MEAN_ATOL)
+    np.testing.assert_allclose(mode.var(0).mean(), GMM_STDS[k] ** 2, rtol=VAR_RTOL)
+  assert sliced_wasserstein(x, sample_gmm(np.random.default_rng(0), len(x))) < SW_BOUND
+
+
+def test_the_mixture_check_accepts_true_samples_and_rejects_wrong_weights_or_widths():
+  rng = np.random.default_rng(1)
+  assert_is_the_mixture(sample_gmm(rng, NUM_SAMPLES))
+  with pytest.raises(AssertionError):
+    assert_is_the_mixture(sample_gmm(rng, NUM_SAMPLES, weights=np.full(4, 0.25, np.float32)))
+  with pytest.raises(AssertionError):
+    assert_is_the_mixture(sample_gmm(rng, NUM_SAMPLES, stds=1.25 * GMM_STDS))
+
+
+MIXTURE_CASES = [
+    ("pc", "ve", dict(predictor="reverse_diffusion", corrector="langevin", snr=0.16, n_steps_each=1)),
+    ("pc", "vp", dict(predictor="euler_maruyama", corrector="none")),
+    ("pc", "vp", dict(predictor="ancestral_sampling", corrector="none")),
+    ("pc", "ve", dict(predictor="ancestral_sampling", corrector="none")),
+    ("pc", "subvp", dict(predictor="euler_maruyama", corrector="none", probability_flow=True)),
+    ("cas", "ve", dict(step_lr=1e-5, n_steps_each=1)),
+    ("edm", "ve", dict(num_steps=40)),
+    ("edm", "vp", dict(num_steps=40, s_churn=10.0)),
+    ("ddim", "vp", dict(num_steps=200)),
+    ("ddim", "subvp", dict(num_steps=200, ddim_eta=1.0)),
+    ("dpm_solver", "vp", dict(num_steps=25, dpm_solver_order=2)),
+    ("dpm_solver", "subvp", dict(num_steps=15, dpm_solver_order=3)),
+]
+
+
+@pytest.mark.parametrize("method, sde_name, fields", MIXTURE_CASES,
+                         ids=[f"{m}-{s}-{'-'.join(map(str, f.values()))}" for m, s, f in MIXTURE_CASES])
+def test_sampler_with_the_exact_score_returns_the_unequal_mixture(method, sde_name, fields):
+  sde = SDES[sde_name](200)  # PC and CAS take N = 200 steps
+  x, _ = run(method, sde, sde.prior_sample(jax.random.key(0), (NUM_SAMPLES, 2)), **fields)
+  assert_is_the_mixture(x)
+
+
+# ----------------------------------------------------------------------------- convergence to the ODE
+
+
+def probability_flow_rk4(sde, score_fn, x, steps, eps=1e-3):
+  """Classical RK4 on `dx/dt = f(x, t) - (1/2) g(t)^2 s(x, t)` from `T` to `eps` in equal steps."""
+  drift = lambda x, t: sde.reverse(score_fn, probability_flow=True).sde(x, jnp.full((x.shape[0],), t))[0]
+  h = (eps - sde.T) / steps
+
+  def step(x, i):
+    t = sde.T + i * h
+    k1 = drift(x, t)
+    k2 = drift(x + 0.5 * h * k1, t + 0.5 * h)
+    k3 = drift(x + 0.5 * h * k2, t + 0.5 * h)
+    k4 = drift(x + h * k3, t + h)
+    return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4), None
+  return jax.lax.scan(step, x, jnp.arange(steps))[0]
+
+
+@pytest.fixture(scope="module")
+def flow_reference():
+  """500 RK4 steps from 512 prior draws on the VP SDE (1e-6 from 1000 steps)."""
+  sde = SDES["vp"](1000)
+  x_init = sde.prior_sample(jax.random.key(2), (512, 2))
+  return sde, x_init, jax.jit(lambda x: probability_flow_rk4(sde, gmm_sde_score(sde), x, 500))(x_init)
+
+
+@pytest.mark.parametrize("method, order, fields", [("ddim", 1, dict(num_steps=20)),
+                                                   ("dpm_solver", 2, dict(num_steps=10, dpm_solver_order=2)),
+                                                   ("dpm_solver", 3, dict(num_steps=10, dpm_solver_order=3))],
+                         ids=["ddim", "dpm_solver_2", "dpm_solver_3"])
+def test_ode_solvers_converge_to_the_probability_flow_at_their_order(flow_reference, method, order, fields):
+  # Measured on logSNR steps: error ratios ~2.1 (DDIM, 20 -> 40), ~5 (DPM-Solver-2, 10 -> 20) and
+  # ~13 (DPM-Solver-3, 10 -> 20; ~8 from 20 -> 40), i.e. order 1, 2, 3.
+  sde, x_init, reference = flow_reference
+  errors = []
+  for num_steps in (fields["num_steps"], 2 * fields["num_steps"]):
+    x, _ = run(method, sde, x_init, **{**fields, "num_steps": num_steps})
+    errors.append(np.mean(np.linalg.norm(x - np.asarray(reference), axis=-1)))
+  assert errors[1] < errors[0] / 2 ** (order - 0.5), errors
+  assert errors[1] < 0.12, errors
+
+
+# ----------------------------------------------------------------------------- score evaluations
+
+
+def score_evaluations(jaxpr, name="counted_score"):
+  """How many times a program evaluates the function jitted under `name`: one `jit` equation per
+  call, times the `length` of each enclosing `scan` (static loops lower to scans). Also returns the
+  number of equations, which for one compiled program does not depend on the number of steps."""
+  calls, size = 0, 0
+  for eqn in jaxpr.eqns:
+    size += 1
+    if eqn.primitive.name in ("jit", "pjit") and eqn.params.get("name") == name:
+      calls += 1
+      continue
+    inner = [score_evaluations(sub, name) for sub in jax.extend.core.jaxprs_in_params(eqn.params)]
+    inner_calls = sum(c for c, _ in inner)
+    size += sum(s for _, s in inner)
+    if eqn.primitive.name == "scan":
+      inner_calls *= eqn.params["length"]
+    elif inner_calls and eqn.primitive.name in ("while", "cond"):
+      raise AssertionError("score evaluated under a while loop or a cond: no static count")
+    calls += inner_calls
+  return calls, size
+
+
+NFE_CASES = [  # (method, sde, fields, expected nfe for N steps)
+    ("pc", "ve", dict(predictor="reverse_diffusion", corrector="langevin", n_steps_each=2), lambda n: 3 * n + 1),
+    ("pc", "vp", dict(predictor="ancestral_sampling", corrector="ald", noise_removal=False), lambda n: 2 * n),
+    ("pc", "subvp", dict(predictor="none", corrector="langevin", n_steps_each=3), lambda n: 3 * n + 1),
+    ("pc", "subvp", dict(predictor="euler_maruyama", corrector="none", probability_flow=True), lambda n: n + 1),
+    ("cas", "ve", dict(step_lr=1e-4, n_steps_each=2), lambda n: 2 * (n - 1) + 2),  # eta = 1
+    ("ald", "ve", dict(step_lr=1e-5, n_steps_each=2, noise_removal=True), lambda n: 2 * n + 1),
+    ("edm", "vp", dict(s_churn=5.0), lambda n: 2 * n - 1),
+    ("ddim", "subvp", dict(ddim_eta=1.0), lambda n: n),
+    ("dpm_solver", "ve", dict(dpm_solver_order=2), lambda n: 2 * n),
+    ("dpm_solver", "vp", dict(dpm_solver_order=3), lambda n: 3 * n),
+]
+
+
+@pytest.mark.parametrize("method, sde_name, fields, expected", NFE_CASES,
+                         ids=[f"{m}-{s}-{'-'.join(map(str, f.values()))}" for m, s, f, _ in NFE_CASES])
+def test_nfe_counts_the_score_evaluations_of_one_program(method, sde_name, fields, expected):
+  sizes = []
+  for n in (4, 40):
+    sde = SDES[sde_name](n)  # PC, CAS and ALD take N = sde.N steps; the others sampling.num_steps
+    sample_fn = build(method, sde, num_steps=n, **fields)
+
+    def counted_score(x, t, score_fn=gmm_sde_score(sde)):
+      return score_fn(x, t)
+
+    reported = []
+
+    def program(x, rng):
+      x, nfe = sample_fn(jax.jit(counted_score), x, rng)
+      reported.append(nfe)  # a Python int, fixed when the sampler is built
+      return x
+    calls, size = score_evaluations(jax.make_jaxpr(program)(jnp.zeros((8, 2)), jax.random.key(0)).jaxpr)
+    assert calls == reported[0] == expected(n), (calls, reported[0], expected(n))
+    sizes.append(size)
+  assert sizes[0] == sizes[1]  # a loop, not an unrolled chain
+
+
+# ----------------------------------------------------------------------------- choices
+
+
+@pytest.mark.parametrize("method, sde_name, fields, message", [
+    ("pc", "vp", dict(predictor="heun"), "unknown sampling.predictor 'heun'; valid choices: "
+                                         "ancestral_sampling, euler_maruyama, none, reverse_diffusion"),
+    ("pc", "vp", dict(corrector="hmc"), "unknown sampling.corrector 'hmc'; valid choices: ald, langevin, none"),
+    ("pc", "subvp", dict(predictor="ancestral_sampling"), "needs training.sde 'vesde' or 'vpsde'"),
+    ("pc", "vp", dict(predictor="ancestral_sampling", probability_flow=True), "no probability-flow form"),
+    ("cas", "vp", dict(), "needs training.sde='vesde'"),
+    ("cas", "ve", dict(step_lr=1.0), "breaks the consistency"),
+    ("dpm_solver", "vp", dict(dpm_solver_order=4), "unknown sampling.dpm_solver_order 4; valid choices: 1, 2, 3"),
+    ("ddim", "vp", dict(skip_type="quadratic"),
+     "unknown sampling.skip_type 'quadratic'; valid choices: logSNR, time_uniform"),
+])
+def test_unknown_or_unsupported_choices_fail_when_the_sampler_is_built(method, sde_name, fields, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    build(method, SDES[sde_name](10), **fields)
