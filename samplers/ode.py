@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from samplers.registry import register_sampler
-from sde_lib import per_example
+from samplers.pc import tweedie_denoise
 
 # Score evaluations per step of the fixed-step solvers.
 FIXED_STEP_STAGES = {"euler": 1, "heun": 2, "rk4": 4}
@@ -120,14 +120,6 @@ def probability_flow_drift(sde, score_fn):
   return drift
 
 
-def tweedie_denoise(score_fn, sde, x, t):
-  """`E[x_0 | x_t = x] = (x + std(t)^2 grad log p_t(x)) / m(t)` (Tweedie's formula, Efron 2011) for the
-  kernel `x_t = m(t) x_0 + std(t) z`: one score evaluation removes the noise left at `t`."""
-  ts = jnp.full((x.shape[0],), t, x.dtype)
-  scale, std = sde.marginal_coefficients(ts)
-  return (x + per_example(jnp.square(std), x) * score_fn(x, ts)) / per_example(scale, x)
-
-
 @functools.partial(jax.jit, static_argnames=("score_fn", "sde", "ode_solver", "ode_steps", "max_steps",
                                              "noise_removal"))
 def ode_sampler(score_fn, sde, x_init, ode_solver="rk45", ode_steps=100, eps=1e-3, rtol=1e-5, atol=1e-5,
@@ -144,7 +136,7 @@ def ode_sampler(score_fn, sde, x_init, ode_solver="rk45", ode_steps=100, eps=1e-
   x, nfe = integrate(probability_flow_drift(sde, score_fn), x_init, sde.T, eps, ode_solver, ode_steps,
                      rtol, atol, max_steps)
   if noise_removal:
-    x, nfe = tweedie_denoise(score_fn, sde, x, eps), nfe + 1
+    x, nfe = tweedie_denoise(sde, score_fn, x, jnp.full((x.shape[0],), eps, x.dtype)), nfe + 1
   return x, nfe
 
 
