@@ -3,6 +3,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -131,6 +132,16 @@ def test_digits_end_to_end(tmp_path):
   on_disk = json.load(open(os.path.join(workdir, "eval", "eval_4.json")))
   # An untrained network: far from the ~1-2 bits/dim of a trained one, but a finite positive value.
   assert on_disk["bpd"] == result["bpd"] and 0 < result["bpd"] < 30 and result["bpd_num_examples"] == 8
+
+
+def test_bfloat16_compute_trains_with_float32_state(tmp_path):
+  config = tiny_digits(**{"training.dtype": "bfloat16", "training.snapshot_sampling": False})
+  state = run_lib.train(config, str(tmp_path), print_fn=quiet)
+  leaves = jax.tree_util.tree_leaves((state.params, state.ema_params, state.opt_state))
+  assert int(state.step) == 4 and int(state.nan_step) == -1
+  assert all(leaf.dtype in (jnp.float32, jnp.int32) for leaf in leaves)
+  records = [json.loads(line) for line in open(os.path.join(str(tmp_path), "metrics.jsonl"))]
+  assert all(np.isfinite(r["loss"]) for r in records)
 
 
 def test_a_relative_workdir_checkpoints_and_resumes(tmp_path, monkeypatch):
