@@ -16,10 +16,13 @@ Multi-host: run one process per host with --coordinator_address=<host0>:<port> -
 import os
 import sys
 
-from absl import app, flags
-from ml_collections import config_flags
-
 HERE = os.path.dirname(os.path.abspath(__file__))
+# `python main.py` puts this folder first on sys.path, where its `datasets/`, `models/`, ... would shadow
+# installed packages of the same names (HuggingFace's `datasets`). The code imports itself as `scorejax`.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 MODES = ("train", "sample", "eval", "info")
 
 FLAGS = flags.FLAGS
@@ -131,19 +134,23 @@ def main(argv):
   del argv
   from absl import logging
   logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO
-  import distributed
+  from scorejax import distributed
   try:  # before anything touches a device: after this, jax.devices() spans every process
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   except (ValueError, RuntimeError) as e:
     fail((str(e).strip() or type(e).__name__).splitlines()[0])
-  import run_lib  # imported after flag parsing so bad flags fail fast
+  # Imported after flag parsing, so that bad flags fail fast; one module per mode.
+  import importlib
+  from scorejax.run.experiment import TrainingDiverged, UserError
+  module, function = {"train": ("train", "train"), "sample": ("sample", "sample"),
+                      "eval": ("evaluate", "evaluate"), "info": ("info", "info")}[FLAGS.mode]
+  run = getattr(importlib.import_module(f"scorejax.run.{module}"), function)
   workdir = FLAGS.workdir or default_workdir()
-  run = {"train": run_lib.train, "sample": run_lib.sample, "eval": run_lib.evaluate, "info": run_lib.info}[FLAGS.mode]
   try:
     run(FLAGS.config, workdir)
-  except run_lib.TrainingDiverged as e:
+  except TrainingDiverged as e:
     fail(str(e), code=3)
-  except run_lib.UserError as e:
+  except UserError as e:
     fail(str(e))
 
 

@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from registry import Registry
+from scorejax.registry import Registry
 
 _SDES = Registry("training.sde")
 register_sde = _SDES.register

@@ -30,21 +30,19 @@ than a trained model's: the NFE grows with `output_scale` (~500 at 0.03, ~900 at
 import argparse
 import math
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import integrate as scipy_integrate  # noqa: E402
 
-import models  # noqa: E402
-import sde_lib  # noqa: E402
-from datasets import digits as digits_data  # noqa: E402
-from datasets.toy2d import sample_gmm  # noqa: E402
-from samplers import likelihood, ode  # noqa: E402
+from scorejax import models  # noqa: E402
+from scorejax import sde_lib  # noqa: E402
+from scorejax.datasets import digits as digits_data  # noqa: E402
+from scorejax.datasets.toy2d import sample_gmm  # noqa: E402
+from scorejax.samplers import likelihood, ode  # noqa: E402
 
 EPS = 1e-5
 SIZES = {  # name: (model, data shape, data)

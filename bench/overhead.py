@@ -5,7 +5,7 @@
 Both ratios are measured in one run on this machine, on the default digits model and data:
 
   loop_efficiency  = (per-step time of the bare jitted train step, same batch, no host work)
-                   / (per-step time inside run_lib.train, which main.py runs: real batches from the
+                   / (per-step time inside train, which main.py runs: real batches from the
                       loader, logging to the terminal, metrics.jsonl and TensorBoard, and an orbax
                       checkpoint every `snapshot_freq` steps)
                    target >= 0.90
@@ -21,19 +21,17 @@ is timed too (from the first log after the first snapshot, past the sampler's co
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 
-import run_lib  # noqa: E402
-from configs import digits  # noqa: E402
+from scorejax.run.experiment import Experiment  # noqa: E402
+from scorejax.run.train import make_train_step, train  # noqa: E402
+from scorejax.configs import digits  # noqa: E402
 
 
 def timed(fn, repeats):
@@ -47,9 +45,9 @@ def timed(fn, repeats):
 
 
 def bare_step_time(config, repeats):
-  exp = run_lib.Experiment(config)
+  exp = Experiment(config)
   state = exp.init_state()
-  train_step = run_lib.make_train_step(exp)
+  train_step = make_train_step(exp)
   batch = jnp.asarray(exp.dataset.train[:config.training.batch_size])[None]
   holder = [state]
 
@@ -61,7 +59,7 @@ def bare_step_time(config, repeats):
 
 def loop_step_time(config):
   with tempfile.TemporaryDirectory() as workdir:
-    run_lib.train(config, workdir, print_fn=lambda *a: None)
+    train(config, workdir, print_fn=lambda *a: None)
     records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   start = config.training.snapshot_freq if config.training.snapshot_sampling else 0
   window = [r for r in records if r["step"] > start]
@@ -70,7 +68,7 @@ def loop_step_time(config):
 
 
 def sampler_times(config, repeats):
-  exp = run_lib.Experiment(config)
+  exp = Experiment(config)
   params = exp.init_state().ema_params
   s = config.sampling
   num = s.batch_size

@@ -18,27 +18,25 @@
 """
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-import samplers.cas  # noqa: E402,F401 (register the samplers)
-import samplers.dpm_solver  # noqa: E402,F401
-import samplers.edm  # noqa: E402,F401
-import samplers.langevin  # noqa: E402,F401
-import samplers.pc  # noqa: E402,F401
-import sde_lib  # noqa: E402
-from datasets.toy2d import gmm_sde_score, sample_gmm  # noqa: E402
-from metrics import sliced_wasserstein  # noqa: E402
-from models.registry import get_model  # noqa: E402
-from models.utils import get_score_fn, init_params  # noqa: E402
-from samplers.registry import get_sampler  # noqa: E402
+from scorejax.samplers import cas  # noqa: E402,F401 (register the samplers)
+from scorejax.samplers import dpm_solver  # noqa: E402,F401
+from scorejax.samplers import edm  # noqa: E402,F401
+from scorejax.samplers import langevin  # noqa: E402,F401
+from scorejax.samplers import pc  # noqa: E402,F401
+from scorejax import sde_lib  # noqa: E402
+from scorejax.datasets.toy2d import gmm_sde_score, sample_gmm  # noqa: E402
+from scorejax.metrics import sliced_wasserstein  # noqa: E402
+from scorejax.models.registry import get_model  # noqa: E402
+from scorejax.models.utils import get_score_fn, init_params  # noqa: E402
+from scorejax.samplers.registry import get_sampler  # noqa: E402
 
 SDES = {"VE": lambda n: sde_lib.VESDE(0.01, 50.0, N=n), "VP": lambda n: sde_lib.VPSDE(0.1, 20.0, N=n)}
 

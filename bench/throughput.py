@@ -5,7 +5,7 @@
   python bench/throughput.py --variants=vp_ddpm,ve_ncsnpp --steps=20
 
 For each variant of configs/cifar.py it prints the step time, images/s, compile time and peak
-memory of the real train step (`run_lib.make_train_step`, with EMA, clipping and the on-device
+memory of the real train step (`make_train_step`, with EMA, clipping and the on-device
 preprocessing), and the input-pipeline headroom: batches/s the loader delivers (gather, transfer
 to the devices) over batches/s the step consumes; it should stay >= 3 so the accelerator never
 waits. The data is a generated archive in the CIFAR-10 format (nothing is downloaded).
@@ -13,22 +13,21 @@ waits. The data is a generated archive in the CIFAR-10 format (nothing is downlo
 import argparse
 import os
 import resource
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-import datasets  # noqa: E402
-import models  # noqa: E402
-import run_lib  # noqa: E402
-from configs import cifar  # noqa: E402
-from datasets import cifar10  # noqa: E402
+from scorejax import datasets  # noqa: E402
+from scorejax import models  # noqa: E402
+from scorejax.run.experiment import DTYPES, Experiment  # noqa: E402
+from scorejax.run.train import make_train_step  # noqa: E402
+from scorejax.configs import cifar  # noqa: E402
+from scorejax.datasets import cifar10  # noqa: E402
 
 
 def write_fake_cifar(root, per_batch):
@@ -53,9 +52,9 @@ def measure(variant, args, root):
     config.model.nf = args.nf
     config.model.num_res_blocks = min(config.model.get("num_res_blocks", 1), args.num_res_blocks)
   config.training.dtype = args.dtype
-  exp = run_lib.Experiment(config)
+  exp = Experiment(config)
   state = exp.init_state()
-  train_step = run_lib.make_train_step(exp)
+  train_step = make_train_step(exp)
   loader = datasets.BatchLoader(exp.dataset.train, args.batch, config.seed, 0, 1,
                                 sharding=NamedSharding(exp.mesh, P(None, "data")))
   try:
@@ -90,7 +89,7 @@ def main():
   parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--loader_batches", type=int, default=200)
-  parser.add_argument("--dtype", default="float32", choices=sorted(run_lib.DTYPES))
+  parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
   parser.add_argument("--images_per_batch_file", type=int, default=1000,
                       help="size of each of the 6 generated archive batches")
   args = parser.parse_args()

@@ -8,7 +8,7 @@ import urllib.request
 
 import numpy as np
 
-from datasets.registry import Dataset, register_dataset
+from scorejax.datasets.registry import Dataset, register_dataset
 
 ARCHIVE = "cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"

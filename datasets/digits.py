@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from datasets.registry import Dataset, register_dataset
+from scorejax.datasets.registry import Dataset, register_dataset
 
 DIGITS_PATH = os.path.join(os.path.dirname(__file__), "data", "digits.csv.gz")
 NUM_TEST = 197  # the last 197 images are held out: 1600 train, 197 test

@@ -6,7 +6,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from datasets.registry import Dataset, register_dataset
+from scorejax.datasets.registry import Dataset, register_dataset
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 

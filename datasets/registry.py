@@ -4,8 +4,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from datasets.preprocess import to_model_space
-from registry import Registry
+from scorejax.datasets.preprocess import to_model_space
+from scorejax.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from datasets.registry import Dataset, register_dataset
+from scorejax.datasets.registry import Dataset, register_dataset
 
 # An unequal-weight mixture of 4 isotropic Gaussians: means, standard deviations, weights.
 GMM_MEANS = np.array([[-2.0, -2.0], [2.0, -2.0], [-2.0, 2.0], [2.0, 2.0]], np.float32)
@@ -109,3 +109,15 @@ def _register(name, sampler, score, log_prob):
 
 for _name, (_sampler, _score, _log_prob) in TOYS.items():
   _register(_name, _sampler, _score, _log_prob)
+
+
+def empirical_score(points):
+  """Score of `(1/n) sum_j N(x; scale x_j, sigma^2 I)`, the scaled training data convolved with the noise."""
+  points = jnp.asarray(points)
+
+  def score(x, sigma, scale=1.0):
+    sigma = jnp.reshape(sigma, (-1, 1))
+    diff = scale * points[None] - x[:, None, :]
+    w = jax.nn.softmax(-0.5 * jnp.sum(jnp.square(diff), -1) / jnp.square(sigma), axis=-1)
+    return jnp.sum(w[..., None] * diff, axis=1) / jnp.square(sigma)
+  return score

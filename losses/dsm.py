@@ -2,7 +2,7 @@
 import jax
 import jax.numpy as jnp
 
-from sde_lib import per_example
+from scorejax.sde_lib import per_example
 
 
 def score_matching_loss(score_fn, x, sigma, rng, weighting=None):

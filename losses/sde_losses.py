@@ -3,8 +3,8 @@ time `t` of shape `(batch,)`; the discrete losses call it at the times `t_i = i 
 import jax
 import jax.numpy as jnp
 
-import sde_lib
-from sde_lib import per_example
+from scorejax import sde_lib
+from scorejax.sde_lib import per_example
 
 
 def _reduce(sq, reduce_mean):

@@ -20,8 +20,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from models import layerspp
-from models.registry import register_model
+from scorejax.models import layerspp
+from scorejax.models.registry import register_model
 
 
 @register_model("ddpm")

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models import up_or_down_sampling as updown
+from scorejax.models import up_or_down_sampling as updown
 
 # `c_noise = log sigma` lies in about [-7, 5] (sigma from 1e-3 to 100); times 250 it spans about
 # 3000, the magnitude of DDPM's integer time steps (0..999) that the sinusoidal embedding expects.

@@ -4,8 +4,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from models.layers import NoiseEmbedding
-from models.registry import register_model
+from scorejax.models.layers import NoiseEmbedding
+from scorejax.models.registry import register_model
 
 
 @register_model("mlp")

@@ -23,8 +23,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from models.refinenet_layers import NCSNConv, RefineBlock, ResidualBlock, get_act, get_normalization
-from models.registry import register_model
+from scorejax.models.refinenet_layers import NCSNConv, RefineBlock, ResidualBlock, get_act, get_normalization
+from scorejax.models.registry import register_model
 
 
 def noise_level_index(c_noise, sigma_min: float, sigma_max: float, num_scales: int):

@@ -10,8 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.layers import NoiseEmbedding
-from models.registry import register_model
+from scorejax.models.layers import NoiseEmbedding
+from scorejax.models.registry import register_model
 
 
 class ResBlock(nn.Module):

@@ -39,8 +39,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from models import layerspp
-from models.registry import register_model
+from scorejax.models import layerspp
+from scorejax.models.registry import register_model
 
 _CHOICES = {
     "resblock_type": ("ddpm", "biggan"),

@@ -1,5 +1,5 @@
 """Models register themselves by name so that a config string picks them (`model.name`)."""
-from registry import Registry
+from scorejax.registry import Registry
 
 _MODELS = Registry("model.name")
 register_model = _MODELS.register  # `@register_model('mlp')` on a Flax module class

@@ -9,7 +9,7 @@ network definition serves VE, VP and sub-VP alike.
 import jax
 import jax.numpy as jnp
 
-from sde_lib import per_example
+from scorejax.sde_lib import per_example
 
 PREDICTIONS = ("score", "noise")
 

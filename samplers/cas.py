@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import sde_lib
-from samplers.edm import time_of_noise_level
-from samplers.registry import register_sampler
+from scorejax import sde_lib
+from scorejax.samplers.edm import time_of_noise_level
+from scorejax.samplers.registry import register_sampler
 
 
 def consistent_step_bounds(sigmas):

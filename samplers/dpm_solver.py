@@ -9,9 +9,9 @@ they are the same solvers of the VE probability flow (Karras et al. 2022, Sec. 3
 import jax
 import jax.numpy as jnp
 
-from samplers.edm import time_of_noise_level
-from samplers.registry import register_sampler
-from sde_lib import per_example
+from scorejax.samplers.edm import time_of_noise_level
+from scorejax.samplers.registry import register_sampler
+from scorejax.sde_lib import per_example
 
 SKIP_TYPES = ("logSNR", "time_uniform")
 # Intermediate points r_k of the singlestep solvers: s_k = t_lambda(lambda_s + r_k h) (Lu et al. Alg. 1-2).

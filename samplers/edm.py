@@ -5,9 +5,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-import sde_lib
-from samplers.registry import register_sampler
-from sde_lib import per_example
+from scorejax import sde_lib
+from scorejax.samplers.registry import register_sampler
+from scorejax.sde_lib import per_example
 
 
 def time_of_noise_level(sde, sigma):

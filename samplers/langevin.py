@@ -4,8 +4,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-import sde_lib
-from samplers.registry import register_sampler
+from scorejax import sde_lib
+from scorejax.samplers.registry import register_sampler
 
 
 def langevin_step(score, x, z, step_size):

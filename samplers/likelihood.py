@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplers.ode import ODE_SOLVERS, integrate, probability_flow_drift
+from scorejax.samplers.ode import ODE_SOLVERS, integrate, probability_flow_drift
 
 HUTCHINSON_TYPES = ("rademacher", "gaussian")
 
@@ -155,7 +155,7 @@ def evaluate_bpd(score_fn, sde, data, rng, params=None, batch_size=None, num_rep
 
   `data`: an array `(N, ...)` cut into `batch_size` batches, or an iterable of such batches
   (re-iterable when `num_repeats > 1`). `score_fn(x, t)`; or, with `params`, a function of the
-  parameters that returns one (such as `run_lib.Experiment.score_fn`), so that the parameters enter
+  parameters that returns one (such as `scorejax.run.experiment.Experiment.score_fn`), so that the parameters enter
   the compiled program as an argument rather than as constants. `options`: `probability_flow_encode`'s
   (see `likelihood_options`). Returns a `BpdResult(mean, per_example, nfe)`.
   """

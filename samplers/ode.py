@@ -7,8 +7,8 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
-from samplers.registry import register_sampler
-from samplers.pc import tweedie_denoise
+from scorejax.samplers.registry import register_sampler
+from scorejax.samplers.pc import tweedie_denoise
 
 # Score evaluations per step of the fixed-step solvers.
 FIXED_STEP_STAGES = {"euler": 1, "heun": 2, "rk4": 4}

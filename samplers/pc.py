@@ -9,10 +9,10 @@ name (`sampling.predictor`, `sampling.corrector`), as in score_sde, so a fork ad
 import jax
 import jax.numpy as jnp
 
-import sde_lib
-from registry import Registry
-from samplers.registry import register_sampler
-from sde_lib import per_example
+from scorejax import sde_lib
+from scorejax.registry import Registry
+from scorejax.samplers.registry import register_sampler
+from scorejax.sde_lib import per_example
 
 _PREDICTORS = Registry("sampling.predictor")
 _CORRECTORS = Registry("sampling.corrector")

@@ -9,7 +9,7 @@ runs the whole chain as one traceable program (call it inside `jax.jit`): `score
 score at time `t` of shape `(batch,)`, `x_init` a draw from `sde.prior_sample`, and `nfe` the number
 of score evaluations per sample (a Python int or a scalar array for adaptive solvers).
 """
-from registry import Registry
+from scorejax.registry import Registry
 
 _SAMPLERS = Registry("sampling.method")
 register_sampler = _SAMPLERS.register

@@ -1,10 +1,7 @@
 """Shared set-up: 4 virtual CPU devices and a compilation cache shared with subprocesses."""
 import os
-import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 # Before jax is imported anywhere: data-parallel code is tested on 4 host devices.
 os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "scorejax_test_jit_cache"))
@@ -16,4 +13,5 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def root():
+  from helpers import ROOT
   return ROOT

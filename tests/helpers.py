@@ -1,5 +1,9 @@
-"""Tiny configs for end-to-end runs."""
-from configs import digits, toy2d
+"""Tiny configs for end-to-end runs, and where the repository is."""
+import os
+
+from scorejax.configs import digits, toy2d
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def override(config, **fields):

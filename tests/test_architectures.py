@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import models.ddpm  # noqa: F401  (registers 'ddpm')
-import models.ncsnpp  # noqa: F401  (registers 'ncsnpp')
-from models import up_or_down_sampling as updown
-from models.registry import get_model
-from models.utils import param_count
+from scorejax.models import ddpm  # noqa: F401  (registers 'ddpm')
+from scorejax.models import ncsnpp  # noqa: F401  (registers 'ncsnpp')
+from scorejax.models import up_or_down_sampling as updown
+from scorejax.models.registry import get_model
+from scorejax.models.utils import param_count
 
 FIR = (1, 3, 3, 1)
 TINY = dict(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,))

@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-import datasets
-from datasets import cifar10
-from tests.conftest import ROOT
+from scorejax import datasets
+from scorejax.datasets import cifar10
+from helpers import ROOT
 
 PER_BATCH = 6
 

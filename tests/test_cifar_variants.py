@@ -6,10 +6,12 @@ import jax
 import numpy as np
 import pytest
 
-import run_lib
-from configs import cifar, folder
-from datasets import cifar10
-from tests.helpers import override
+from scorejax.run.experiment import Experiment
+from scorejax.run.info import info
+from scorejax.run.train import make_train_step
+from scorejax.configs import cifar, folder
+from scorejax.datasets import cifar10
+from helpers import override
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
@@ -39,10 +41,10 @@ def test_variant_trains(variant, root):
   """The variant's own loss, SDE, preprocessing and network, through `run_lib`'s train step: two
   optimizer steps on real (generated) CIFAR-format batches. The end-to-end loop around the step
   (checkpoints, logs, signals) is the same for every config and is tested on the small ones."""
-  exp = run_lib.Experiment(tiny(cifar.get_config(variant), root), devices=jax.devices()[:1])
+  exp = Experiment(tiny(cifar.get_config(variant), root), devices=jax.devices()[:1])
   state = exp.init_state()
   batches = np.stack([exp.dataset.train[:4], exp.dataset.train[4:8]])[:, None]  # (steps, 1, batch, ...)
-  step = run_lib.make_train_step(exp)
+  step = make_train_step(exp)
   # Compiled once without LLVM optimisation: each variant's program runs twice here.
   compiled = step.lower(state, batches[0]).compile(FAST_COMPILE)
   for batch in batches:
@@ -68,7 +70,7 @@ PUBLISHED = {"vp_ddpm": 35.7e6, "ve_ncsnpp": 62.76e6, "ve_ncsnpp_deep": 107.59e6
 @pytest.mark.parametrize("variant", sorted(PUBLISHED))
 def test_info_reports_the_published_parameter_count(variant):
   lines = []
-  count = run_lib.info(cifar.get_config(variant), print_fn=lines.append)
+  count = info(cifar.get_config(variant), print_fn=lines.append)
   assert abs(count - PUBLISHED[variant]) < 0.05e6
   assert f"{count:,} parameters ({count / 1e6:.1f}M)" in lines[0]
 
@@ -81,7 +83,7 @@ def test_folder_config_reads_its_images(tmp_path):
   config = override(folder.get_config("vp_ddpm"), **{"data.root": str(tmp_path), "data.image_size": 16,
                                                       "model.nf": 8, "model.ch_mult": (1, 2),
                                                       "model.num_res_blocks": 1, "model.attn_resolutions": (8,)})
-  exp = run_lib.Experiment(config)
+  exp = Experiment(config)
   assert exp.dataset.train.shape[1:] == (16, 16, 3) and len(exp.dataset.train) + len(exp.dataset.test) == 6
   with pytest.raises(ValueError, match="unknown cifar variant 'nope'; valid choices: ve_ncsnpp"):
     folder.get_config("nope")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT
+from helpers import ROOT
 
 TOY = ["--config=configs/toy2d.py", "--config.training.batch_size=64", "--config.data.num_train=2000",
        "--config.model.nf=32", "--config.model.num_layers=2", "--config.model.num_scales=10",

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import datasets
+from scorejax import datasets
 
 COLORS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (40, 80, 120)]
 

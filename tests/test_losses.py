@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import losses
-import models
-import sde_lib
+from scorejax import losses
+from scorejax import models
+from scorejax import sde_lib
 
 S = 0.7        # data standard deviation: x ~ N(MU, S^2 I)
 MU = 0.3

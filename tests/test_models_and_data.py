@@ -4,12 +4,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import datasets
-import models
-import sde_lib
-from datasets.loader import batch_indices
-from datasets.toy2d import gmm_log_prob, gmm_score
-from run_lib import empirical_score
+from scorejax import datasets
+from scorejax import models
+from scorejax import sde_lib
+from scorejax.datasets.loader import batch_indices
+from scorejax.datasets.toy2d import gmm_log_prob, gmm_score
+from scorejax.datasets.toy2d import empirical_score
 
 
 @pytest.mark.parametrize("name,shape", [("mlp", (2,)), ("ncsn_small", (8, 8, 1))])

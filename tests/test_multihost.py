@@ -20,12 +20,13 @@ import jax
 import numpy as np
 import pytest
 
-import distributed
-import run_lib
-from checkpointing import Checkpointer
-from configs import toy2d
-from tests.conftest import ROOT
-from tests.helpers import tiny_toy
+from scorejax import distributed
+from scorejax.run.experiment import Experiment
+from scorejax.run.train import train
+from scorejax.checkpointing import Checkpointer
+from scorejax.configs import toy2d
+from helpers import ROOT
+from helpers import tiny_toy
 
 quiet = lambda *a, **k: None
 NO_SAMPLES = {"training.snapshot_sampling": False}  # sampling is on in the resumed run only
@@ -96,7 +97,7 @@ def launch(workdir, config):
 
 def restore(workdir, step):
   """The checkpoint of `step`, restored in this process (one process, four devices)."""
-  like = run_lib.Experiment(tiny_toy()).init_state()
+  like = Experiment(tiny_toy()).init_state()
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
   state = checkpointer.restore(like, step)
   checkpointer.close()
@@ -113,7 +114,7 @@ def assert_same_state(a, b):
 def one_process(tmp_path_factory):
   """0 -> 40 in this process, on 4 devices: checkpoints at 20 and 40."""
   workdir = str(tmp_path_factory.mktemp("one_process") / "run")
-  run_lib.train(tiny_toy(**NO_SAMPLES), workdir, print_fn=quiet)
+  train(tiny_toy(**NO_SAMPLES), workdir, print_fn=quiet)
   return workdir
 
 

@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import models.ncsn  # noqa: F401  (registers the networks)
-from models.ncsn import noise_level_index
-from models.refinenet_layers import ConditionalInstanceNormPlus, InstanceNormPlus, resize_bilinear_align_corners
-from models.registry import get_model
-from models.utils import param_count
+from scorejax.models import ncsn  # noqa: F401  (registers the networks)
+from scorejax.models.ncsn import noise_level_index
+from scorejax.models.refinenet_layers import ConditionalInstanceNormPlus, InstanceNormPlus, resize_bilinear_align_corners
+from scorejax.models.registry import get_model
+from scorejax.models.utils import param_count
 
 TINY_SHAPE = (16, 16, 3)  # H, W divisible by 2 (ncsn, ncsnv2), 4 (ncsnv2_128), 8 (ncsnv2_256)
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}

@@ -8,11 +8,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-import sde_lib
-from datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_sde_log_prob, gmm_sde_score, sample_gmm
-from metrics import sliced_wasserstein
-from samplers import likelihood, ode
-from samplers.registry import get_sampling_fn
+from scorejax import sde_lib
+from scorejax.datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_sde_log_prob, gmm_sde_score, sample_gmm
+from scorejax.metrics import sliced_wasserstein
+from scorejax.samplers import likelihood, ode
+from scorejax.samplers.registry import get_sampling_fn
 
 SDES = {"ve": lambda: sde_lib.VESDE(0.01, 50.0), "vp": lambda: sde_lib.VPSDE(0.1, 20.0),
         "subvp": lambda: sde_lib.SubVPSDE(0.1, 20.0)}

@@ -4,10 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import samplers
-import sde_lib
-from datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_score, sample_gmm
-from metrics import sliced_wasserstein
+from scorejax import samplers
+from scorejax import sde_lib
+from scorejax.datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_score, sample_gmm
+from scorejax.metrics import sliced_wasserstein
 
 
 def gaussian_score(x, mean=1.0, std=0.5):
@@ -86,7 +86,7 @@ def test_chains_compile_to_one_program_whose_size_does_not_grow_with_steps():
 def test_registered_ald_runs_the_ve_levels_in_time():
   """`sampling.method='ald'` on a VE SDE is annealed Langevin over its N levels, score_fn taking t."""
   import ml_collections
-  from datasets.toy2d import gmm_sde_score
+  from scorejax.datasets.toy2d import gmm_sde_score
   sde = sde_lib.VESDE(0.05, 8.0, N=6)
   cfg = ml_collections.ConfigDict({"method": "ald", "n_steps_each": 3, "step_lr": 1e-3, "noise_removal": True})
   x0 = 8.0 * jax.random.normal(jax.random.key(5), (256, 2))

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import sde_lib
+from scorejax import sde_lib
 
 MU, S, N = 0.5, 0.3, 20_000
 SDES = {"ve": lambda: sde_lib.VESDE(0.01, 5.0, N=1000), "vp": lambda: sde_lib.VPSDE(0.1, 20.0, N=1000),

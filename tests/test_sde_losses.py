@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import losses
-import sde_lib
+from scorejax import losses
+from scorejax import sde_lib
 
 MU, S, D, BATCH = 0.5, 0.3, 4, 200_000
 SDES = {"ve": lambda: sde_lib.VESDE(0.01, 5.0, N=100), "vp": lambda: sde_lib.VPSDE(0.1, 20.0, N=100),

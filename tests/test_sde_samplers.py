@@ -10,15 +10,15 @@ import ml_collections
 import numpy as np
 import pytest
 
-import samplers.cas  # noqa: F401 (registers 'cas')
-import samplers.dpm_solver  # noqa: F401 (registers 'ddim', 'dpm_solver')
-import samplers.edm  # noqa: F401 (registers 'edm')
-import samplers.langevin  # noqa: F401 (registers 'ald')
-import samplers.pc  # noqa: F401 (registers 'pc')
-import sde_lib
-from datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_sde_score, sample_gmm
-from metrics import sliced_wasserstein
-from samplers.registry import get_sampler
+from scorejax.samplers import cas  # noqa: F401 (registers 'cas')
+from scorejax.samplers import dpm_solver  # noqa: F401 (registers 'ddim', 'dpm_solver')
+from scorejax.samplers import edm  # noqa: F401 (registers 'edm')
+from scorejax.samplers import langevin  # noqa: F401 (registers 'ald')
+from scorejax.samplers import pc  # noqa: F401 (registers 'pc')
+from scorejax import sde_lib
+from scorejax.datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_sde_score, sample_gmm
+from scorejax.metrics import sliced_wasserstein
+from scorejax.samplers.registry import get_sampler
 
 NUM_SAMPLES = 6_000
 # sigma_max = 50: the prior N(0, sigma_max^2 I) misses the data mean (0.4, 0.8) by 0.016 standard

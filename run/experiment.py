@@ -1,0 +1,231 @@
+"""Experiment set-up shared by every mode: config checks, data, network, SDE, loss, sampler, and the
+training state that checkpoints hold.
+
+Everything random derives from `config.seed` and the training step, and the batch of a step is a
+pure function of the two (datasets/loader.py), so a run resumed from a checkpoint is bit-identical
+to one that never stopped.
+"""
+import dataclasses
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from scorejax import datasets, losses, models, samplers, sde_lib
+from scorejax.checkpointing import Checkpointer
+
+# Tags folded into the seed key so that each use of randomness has its own stream.
+INIT, TRAIN, SAMPLE, EVAL = 0, 1, 2, 3
+
+
+class UserError(Exception):
+  """A problem with the user's input: reported as one line, without a traceback."""
+
+
+class TrainingDiverged(UserError):
+  pass
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jnp.ndarray
+  params: Any
+  ema_params: Any
+  opt_state: Any
+  nan_step: jnp.ndarray  # first step whose loss was NaN/inf, -1 while none
+
+
+# ----------------------------------------------------------------------------- set-up
+
+def seed_key(config, tag):
+  return jax.random.fold_in(jax.random.key(config.seed), tag)
+
+
+def as_user_error(lookup, *args):
+  """Registry look-ups raise ValueError naming the valid choices; for the user that is a UserError."""
+  try:
+    return lookup(*args)
+  except ValueError as e:
+    raise UserError(str(e)) from None
+
+
+def data_shape(config):
+  """The shape of one example: `(image_size, image_size, num_channels)` where the config names
+  those (score_sde's image configs), otherwise `data.shape`."""
+  data = config.data
+  if "image_size" in data:
+    return (data.image_size, data.image_size, data.num_channels)
+  return tuple(data.shape)
+
+
+def load_dataset(config):
+  data = config.data
+  options = {k: data[k] for k in ("num_train", "num_test", "root", "verify_checksum") if k in data}
+  expected = data_shape(config)
+  ds = as_user_error(lambda: datasets.get_dataset(data.dataset, shape=expected, **options))
+  if tuple(ds.shape) != expected:
+    fields = "data.image_size and data.num_channels" if "image_size" in data else "data.shape"
+    raise UserError(f"data.dataset={data.dataset!r} has examples of shape {tuple(ds.shape)}, but the config "
+                    f"says {expected}; set {fields} to match")
+  return ds
+
+
+VECTOR_MODELS = ("mlp",)  # networks for data of shape (dim,); every other one takes (H, W, C) images
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _hashable(value):
+  return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def build_model(config, data_shape):
+  """The network `model.name` with every `config.model` field that the network declares (score_sde's
+  names: `nf`, `ch_mult`, `attn_resolutions`, ...), computing in `training.dtype`."""
+  m = config.model
+  cls = as_user_error(models.get_model_class, m.name)
+  is_image = len(data_shape) == 3
+  if m.name in VECTOR_MODELS and is_image:
+    raise UserError(f"model.name={m.name!r} needs vector data of shape (dim,), got {tuple(data_shape)}; "
+                    f"choose an image model: {', '.join(n for n in models.model_names() if n not in VECTOR_MODELS)}")
+  if m.name not in VECTOR_MODELS and not is_image:
+    raise UserError(f"model.name={m.name!r} needs images of shape (H, W, C), got {tuple(data_shape)}; "
+                    f"use model.name={VECTOR_MODELS[0]!r} for vector data")
+  fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
+  kwargs = {k: _hashable(m[k]) for k in fields if k in m}
+  if "dtype" in fields:
+    kwargs["dtype"] = DTYPES[config.training.dtype]
+  if is_image and "ch_mult" in kwargs:
+    factor = 2 ** (len(kwargs["ch_mult"]) - 1)
+    if data_shape[0] % factor or data_shape[1] % factor:
+      raise UserError(f"image size {tuple(data_shape[:2])} is not divisible by 2**(len(model.ch_mult)-1)={factor}")
+  return cls(**kwargs)
+
+
+def build_optimizer(config):
+  """Adam with linear warm-up to `optim.lr` over `optim.warmup` steps and global-norm clipping."""
+  o = config.optim
+  if o.optimizer.lower() != "adam":
+    raise UserError(f"unknown optim.optimizer {o.optimizer!r}; valid choices: Adam")
+  warmup = max(int(o.warmup), 1)
+  schedule = lambda step: o.lr * jnp.minimum((step + 1) / warmup, 1.0)
+  # The clip stays in the chain when off (an infinite norm) so that the optimizer state has the same
+  # structure whatever `optim.grad_clip` is, and a run can resume with a different value.
+  clip = optax.clip_by_global_norm(o.grad_clip if o.grad_clip > 0 else float("inf"))
+  return optax.chain(clip, optax.adam(schedule, b1=o.beta1, eps=o.eps))
+
+
+def validate_config(config, num_devices):
+  t, m, s = config.training, config.model, config.sampling
+  positive = {"training.batch_size": t.batch_size, "training.n_iters": t.n_iters,
+              "training.log_freq": t.log_freq, "training.snapshot_freq": t.snapshot_freq,
+              "training.n_jitted_steps": t.n_jitted_steps, "model.num_scales": m.num_scales,
+              "model.nf": m.nf, "sampling.n_steps_each": s.n_steps_each,
+              "sampling.num_samples": s.num_samples, "sampling.batch_size": s.batch_size}
+  for name, value in positive.items():
+    if not isinstance(value, int) or value <= 0:
+      raise UserError(f"{name} must be a positive integer, got {value!r}")
+  if t.batch_size % num_devices:  # global devices: every process's included
+    raise UserError(f"training.batch_size={t.batch_size} is not divisible by the number of devices "
+                    f"({num_devices}); choose a multiple of {num_devices}")
+  for name in ("n_iters", "log_freq", "snapshot_freq"):
+    if t[name] % t.n_jitted_steps:
+      raise UserError(f"training.{name}={t[name]} is not a multiple of training.n_jitted_steps={t.n_jitted_steps}")
+  as_user_error(sde_lib.get_sde, config)  # checks training.sde
+  if t.sde == "vesde" and not 0 < m.sigma_min < m.sigma_max:
+    raise UserError(f"need 0 < model.sigma_min < model.sigma_max, got {m.sigma_min} and {m.sigma_max}")
+  if t.sde != "vesde" and not 0 < m.beta_min < m.beta_max:
+    raise UserError(f"need 0 < model.beta_min < model.beta_max, got {m.beta_min} and {m.beta_max}")
+  if t.dtype not in DTYPES:
+    raise UserError(f"unknown training.dtype {t.dtype!r}; valid choices: {', '.join(DTYPES)}")
+  if not 0 <= m.ema_rate < 1:
+    raise UserError(f"model.ema_rate must lie in [0, 1), got {m.ema_rate}")
+  as_user_error(models.get_score_fn, None, None, None, m.prediction)  # checks the name only
+  as_user_error(samplers.get_sampling_fn, sde_lib.get_sde(config), s)  # the name and its SDE
+  if s.step_lr <= 0 or config.optim.lr <= 0:
+    raise UserError("sampling.step_lr and optim.lr must be positive")
+
+
+class Experiment:
+  """The parts of a run that every mode shares: data, model, mesh, score function, sampler."""
+
+  def __init__(self, config, devices=None):
+    self.config = config
+    devices = list(jax.devices() if devices is None else devices)
+    validate_config(config, len(devices))
+    self.mesh = Mesh(np.array(devices), ("data",))
+    self.replicated = NamedSharding(self.mesh, P())
+    self.dataset = load_dataset(config)
+    self.model = build_model(config, self.dataset.shape)
+    self.sde = sde_lib.get_sde(config)
+    t = config.training
+    self.loss_fn = as_user_error(losses.get_sde_loss_fn, self.sde, t.continuous, t.reduce_mean,
+                                  t.likelihood_weighting)
+    self.sampling_fn = as_user_error(samplers.get_sampling_fn, self.sde, config.sampling)
+    self.optimizer = build_optimizer(config)
+    # `num` fixes the sample shape; replicated samples can be read on every host, not only their shard.
+    self.sample = jax.jit(self._sample, static_argnums=2, out_shardings=self.replicated)
+
+  def preprocess(self, batch, rng):
+    """A stored training batch to model inputs (scaling, centering, flip, dequantization), on device."""
+    d = self.config.data
+    return datasets.preprocess_batch(batch, rng, self.dataset.max_value, d.centered,
+                                     d.get("random_flip", False), d.get("uniform_dequantization", False))
+
+  def model_space(self, x):
+    """Stored examples as model inputs, without augmentation (for evaluation and plots)."""
+    return self.dataset.model_space(x, self.config.data.centered)
+
+  def score_fn(self, params, train=False, rng=None):
+    """`score_fn(x, t)` of the network with `params` (dropout on with `train`, drawn from `rng`)."""
+    m = self.config.model
+    return models.get_score_fn(self.model, params, self.sde, prediction=m.prediction,
+                               scale_by_sigma=m.scale_by_sigma, train=train, rng=rng)
+
+  def init_state(self):
+    params = models.init_params(self.model, seed_key(self.config, INIT), self.dataset.shape)
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                       ema_params=jax.tree_util.tree_map(jnp.copy, params),
+                       opt_state=self.optimizer.init(params), nan_step=jnp.full((), -1, jnp.int32))
+    return jax.device_put(state, self.replicated)
+
+  def _sample(self, params, rng, num):
+    """Draw `num` samples with `sampling.method` from `x_init ~ p_T` (the SDE's prior): one program.
+    Returns the samples and the number of score evaluations per sample."""
+    x_init = self.sde.prior_sample(jax.random.fold_in(rng, 0), (num,) + self.dataset.shape)
+    if num % self.mesh.size == 0:
+      x_init = jax.lax.with_sharding_constraint(x_init, NamedSharding(self.mesh, P("data")))
+    return self.sampling_fn(self.score_fn(params), x_init, jax.random.fold_in(rng, 1))
+
+  def generate(self, params, step, num=None, progress=None):
+    """`sampling.num_samples` samples (in chunks of `sampling.batch_size`) with the key of `step`.
+    `progress(done, total, nfe, seconds)` is called after each chunk."""
+    s = self.config.sampling
+    num = s.num_samples if num is None else num
+    rng = jax.random.fold_in(seed_key(self.config, SAMPLE), step)
+    chunks, t0 = [], time.perf_counter()
+    for i, lo in enumerate(range(0, num, s.batch_size)):
+      x, nfe = self.sample(params, jax.random.fold_in(rng, i), min(s.batch_size, num - lo))
+      chunks.append(np.asarray(x))
+      if progress is not None:
+        progress(lo + len(x), num, float(np.mean(nfe)), time.perf_counter() - t0)
+    return np.concatenate(chunks)
+
+
+def restore_for_inference(exp, workdir):
+  """The training state of the latest checkpoint in `workdir` (sample and eval modes)."""
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    raise UserError(f"no checkpoint in {ckpt_dir}; train first with --mode=train --workdir={workdir}")
+  checkpointer = Checkpointer(ckpt_dir)
+  if checkpointer.latest_step() is None:
+    checkpointer.close()
+    raise UserError(f"no checkpoint in {ckpt_dir}; train first with --mode=train --workdir={workdir}")
+  state = checkpointer.restore(exp.init_state())
+  checkpointer.close()
+  return state

@@ -1,0 +1,55 @@
+"""`--mode=sample`, and the sample files and pictures that training snapshots write too."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scorejax import plotting
+from scorejax.datasets.toy2d import empirical_score
+from scorejax.run.experiment import Experiment, restore_for_inference
+
+
+def write_samples(exp, params, step, out_dir, logger=None, progress=None):
+  """Samples to `out_dir/samples_<step>.npz` (key `samples`) and a picture next to it."""
+  if jax.process_index() != 0:
+    exp.generate(params, step)  # every process takes part in the computation
+    return None
+  os.makedirs(out_dir, exist_ok=True)
+  samples = exp.generate(params, step, progress=progress)
+  np.savez(os.path.join(out_dir, f"samples_{step}.npz"), samples=samples)
+  png = os.path.join(out_dir, f"samples_{step}.png")
+  if exp.dataset.is_image:
+    lo = -1.0 if exp.config.data.centered else 0.0
+    grid = plotting.save_image_grid((samples - lo) / (1.0 - lo), png)
+    if logger is not None:
+      logger.image("samples", step, grid)
+  else:
+    t = 0.5 * exp.sde.T  # a middle time: the field is smooth and visible
+    params = jax.tree_util.tree_map(np.asarray, params)  # a host copy: only this process plots
+    learned = jax.jit(lambda x: exp.score_fn(params)(x, jnp.full((x.shape[0],), t)))
+    scale, std = (float(v) for v in exp.sde.marginal_coefficients(jnp.asarray(t)))
+    true = exp.dataset.score
+    label = "true score"
+    if true is None:  # the exact score of the noisy empirical distribution of 5,000 training points
+      true, label = empirical_score(exp.dataset.train[:5000]), "score of noisy training data"
+    plotting.plot_2d(png, samples, scale * exp.dataset.train[:5000], learned,
+                     jax.jit(lambda x: true(x, jnp.full((x.shape[0],), std), scale=scale)), std, label)
+  return samples
+
+
+def sample(config, workdir, devices=None, print_fn=print):
+  """`--mode=sample`: samples from the EMA parameters of the latest checkpoint into `workdir/samples`."""
+  exp = Experiment(config, devices)
+  state = restore_for_inference(exp, workdir)
+  step = int(state.step)
+  s = config.sampling
+
+  def progress(done, total, nfe, seconds):
+    print_fn(f"sampling ({s.method}): {done}/{total} samples, {nfe:g} score evaluations each, {seconds:.1f}s")
+
+  samples = write_samples(exp, state.ema_params, step, os.path.join(workdir, "samples"), progress=progress)
+  print_fn(f"wrote {s.num_samples} samples of checkpoint step {step} to {workdir}/samples")
+  return samples
+
+
