@@ -42,7 +42,8 @@ from scorejax import models  # noqa: E402
 from scorejax import sde_lib  # noqa: E402
 from scorejax.datasets import digits as digits_data  # noqa: E402
 from scorejax.datasets.toy2d import sample_gmm  # noqa: E402
-from scorejax.samplers import likelihood, ode  # noqa: E402
+from scorejax.configs.default import get_default_config  # noqa: E402
+from scorejax.samplers import likelihood  # noqa: E402
 
 EPS = 1e-5
 SIZES = {  # name: (model, data shape, data)
@@ -83,21 +84,21 @@ def timed(fn, repeats):
 
 def measure(name, batch, rtol, atol, repeats, output_scale):
   make_model, shape, data = SIZES[name]
-  model, sde = make_model(), sde_lib.VPSDE()
+  model, sde = make_model(), sde_lib.VPSDE(0.1, 20.0, N=1000)
   params = random_params(model, shape, jax.random.key(1), output_scale)
   x = batch_of(data, shape, batch, np.random.default_rng(0))
   probes = likelihood.hutchinson_probes(jax.random.key(2), x.shape, "rademacher")
   score_fn_of = lambda p: models.get_score_fn(model, p, sde, prediction="noise")
 
   # (a) the compiled likelihood
-  compiled = jax.jit(lambda p, x, key: likelihood.log_likelihood(score_fn_of(p), sde, x, key, eps=EPS,
-                                                                 rtol=rtol, atol=atol))
+  options = {**likelihood.likelihood_options(get_default_config().eval), "eps": EPS, "rtol": rtol, "atol": atol}
+  compiled = jax.jit(lambda p, x, key: likelihood.log_likelihood(score_fn_of(p), sde, x, key, **options))
   t_compiled, (logp, nfe) = timed(lambda: compiled(params, x, jax.random.key(2)), repeats)
   nfe = int(nfe)
 
   # (c) one evaluation of the augmented drift (f, v^T J v), the same function the solver calls
   augmented = jax.jit(lambda p, x, t, v: likelihood.hutchinson_divergence(
-      lambda y: ode.probability_flow_drift(sde, score_fn_of(p))(y, t), x, v))
+      lambda y: sde.probability_flow_drift(score_fn_of(p))(y, t), x, v))
   calls = max(20, min(nfe, 200))
   jax.block_until_ready(augmented(params, x, 0.5, probes))
   start = time.perf_counter()

@@ -23,7 +23,6 @@ import time
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from scorejax.samplers import cas  # noqa: E402,F401 (register the samplers)
@@ -36,7 +35,8 @@ from scorejax.datasets.toy2d import gmm_sde_score, sample_gmm  # noqa: E402
 from scorejax.metrics import sliced_wasserstein  # noqa: E402
 from scorejax.models.registry import get_model  # noqa: E402
 from scorejax.models.utils import get_score_fn, init_params  # noqa: E402
-from scorejax.samplers.registry import get_sampler  # noqa: E402
+from scorejax.configs.default import get_default_config  # noqa: E402
+from scorejax.samplers.registry import get_sampling_fn  # noqa: E402
 
 SDES = {"VE": lambda n: sde_lib.VESDE(0.01, 50.0, N=n), "VP": lambda n: sde_lib.VPSDE(0.1, 20.0, N=n)}
 
@@ -74,7 +74,8 @@ def build(name, steps):
   fields = dict(fields, num_steps=steps)
   if method == "cas":
     fields["step_lr"] = ladder_step_lr(sde)
-  return sde, get_sampler(method)(sde, ml_collections.ConfigDict(fields))
+  options = {**get_default_config().sampling, "time_grid": "uniform", **fields}
+  return sde, get_sampling_fn(sde, method, **options)
 
 
 def fastest(timings, repeats):

@@ -1,4 +1,7 @@
-"""Fields shared by every experiment, named as in score_sde where a counterpart exists."""
+"""Fields shared by every experiment, named as in score_sde where a counterpart exists.
+
+This file is the one home of every default: the SDEs, losses and samplers take these fields as
+required arguments (run/experiment.py passes the fields that each one names)."""
 import ml_collections
 
 
@@ -28,6 +31,8 @@ def get_default_config():
   sampling.num_samples = 64
   sampling.batch_size = 64
   sampling.eps = 1e-3                 # final time of the SDE/ODE samplers
+  sampling.time_grid = "auto"         # pc: uniform (N steps from T to eps) | discrete (the chain's N levels) |
+                                      # auto: discrete when training.continuous=False, else uniform
   # pc: predictor-corrector (Song et al. 2021, Alg. 1-3)
   sampling.predictor = "reverse_diffusion"  # euler_maruyama | reverse_diffusion | ancestral_sampling | none
   sampling.corrector = "langevin"     # langevin | ald | none
@@ -48,18 +53,22 @@ def get_default_config():
   sampling.ode_steps = 100
   sampling.rtol = 1e-5
   sampling.atol = 1e-5
+  sampling.ode_max_steps = 4096       # adaptive solvers: attempted steps before giving up
 
   config.eval = evaluate = ml_collections.ConfigDict()
   evaluate.batch_size = 1_000         # test examples for the per-noise-level losses
   evaluate.num_levels = 10            # noise levels (times) at which they are reported
   evaluate.enable_bpd = False         # probability-flow ODE likelihood of the test split (bits/dim for images)
   evaluate.bpd_num_repeats = 1        # dequantization draws per example (score_sde: 5)
+  evaluate.bpd_num_examples = 0       # test examples for the likelihood; 0: the whole test split
   evaluate.eps = 1e-5                 # the ODE runs from t = eps to T
   evaluate.ode_solver = "rk45"        # rk45 | tsit5 (adaptive, diffrax) | euler | heun | rk4 (ode_steps)
   evaluate.ode_steps = 100
   evaluate.rtol = 1e-5
   evaluate.atol = 1e-5
+  evaluate.ode_max_steps = 4096
   evaluate.hutchinson_type = "rademacher"  # or gaussian: probes of the divergence estimator
+  evaluate.num_probes = 1             # Hutchinson probes per evaluation, drawn once per solve
   evaluate.exact_trace = False        # exact divergence (low dimension only)
 
   config.data = data = ml_collections.ConfigDict()

@@ -1,9 +1,8 @@
 """Score matching losses for the score SDEs (Song et al. 2021). Here `score_fn(x, t)` takes the
-time `t` of shape `(batch,)`; the discrete losses call it at the times `t_i = i / (N - 1)` of their levels."""
+time `t` of shape `(batch,)`; the discrete losses call it at the times `sde.discrete_times` of their levels."""
 import jax
 import jax.numpy as jnp
 
-from scorejax import sde_lib
 from scorejax.sde_lib import per_example
 
 
@@ -13,7 +12,7 @@ def _reduce(sq, reduce_mean):
   return jnp.mean(sq, axis=axes) if reduce_mean else jnp.sum(sq, axis=axes)
 
 
-def continuous_dsm_loss(score_fn, x, rng, sde, eps=1e-5, reduce_mean=True, likelihood_weighting=False):
+def continuous_dsm_loss(score_fn, x, rng, sde, eps, reduce_mean, likelihood_weighting):
   """Continuous-time denoising score matching (Song et al. 2021, Eq. 7):
 
       E_t E_{x_0} E_z [ lambda(t) || s(x_t, t) + z / std(t) ||^2 ],  x_t = mean(x_0, t) + std(t) z,
@@ -46,42 +45,38 @@ def denoising_loss_at_time(score_fn, x, rng, sde, t):
   return jnp.mean(jnp.square(score_fn(mean + std * z, t) * std + z))
 
 
-def smld_loss(score_fn, x, rng, sde: sde_lib.VESDE, reduce_mean=True):
-  """Discrete SMLD/NCSN loss over the `N` levels of a VE SDE (Song & Ermon 2019, Eq. 5) with
-  `lambda(sigma) = sigma^2`. Level `i` is the time `t_i = i / (N - 1)`, where `sigma(t_i) = sigma_i`
-  exactly, and `score_fn` is called with `t_i`."""
+def discrete_dsm_loss(score_fn, x, rng, sde, reduce_mean):
+  """The discrete loss over the `N` levels of the SDE's chain: SMLD/NCSN's for VE (Song & Ermon 2019,
+  Eq. 5, `lambda(sigma) = sigma^2`), DDPM's for VP (Ho et al. 2020, Eq. 14, written over the score:
+  `eps_hat = -sqrt(1 - alpha_bar_i) s`). Level `i` is uniform per example and presented at its time
+  `t_i = sde.discrete_times[i]`, where the continuous kernel is the chain's own: `x_i = m(t_i) x_0 +
+  std(t_i) z` with `m^2 = alpha_bar_i`, `std^2 = 1 - alpha_bar_i` for DDPM (`std = sigma_i` for SMLD), and the
+  network is conditioned on the level's own noise `sigma_i`. The summand `|| std(t_i) s(x_i, t_i) + z ||^2`
+  is `|| eps_hat - z ||^2`."""
   rng_i, rng_z = jax.random.split(rng)
   i = jax.random.randint(rng_i, (x.shape[0],), 0, sde.N)
-  sigma = sde.discrete_sigmas[i]
-  z = jax.random.normal(rng_z, x.shape, x.dtype)
-  score = score_fn(x + per_example(sigma, x) * z, i / max(sde.N - 1, 1) * sde.T)
-  return jnp.mean(_reduce(jnp.square(score * per_example(sigma, x) + z), reduce_mean))
+  return level_dsm_loss(score_fn, x, rng_z, sde, i, reduce_mean)
 
 
-def ddpm_loss(score_fn, x, rng, sde: sde_lib.VPSDE, reduce_mean=True):
-  """Discrete DDPM loss (Ho et al. 2020, Eq. 14) written over the score: with
-  `x_i = sqrt(alpha_bar_i) x_0 + sqrt(1 - alpha_bar_i) z` and `eps_hat = -sqrt(1 - alpha_bar_i) s`,
-  `|| eps_hat - z ||^2 = || sqrt(1 - alpha_bar_i) s + z ||^2`; `score_fn` gets `t_i = i / (N - 1)`."""
-  rng_i, rng_z = jax.random.split(rng)
-  i = jax.random.randint(rng_i, (x.shape[0],), 0, sde.N)
-  alpha_bar = jnp.cumprod(sde.alphas)[i]
-  z = jax.random.normal(rng_z, x.shape, x.dtype)
-  std = per_example(jnp.sqrt(1.0 - alpha_bar), x)
-  x_i = per_example(jnp.sqrt(alpha_bar), x) * x + std * z
-  score = score_fn(x_i, i / (sde.N - 1))
-  return jnp.mean(_reduce(jnp.square(score * std + z), reduce_mean))
+def level_dsm_loss(score_fn, x, rng, sde, levels, reduce_mean):
+  """`discrete_dsm_loss` at the given chain levels `levels` (shape `(batch,)`), averaged over the batch."""
+  t = sde.discrete_times[levels]
+  z = jax.random.normal(rng, x.shape, x.dtype)
+  mean, std = sde.marginal_prob(x, t)
+  std = per_example(std, x)
+  return jnp.mean(_reduce(jnp.square(score_fn(mean + std * z, t) * std + z), reduce_mean))
 
 
-def get_sde_loss_fn(sde, continuous=True, reduce_mean=True, likelihood_weighting=False, eps=1e-5):
+def get_sde_loss_fn(sde, continuous, reduce_mean, likelihood_weighting, eps=1e-5):
   """`loss(score_fn, x, rng)` as score_sde's `training.continuous`, `reduce_mean` and
-  `likelihood_weighting` select it."""
+  `likelihood_weighting` select it; `eps` is the smallest time of the continuous loss."""
   if continuous:
     return lambda score_fn, x, rng: continuous_dsm_loss(score_fn, x, rng, sde, eps, reduce_mean,
                                                         likelihood_weighting)
   if likelihood_weighting:
     raise ValueError("training.likelihood_weighting needs training.continuous=True")
-  if isinstance(sde, sde_lib.SubVPSDE) or not isinstance(sde, (sde_lib.VESDE, sde_lib.VPSDE)):
-    raise ValueError(f"discrete training (training.continuous=False) exists for VE (SMLD) and VP (DDPM) "
-                     f"SDEs, not {type(sde).__name__}")
-  loss = smld_loss if isinstance(sde, sde_lib.VESDE) else ddpm_loss
-  return lambda score_fn, x, rng: loss(score_fn, x, rng, sde, reduce_mean)
+  if not sde.has_discrete_chain:
+    raise ValueError(f"discrete training (training.continuous=False) needs an SDE with a discrete chain: "
+                     f"VE (SMLD) or VP (DDPM), not {type(sde).__name__}")
+  sde.discrete_times  # a chain that cannot exist (DDPM with beta_max >= N) fails here
+  return lambda score_fn, x, rng: discrete_dsm_loss(score_fn, x, rng, sde, reduce_mean)

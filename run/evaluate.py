@@ -10,6 +10,7 @@ from scorejax import losses, metrics, sde_lib
 from scorejax.run.experiment import EVAL, Experiment, as_user_error, restore_for_inference, seed_key
 from scorejax.samplers import likelihood
 
+
 def evaluate(config, workdir, devices=None, print_fn=print):
   """`--mode=eval`: JSON in `workdir/eval/` with, per noise level, the weighted DSM loss on the test
   split and (where the data's score is known) the score error; and the sliced Wasserstein distance
@@ -34,12 +35,12 @@ def evaluate(config, workdir, devices=None, print_fn=print):
     return out
 
   # Up to `eval.num_levels` times, keyed by their noise level sigma(t) = std / m: evenly spaced in
-  # [1e-3, T], or for discrete training a subset of the trained levels t_i = i / (N - 1).
+  # [1e-3, T], or for discrete training a subset of the trained levels at their own times.
   num, N = min(exp.sde.N, config.eval.num_levels), exp.sde.N
-  if config.training.continuous or N == 1:
+  if config.training.continuous:
     times = np.linspace(exp.sde.T, 1e-3, num)
   else:
-    times = np.round(np.linspace(N - 1, 0, num)) / (N - 1) * exp.sde.T
+    times = np.asarray(exp.sde.discrete_times)[np.round(np.linspace(N - 1, 0, num)).astype(int)]
   per_sigma = {f"{float(exp.sde.noise_level(jnp.asarray(t))):.6g}":
                {k: float(v) for k, v in at_time(state.ema_params, t, jax.random.fold_in(rng, i)).items()}
                for i, t in enumerate(times)}
@@ -75,7 +76,7 @@ def evaluate_likelihood(exp, params, rng):
   data's density is known."""
   e = exp.config.eval
   options = as_user_error(likelihood.likelihood_options, e)
-  test = exp.dataset.test[:e.get("bpd_num_examples", len(exp.dataset.test))]
+  test = exp.dataset.test[:e.bpd_num_examples or len(exp.dataset.test)]
   if exp.dataset.max_value is not None:
     res = likelihood.evaluate_bpd(exp.score_fn, exp.sde, test, rng, params=params, batch_size=e.batch_size,
                                   num_repeats=e.bpd_num_repeats, centered=exp.config.data.centered,

@@ -47,10 +47,10 @@ def seed_key(config, tag):
   return jax.random.fold_in(jax.random.key(config.seed), tag)
 
 
-def as_user_error(lookup, *args):
+def as_user_error(lookup, *args, **kwargs):
   """Registry look-ups raise ValueError naming the valid choices; for the user that is a UserError."""
   try:
-    return lookup(*args)
+    return lookup(*args, **kwargs)
   except ValueError as e:
     raise UserError(str(e)) from None
 
@@ -107,6 +107,28 @@ def build_model(config, data_shape):
   return cls(**kwargs)
 
 
+def build_sde(config):
+  """The SDE `training.sde` with the noise range of `config.model` (score_sde's fields: `sigma_min`,
+  `sigma_max` for VE; `beta_min`, `beta_max` for VP and sub-VP; `num_scales` = N)."""
+  m = config.model
+  return as_user_error(sde_lib.get_sde, config.training.sde, sigma_min=m.sigma_min, sigma_max=m.sigma_max,
+                       beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales)
+
+
+def sampling_options(config):
+  """The `config.sampling` fields as the sampler's builder takes them, with `time_grid='auto'` resolved:
+  a network trained on the levels of a discrete chain samples on them."""
+  options = dict(config.sampling)
+  if options.get("time_grid") == "auto":
+    options["time_grid"] = "uniform" if config.training.continuous else "discrete"
+  return options
+
+
+def build_sampler(config, sde):
+  """`sample_fn(score_fn, x_init, rng) -> (x, nfe)` of `sampling.method` with its `config.sampling` fields."""
+  return as_user_error(samplers.get_sampling_fn, sde, config.sampling.method, **sampling_options(config))
+
+
 def build_optimizer(config):
   """Adam with linear warm-up to `optim.lr` over `optim.warmup` steps and global-norm clipping."""
   o = config.optim
@@ -136,7 +158,7 @@ def validate_config(config, num_devices):
   for name in ("n_iters", "log_freq", "snapshot_freq"):
     if t[name] % t.n_jitted_steps:
       raise UserError(f"training.{name}={t[name]} is not a multiple of training.n_jitted_steps={t.n_jitted_steps}")
-  as_user_error(sde_lib.get_sde, config)  # checks training.sde
+  sde = build_sde(config)  # checks training.sde
   if t.sde == "vesde" and not 0 < m.sigma_min < m.sigma_max:
     raise UserError(f"need 0 < model.sigma_min < model.sigma_max, got {m.sigma_min} and {m.sigma_max}")
   if t.sde != "vesde" and not 0 < m.beta_min < m.beta_max:
@@ -146,7 +168,7 @@ def validate_config(config, num_devices):
   if not 0 <= m.ema_rate < 1:
     raise UserError(f"model.ema_rate must lie in [0, 1), got {m.ema_rate}")
   as_user_error(models.get_score_fn, None, None, None, m.prediction)  # checks the name only
-  as_user_error(samplers.get_sampling_fn, sde_lib.get_sde(config), s)  # the name and its SDE
+  build_sampler(config, sde)  # the name, its options and its SDE
   if s.step_lr <= 0 or config.optim.lr <= 0:
     raise UserError("sampling.step_lr and optim.lr must be positive")
 
@@ -162,11 +184,11 @@ class Experiment:
     self.replicated = NamedSharding(self.mesh, P())
     self.dataset = load_dataset(config)
     self.model = build_model(config, self.dataset.shape)
-    self.sde = sde_lib.get_sde(config)
+    self.sde = build_sde(config)
     t = config.training
     self.loss_fn = as_user_error(losses.get_sde_loss_fn, self.sde, t.continuous, t.reduce_mean,
                                   t.likelihood_weighting)
-    self.sampling_fn = as_user_error(samplers.get_sampling_fn, self.sde, config.sampling)
+    self.sampling_fn = build_sampler(config, self.sde)
     self.optimizer = build_optimizer(config)
     # `num` fixes the sample shape; replicated samples can be read on every host, not only their shard.
     self.sample = jax.jit(self._sample, static_argnums=2, out_shardings=self.replicated)
@@ -175,7 +197,7 @@ class Experiment:
     """A stored training batch to model inputs (scaling, centering, flip, dequantization), on device."""
     d = self.config.data
     return datasets.preprocess_batch(batch, rng, self.dataset.max_value, d.centered,
-                                     d.get("random_flip", False), d.get("uniform_dequantization", False))
+                                     d.random_flip, d.uniform_dequantization)
 
   def model_space(self, x):
     """Stored examples as model inputs, without augmentation (for evaluation and plots)."""

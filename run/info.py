@@ -1,8 +1,8 @@
 """`--mode=info`: what a config builds, without data or compilation."""
 import jax
 
-from scorejax import models, sde_lib
-from scorejax.run.experiment import build_model, data_shape, validate_config
+from scorejax import models
+from scorejax.run.experiment import build_model, build_sde, data_shape, validate_config
 
 def info(config, workdir=None, devices=None, print_fn=print):
   """`--mode=info`: the network, its parameter count and the method, without data or compilation
@@ -13,7 +13,7 @@ def info(config, workdir=None, devices=None, print_fn=print):
   model = build_model(config, shape)
   count = models.utils.param_count(models.utils.param_shapes(model, shape))
   t, m, s = config.training, config.model, config.sampling
-  sde = sde_lib.get_sde(config)
+  sde = build_sde(config)
   loss = ("continuous DSM" + (", likelihood weighting" if t.likelihood_weighting else "")) if t.continuous \
       else ("SMLD (discrete)" if t.sde == "vesde" else "DDPM (discrete)")
   print_fn(f"model       {m.name}: {count:,} parameters ({count / 1e6:.1f}M), "

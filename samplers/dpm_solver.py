@@ -9,7 +9,6 @@ they are the same solvers of the VE probability flow (Karras et al. 2022, Sec. 3
 import jax
 import jax.numpy as jnp
 
-from scorejax.samplers.edm import time_of_noise_level
 from scorejax.samplers.registry import register_sampler
 from scorejax.sde_lib import per_example
 
@@ -23,7 +22,7 @@ def half_log_snr(sde, t):
   return -jnp.log(sde.noise_level(t))
 
 
-def time_steps(sde, num_steps, eps=1e-3, skip_type="logSNR"):
+def time_steps(sde, num_steps, eps, skip_type):
   """`num_steps + 1` times from `T` down to `eps`, equally spaced in `lambda` ('logSNR') or in `t`
   ('time_uniform') (Lu et al. 2022, Sec. 3.3 and App. D)."""
   if skip_type == "time_uniform":
@@ -31,14 +30,14 @@ def time_steps(sde, num_steps, eps=1e-3, skip_type="logSNR"):
   if skip_type == "logSNR":
     ends = (half_log_snr(sde, jnp.asarray(sde.T)), half_log_snr(sde, jnp.asarray(eps)))
     lambdas = jnp.linspace(*ends, num_steps + 1)
-    return time_of_noise_level(sde, jnp.exp(-lambdas))
+    return sde.time_of_noise_level(jnp.exp(-lambdas))
   raise ValueError(f"unknown sampling.skip_type {skip_type!r}; valid choices: {', '.join(SKIP_TYPES)}")
 
 
 def intermediate_times(sde, s, t, ratios):
   """`s_k = t_lambda(lambda_s + r_k (lambda_t - lambda_s))` for each `r_k` of `ratios`."""
   lambda_s, lambda_t = half_log_snr(sde, s), half_log_snr(sde, t)
-  return tuple(time_of_noise_level(sde, jnp.exp(-(lambda_s + r * (lambda_t - lambda_s)))) for r in ratios)
+  return tuple(sde.time_of_noise_level(jnp.exp(-(lambda_s + r * (lambda_t - lambda_s)))) for r in ratios)
 
 
 def noise_prediction(sde, score_fn):
@@ -115,7 +114,7 @@ def _solve(step, x_init, times, intermediates):
   return x
 
 
-def ddim(score_fn, x_init, rng, sde, num_steps, eta=0.0, eps=1e-3, skip_type="logSNR"):
+def ddim(score_fn, x_init, rng, sde, num_steps, eta, eps, skip_type):
   """DDIM from `T` to `eps` in `num_steps` steps (one score evaluation each); `eta = 0` is deterministic.
   One `lax.scan`; call it inside `jax.jit`. Returns the final `x`."""
   eps_fn = noise_prediction(sde, score_fn)
@@ -127,7 +126,7 @@ def ddim(score_fn, x_init, rng, sde, num_steps, eta=0.0, eps=1e-3, skip_type="lo
   return _solve(step, x_init, times, ())
 
 
-def dpm_solver_times(sde, num_steps, order=2, eps=1e-3, skip_type="logSNR"):
+def dpm_solver_times(sde, num_steps, order, eps, skip_type):
   """The step ends `times` (`num_steps + 1`) and, per step, the `order - 1` intermediate times."""
   if order not in _MIDPOINTS:
     raise ValueError(f"unknown sampling.dpm_solver_order {order!r}; valid choices: 1, 2, 3")
@@ -135,7 +134,7 @@ def dpm_solver_times(sde, num_steps, order=2, eps=1e-3, skip_type="logSNR"):
   return times, intermediate_times(sde, times[:-1], times[1:], _MIDPOINTS[order])
 
 
-def dpm_solver(score_fn, x_init, rng, sde, num_steps, order=2, eps=1e-3, skip_type="logSNR"):
+def dpm_solver(score_fn, x_init, rng, sde, num_steps, order, eps, skip_type):
   """Singlestep DPM-Solver-`order` (1 = DDIM, 2 or 3; Lu et al. 2022, Algorithms 1-2) on the probability
   flow from `T` to `eps` in `num_steps` steps of `order` score evaluations each. `rng` is unused
   (the solver is deterministic). One `lax.scan`; call it inside `jax.jit`. Returns the final `x`."""
@@ -149,26 +148,23 @@ def dpm_solver(score_fn, x_init, rng, sde, num_steps, order=2, eps=1e-3, skip_ty
 
 
 @register_sampler("ddim")
-def build_ddim(sde, sampling):
-  """DDIM for VE, VP and sub-VP: `sampling.num_steps` (50 = nfe), `sampling.ddim_eta` (0),
-  `sampling.skip_type` ('logSNR'), `sampling.eps` (1e-3)."""
-  kwargs = dict(num_steps=sampling.get("num_steps", 50), eta=sampling.get("ddim_eta", 0.0),
-                eps=sampling.get("eps", 1e-3), skip_type=sampling.get("skip_type", "logSNR"))
-  time_steps(sde, kwargs["num_steps"], kwargs["eps"], kwargs["skip_type"])  # invalid choices fail here
+def build_ddim(sde, *, num_steps, ddim_eta, eps, skip_type):
+  """DDIM for VE, VP and sub-VP: `num_steps` (= nfe), `ddim_eta`, `skip_type`, `eps`."""
+  kwargs = dict(num_steps=num_steps, eta=ddim_eta, eps=eps, skip_type=skip_type)
+  time_steps(sde, num_steps, eps, skip_type)  # invalid choices fail here
 
   def sample_fn(score_fn, x_init, rng):
-    return ddim(score_fn, x_init, rng, sde, **kwargs), kwargs["num_steps"]
+    return ddim(score_fn, x_init, rng, sde, **kwargs), num_steps
   return sample_fn
 
 
 @register_sampler("dpm_solver")
-def build_dpm_solver(sde, sampling):
-  """Singlestep DPM-Solver for VE, VP and sub-VP: `sampling.dpm_solver_order` (2), `sampling.num_steps`
-  (50 steps; nfe = order x num_steps), `sampling.skip_type` ('logSNR'), `sampling.eps` (1e-3)."""
-  kwargs = dict(num_steps=sampling.get("num_steps", 50), order=sampling.get("dpm_solver_order", 2),
-                eps=sampling.get("eps", 1e-3), skip_type=sampling.get("skip_type", "logSNR"))
+def build_dpm_solver(sde, *, num_steps, dpm_solver_order, eps, skip_type):
+  """Singlestep DPM-Solver for VE, VP and sub-VP: `dpm_solver_order`, `num_steps` (nfe = order x
+  num_steps), `skip_type`, `eps`."""
+  kwargs = dict(num_steps=num_steps, order=dpm_solver_order, eps=eps, skip_type=skip_type)
   dpm_solver_times(sde, **kwargs)  # invalid choices fail here
 
   def sample_fn(score_fn, x_init, rng):
-    return dpm_solver(score_fn, x_init, rng, sde, **kwargs), kwargs["order"] * kwargs["num_steps"]
+    return dpm_solver(score_fn, x_init, rng, sde, **kwargs), dpm_solver_order * num_steps
   return sample_fn

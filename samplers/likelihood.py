@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scorejax.samplers.ode import ODE_SOLVERS, integrate, probability_flow_drift
+from scorejax.samplers.integrators import ODE_SOLVERS, integrate
 
 HUTCHINSON_TYPES = ("rademacher", "gaussian")
 
@@ -47,11 +47,8 @@ def exact_divergence(fn, x):
   return fx, jnp.einsum("ibi->b", jnp.reshape(jv, (dim, batch, dim)))
 
 
-@functools.partial(jax.jit, static_argnames=("score_fn", "sde", "ode_solver", "ode_steps", "max_steps",
-                                             "hutchinson_type", "num_probes", "exact_trace"))
-def probability_flow_encode(score_fn, sde, x, rng=None, eps=1e-5, ode_solver="rk45", ode_steps=100,
-                            rtol=1e-5, atol=1e-5, max_steps=4096, hutchinson_type="rademacher",
-                            num_probes=1, exact_trace=False):
+def probability_flow_encode(score_fn, sde, x, rng, *, eps, ode_solver, ode_steps, rtol, atol, max_steps,
+                            hutchinson_type, num_probes, exact_trace):
   """Carry `x` from `t = eps` to `t = T` along the probability-flow ODE `dx/dt = f(x, t)` (Song et al.
   2021, Eq. 13) while integrating its divergence: the instantaneous change of variables
   `d/dt log p_t(x_t) = -div f(x_t, t)` (Chen et al. 2018, Thm. 1) gives
@@ -64,10 +61,10 @@ def probability_flow_encode(score_fn, sde, x, rng=None, eps=1e-5, ode_solver="rk
   `num_probes` probes of `hutchinson_type` drawn once from `rng` and kept over the whole solve (as in
   FFJORD), so that the integral is that of one continuous function of `t`.
 
-  `score_fn` and `sde` are static (hashed by identity). Returns `(x_T, int_eps^T div f dt, nfe)`, nfe
-  the evaluations of the augmented drift (each one score evaluation with its jvps).
+  Traceable: call it inside `jax.jit`. Returns `(x_T, int_eps^T div f dt, nfe)`, nfe the evaluations
+  of the augmented drift (each one score evaluation with its jvps). `rng` is unused with `exact_trace`.
   """
-  drift = probability_flow_drift(sde, score_fn)
+  drift = sde.probability_flow_drift(score_fn)
   if exact_trace:
     divergence = exact_divergence
   else:
@@ -83,7 +80,7 @@ def probability_flow_encode(score_fn, sde, x, rng=None, eps=1e-5, ode_solver="rk
   return z, delta_logp, nfe
 
 
-def log_likelihood(score_fn, sde, x, rng=None, **options):
+def log_likelihood(score_fn, sde, x, rng, **options):
   """`log p_eps(x) = log pi(x_T) + int_eps^T div f(x_t, t) dt` in nats per example (Song et al. 2021,
   App. D.2), with the prior `pi` (`sde.prior_logp`) in place of the unknown `p_T`: this is the exact
   log-density of the model "draw `x_T ~ pi`, flow back to `eps`", a normalised density whatever
@@ -96,7 +93,8 @@ def log_likelihood(score_fn, sde, x, rng=None, **options):
   `eps` (Kim et al. 2022, "Soft Truncation"). It is a proper density either way, so the bits/dim
   bound below holds for every `eps`.
 
-  `options`: those of `probability_flow_encode`. Returns `(log-likelihood (batch,), nfe)`.
+  `options`: those of `probability_flow_encode` (`likelihood_options` reads them from `config.eval`).
+  Traceable: call it inside `jax.jit`. Returns `(log-likelihood (batch,), nfe)`.
   """
   z, delta_logp, nfe = probability_flow_encode(score_fn, sde, x, rng, **options)
   return sde.prior_logp(z) + delta_logp, nfe
@@ -176,15 +174,13 @@ def evaluate_bpd(score_fn, sde, data, rng, params=None, batch_size=None, num_rep
 
 
 def likelihood_options(evaluate):
-  """`probability_flow_encode`'s options from the `config.eval` ConfigDict, with their defaults."""
-  solver = evaluate.get("ode_solver", "rk45")
-  if solver not in ODE_SOLVERS:
-    raise ValueError(f"unknown eval.ode_solver {solver!r}; valid choices: {', '.join(ODE_SOLVERS)}")
-  kind = evaluate.get("hutchinson_type", "rademacher").lower()
+  """`probability_flow_encode`'s options from the `config.eval` ConfigDict (configs/default.py holds
+  their defaults), checked."""
+  if evaluate.ode_solver not in ODE_SOLVERS:
+    raise ValueError(f"unknown eval.ode_solver {evaluate.ode_solver!r}; valid choices: {', '.join(ODE_SOLVERS)}")
+  kind = evaluate.hutchinson_type.lower()
   if kind not in HUTCHINSON_TYPES:
     raise ValueError(f"unknown eval.hutchinson_type {kind!r}; valid choices: {', '.join(HUTCHINSON_TYPES)}")
-  return dict(eps=float(evaluate.get("eps", 1e-5)), ode_solver=solver,
-              ode_steps=int(evaluate.get("ode_steps", 100)), rtol=float(evaluate.get("rtol", 1e-5)),
-              atol=float(evaluate.get("atol", 1e-5)), max_steps=int(evaluate.get("ode_max_steps", 4096)),
-              hutchinson_type=kind, num_probes=int(evaluate.get("num_probes", 1)),
-              exact_trace=bool(evaluate.get("exact_trace", False)))
+  return dict(eps=float(evaluate.eps), ode_solver=evaluate.ode_solver, ode_steps=int(evaluate.ode_steps),
+              rtol=float(evaluate.rtol), atol=float(evaluate.atol), max_steps=int(evaluate.ode_max_steps),
+              hutchinson_type=kind, num_probes=int(evaluate.num_probes), exact_trace=bool(evaluate.exact_trace))

@@ -1,7 +1,8 @@
 """Samplers register themselves by name so that `sampling.method` picks them.
 
-A registered entry is a builder `build(sde, sampling) -> sample_fn`: `sde` is an `sde_lib.SDE`,
-`sampling` the `config.sampling` ConfigDict (the builder reads the fields it needs), and
+A registered entry is a builder `build(sde, **options) -> sample_fn`: `sde` is an `sde_lib.SDE`, and the
+options are keyword-only arguments without defaults, named as the `config.sampling` fields that hold
+their defaults (configs/default.py; run/experiment.py passes the fields a builder names). Then
 
     sample_fn(score_fn, x_init, rng) -> (x, nfe)
 
@@ -9,6 +10,8 @@ runs the whole chain as one traceable program (call it inside `jax.jit`): `score
 score at time `t` of shape `(batch,)`, `x_init` a draw from `sde.prior_sample`, and `nfe` the number
 of score evaluations per sample (a Python int or a scalar array for adaptive solvers).
 """
+import inspect
+
 from scorejax.registry import Registry
 
 _SAMPLERS = Registry("sampling.method")
@@ -17,6 +20,14 @@ sampler_names = _SAMPLERS.names
 get_sampler = _SAMPLERS.get
 
 
-def get_sampling_fn(sde, sampling):
-  """`sample_fn(score_fn, x_init, rng) -> (x, nfe)` for `sampling.method`."""
-  return get_sampler(sampling.method)(sde, sampling)
+def option_names(method):
+  """The options that the builder of `method` takes (its keyword-only arguments)."""
+  parameters = inspect.signature(get_sampler(method)).parameters.values()
+  return tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def get_sampling_fn(sde, method, /, **options):
+  """`sample_fn(score_fn, x_init, rng) -> (x, nfe)` for `method`, given the options its builder names
+  (others are ignored, so a whole `config.sampling` can be passed as `**sampling`)."""
+  names = option_names(method)
+  return get_sampler(method)(sde, **{k: v for k, v in options.items() if k in names})

@@ -74,7 +74,7 @@ def test_noise_prediction_and_score_forms_give_the_same_training_loss():
   rng = jax.random.key(9)
 
   score_fn = models.get_score_fn(model, params, sde, prediction="noise")
-  dsm = losses.smld_loss(score_fn, x, rng, sde)
+  dsm = losses.discrete_dsm_loss(score_fn, x, rng, sde, reduce_mean=True)
 
   # The DDPM objective written out independently, with the same random draws.
   rng_i, rng_noise = jax.random.split(rng)

@@ -18,7 +18,7 @@ def test_networks_map_data_to_data_shape(name, shape):
   model = models.get_model(name, **kwargs)
   params = models.init_params(model, jax.random.key(0), shape)
   x = jnp.ones((3,) + shape)
-  sde = sde_lib.VESDE(0.01, 10.0)
+  sde = sde_lib.VESDE(0.01, 10.0, N=100)
   out = jax.jit(lambda p, x, t: models.get_score_fn(model, p, sde)(x, t))(params, x, jnp.array([0.1, 0.5, 1.0]))
   assert out.shape == x.shape
 
@@ -29,7 +29,7 @@ class _Echo:
     return x * c_noise[:, None]
 
 
-@pytest.mark.parametrize("sde", [sde_lib.VESDE(0.01, 10.0), sde_lib.VPSDE(0.1, 20.0), sde_lib.SubVPSDE(0.1, 20.0)],
+@pytest.mark.parametrize("sde", [sde_lib.VESDE(0.01, 10.0, N=100), sde_lib.VPSDE(0.1, 20.0, N=100), sde_lib.SubVPSDE(0.1, 20.0, N=100)],
                          ids=["ve", "vp", "subvp"])
 def test_score_wrapper_forms(sde):
   """c_noise = log(std / m); score = out / std with scale_by_sigma; score = -out / std for noise prediction."""

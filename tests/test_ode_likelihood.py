@@ -4,7 +4,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -13,9 +12,16 @@ from scorejax.datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_sde_lo
 from scorejax.metrics import sliced_wasserstein
 from scorejax.samplers import likelihood, ode
 from scorejax.samplers.registry import get_sampling_fn
+from scorejax.samplers.integrators import FIXED_STEP_STAGES
+from scorejax.configs.default import get_default_config
 
-SDES = {"ve": lambda: sde_lib.VESDE(0.01, 50.0), "vp": lambda: sde_lib.VPSDE(0.1, 20.0),
-        "subvp": lambda: sde_lib.SubVPSDE(0.1, 20.0)}
+SDES = {"ve": lambda: sde_lib.VESDE(0.01, 50.0, N=1000), "vp": lambda: sde_lib.VPSDE(0.1, 20.0, N=1000),
+        "subvp": lambda: sde_lib.SubVPSDE(0.1, 20.0, N=1000)}
+
+
+def options(**fields):
+  """The likelihood's options: configs/default.py's `eval` fields but for `fields`."""
+  return {**likelihood.likelihood_options(get_default_config().eval), **fields}
 MU, S, DIM = 0.7, 0.5, 4  # Gaussian data N(MU, S^2 I_4)
 
 
@@ -65,9 +71,9 @@ def test_gaussian_log_likelihood_is_the_closed_form_density(name):
 
   @jax.jit
   def both(x, rng):
-    exact = likelihood.log_likelihood(counted, sde, x, exact_trace=True, eps=eps)
+    exact = likelihood.log_likelihood(counted, sde, x, None, **options(exact_trace=True, eps=eps))
     # The drift's Jacobian is c(t) I, so a Rademacher probe gives v^T J v = c |v|^2 = tr J exactly.
-    hutchinson = likelihood.log_likelihood(counted, sde, x, rng, hutchinson_type="rademacher", eps=eps)
+    hutchinson = likelihood.log_likelihood(counted, sde, x, rng, **options(hutchinson_type="rademacher", eps=eps))
     return exact, hutchinson
 
   (exact, nfe_exact), (hutch, nfe_hutch) = jax.block_until_ready(both(x, jax.random.key(1)))
@@ -84,14 +90,14 @@ def test_gmm_log_likelihood_matches_the_oracle():
   log_prob = gmm_sde_log_prob(sde)
   x = jnp.asarray(sample_gmm(np.random.default_rng(0), 128))
   z, delta_logp, _ = jax.jit(lambda x: likelihood.probability_flow_encode(
-      gmm_sde_score(sde), sde, x, exact_trace=True, eps=eps))(x)
+      gmm_sde_score(sde), sde, x, None, **options(exact_trace=True, eps=eps)))(x)
   ode_logp = log_prob(z, jnp.full((len(x),), sde.T)) + delta_logp
   np.testing.assert_allclose(ode_logp / 2, log_prob(x, jnp.full((len(x),), eps)) / 2, atol=1e-3)
 
 
 def test_hutchinson_estimator_is_unbiased():
   sde = SDES["vp"]()
-  drift = ode.probability_flow_drift(sde, gmm_sde_score(sde))
+  drift = sde.probability_flow_drift(gmm_sde_score(sde))
   fn = lambda y: drift(y, 0.3)  # the components overlap: responsibilities vary, J is not diagonal
   x = jnp.asarray([[0.0, 0.0], [0.3, -0.2], [-0.5, 0.4], [0.8, 0.9], [-1.0, -0.2], [0.1, 1.2], [1.1, -0.1],
                    [-0.4, -1.0]])  # between the modes
@@ -129,14 +135,14 @@ def test_fixed_step_solvers_converge_at_their_order():
     out = {}
     for solver, _, steps in cases:
       for n in (steps, 2 * steps):
-        x, nfe = ode.ode_sampler(gaussian_score(sde), sde, x_init, solver, n, eps)
+        x, nfe = ode.ode_sampler(gaussian_score(sde), sde, x_init, solver, n, eps, 1e-5, 1e-5, 4096, False)
         out[solver, n] = jnp.max(jnp.abs(x - truth)), nfe
     return out
 
   out = errors(x_init, truth)
   for solver, order, steps in cases:
     for n in (steps, 2 * steps):
-      assert int(out[solver, n][1]) == n * ode.FIXED_STEP_STAGES[solver]
+      assert int(out[solver, n][1]) == n * FIXED_STEP_STAGES[solver]
     ratio = float(out[solver, steps][0] / out[solver, 2 * steps][0])
     assert abs(math.log2(ratio) - order) < 0.3, (solver, ratio)
 
@@ -154,15 +160,14 @@ def _gmm_checks(x, truth):
 @pytest.mark.parametrize("name,solver", [("ve", "rk4"), ("vp", "heun"), ("ve", "tsit5"), ("vp", "rk45")])
 def test_ode_sampler_returns_the_mixture(name, solver):
   sde, num = SDES[name](), 2_000
-  sampling = ml_collections.ConfigDict(dict(method="ode", ode_solver=solver, ode_steps=40, eps=1e-3,
-                                            noise_removal=True))
-  sample_fn = get_sampling_fn(sde, sampling)
+  sample_fn = get_sampling_fn(sde, "ode", ode_solver=solver, ode_steps=40, eps=1e-3, rtol=1e-5, atol=1e-5,
+                              ode_max_steps=4096, noise_removal=True)
   counted = Counter(gmm_sde_score(sde))
   x_init = sde.prior_sample(jax.random.key(4), (num, 2))
   x, nfe = jax.block_until_ready(jax.jit(lambda x, r: sample_fn(counted, x, r))(x_init, jax.random.key(5)))
   assert counted.calls == int(nfe)  # fixed: steps * stages + 1; adaptive: from diffrax's step count
-  if solver in ode.FIXED_STEP_STAGES:
-    assert int(nfe) == 40 * ode.FIXED_STEP_STAGES[solver] + 1
+  if solver in FIXED_STEP_STAGES:
+    assert int(nfe) == 40 * FIXED_STEP_STAGES[solver] + 1
   rng = np.random.default_rng(6)
   truth = sample_gmm(rng, num)
   # Two true samples of 2000 lie 0.08-0.27 apart (mean ~0.17); equal weights instead lie ~0.9 away.
@@ -206,7 +211,7 @@ def test_evaluate_bpd_of_a_gaussian_model():
   sde, eps, levels = SDES["vp"](), 1e-5, 256
   counts = np.random.default_rng(10).integers(64, 192, (256, DIM))
   result = likelihood.evaluate_bpd(gaussian_score(sde), sde, counts, jax.random.key(11), batch_size=128,
-                                   num_repeats=2, centered=True, eps=eps, ode_solver="rk4", ode_steps=50)
+                                   num_repeats=2, centered=True, **options(eps=eps, ode_solver="rk4", ode_steps=50))
   assert result.per_example.shape == (512,) and result.nfe == 200
   # log p(y) = log pi(x_T) + D log(v1 / v0) with x_T = (v1 / v0)(y - c): a - |y - c|^2 / (2 w^2).
   (m0, s0), (m1, s1) = sde.marginal_coefficients(jnp.float32(eps)), sde.marginal_coefficients(jnp.float32(1.0))

@@ -93,14 +93,79 @@ def test_prior_entropy(name):
   np.testing.assert_allclose(prior_std ** 2, var_T, rtol=0.05)
 
 
-def test_discrete_chains_match_the_continuous_marginals():
+def ddpm_chain(beta_min, beta_max, N):
+  """DDPM's table in float64 (Ho et al. 2020): beta_i, alpha_bar_i = prod_{j<=i} (1 - beta_j)."""
+  betas = np.linspace(beta_min / N, beta_max / N, N)
+  return betas, np.cumprod(1.0 - betas)
+
+
+def test_discrete_chains_are_smld_and_ddpm_at_their_own_times():
+  # SMLD: geometric levels from sigma_min to sigma_max, at t_i = i / (N - 1).
   ve = sde_lib.VESDE(0.01, 5.0, N=1000)
-  t = jnp.linspace(0, 1, 1000)
-  _, G = ve.discretize(jnp.zeros((1000, 1)), t)
-  np.testing.assert_allclose(np.sum(np.square(G)), 5.0 ** 2, rtol=1e-4)  # sum of increments = sigma_N^2
+  np.testing.assert_allclose(ve.discrete_sigmas, np.geomspace(0.01, 5.0, 1000), rtol=1e-6)
+  np.testing.assert_allclose(ve.discrete_times, np.arange(1000) / 999, atol=1e-6)
+  # DDPM: at t_i the continuous kernel is the chain's, m(t_i)^2 = alpha_bar_i, and the noise level is
+  # the chain's own sqrt((1 - alpha_bar_i) / alpha_bar_i), at every level (level 0 included: t_0 > 0).
   vp = sde_lib.VPSDE(0.1, 20.0, N=1000)
-  # DDPM's alpha_bar_i = prod_{j<=i} (1 - beta_j) against m(t_i)^2 = exp(-int_0^t beta), in logs:
-  # the two differ by the second-order terms sum beta_j^2 / 2, under 1% here.
-  log_alpha_bar = np.cumsum(np.log(np.asarray(vp.alphas, np.float64)))
-  t_i = (np.arange(1, 1001)) / 1000
-  np.testing.assert_allclose(log_alpha_bar[99::100], 2 * vp.log_mean_coeff(t_i[99::100]), rtol=0.01)
+  _, alpha_bar = ddpm_chain(0.1, 20.0, 1000)
+  t = vp.discrete_times
+  assert float(t[0]) > 0 and np.all(np.diff(np.asarray(t)) > 0)
+  m, std = vp.marginal_coefficients(t)
+  np.testing.assert_allclose(np.square(np.asarray(m, np.float64)), alpha_bar, rtol=1e-5)
+  np.testing.assert_allclose(np.square(np.asarray(std, np.float64)), 1 - alpha_bar, rtol=1e-5)
+  np.testing.assert_allclose(vp.noise_level(t), np.sqrt((1 - alpha_bar) / alpha_bar), rtol=1e-5)
+  # The continuous times that score_sde used, i / (N - 1), are off: at level 1 the noise is 0.71 of the chain's.
+  assert abs(float(vp.noise_level(jnp.asarray(1 / 999))) / np.sqrt((1 - alpha_bar[1]) / alpha_bar[1]) - 0.71) < 0.01
+  assert not sde_lib.SubVPSDE(0.1, 20.0, N=1000).has_discrete_chain
+  with pytest.raises(ValueError, match="SubVPSDE has no discrete chain"):
+    sde_lib.SubVPSDE(0.1, 20.0, N=1000).discrete_times
+
+
+@pytest.mark.parametrize("name", SDES)
+def test_time_of_noise_level_inverts_noise_level(name):
+  sde = SDES[name]()
+  t = jnp.linspace(1e-3, 1.0, 101)
+  np.testing.assert_allclose(sde.time_of_noise_level(sde.noise_level(t)), t, rtol=2e-5, atol=1e-7)
+
+
+def test_transitions_between_levels_are_the_chains_steps():
+  vp = sde_lib.VPSDE(0.1, 20.0, N=1000)
+  betas, _ = ddpm_chain(0.1, 20.0, 1000)
+  t = vp.discrete_times
+  a, var = vp.transition(t[1:], t[:-1])  # level i - 1 up to level i: sqrt(1 - beta_i), beta_i
+  np.testing.assert_allclose(np.square(np.asarray(a, np.float64)), 1 - betas[1:], rtol=1e-5)
+  np.testing.assert_allclose(var, betas[1:], rtol=2e-3)
+  np.testing.assert_allclose(vp.langevin_alpha(t[:-1], t[1:]), 1 - betas[1:], rtol=1e-5)  # score_sde's alpha_i
+  ve = sde_lib.VESDE(0.01, 5.0, N=1000)
+  sigmas = np.geomspace(0.01, 5.0, 1000)
+  a, var = ve.transition(ve.discrete_times[1:], ve.discrete_times[:-1])
+  np.testing.assert_allclose(a, 1.0)
+  np.testing.assert_allclose(var, np.diff(sigmas ** 2), rtol=2e-3)
+  np.testing.assert_allclose(np.sum(var), 5.0 ** 2 - 0.01 ** 2, rtol=1e-4)  # the increments add up
+  np.testing.assert_allclose(ve.langevin_alpha(ve.discrete_times[:-1], ve.discrete_times[1:]), 1.0)
+
+
+@pytest.mark.parametrize("num_steps", [2, 10, 1000])
+def test_langevin_alpha_is_a_fraction_at_every_grid(num_steps):
+  # score_sde's 1 - beta(t) / N is negative for N <= 18 (beta_max = 20); the chain's own is not.
+  for sde in (SDES["vp"](), SDES["subvp"]()):
+    t = jnp.linspace(1.0, 1e-3, num_steps + 1)
+    alpha = np.asarray(sde.langevin_alpha(t[1:], t[:-1]))
+    assert np.all((alpha > 0) & (alpha <= 1)), alpha
+
+
+@pytest.mark.parametrize("name", SDES)
+def test_ancestral_and_tweedie_steps_have_the_exact_conditional_mean(name):
+  # Gaussian data: x_s and x_t are jointly Gaussian, E[x_s | x_t] and E[x_0 | x_t] are linear in x_t.
+  sde = SDES[name]()
+  s, t = 0.3, 0.35
+  (m_s, std_s), (m_t, std_t) = (sde.marginal_coefficients(jnp.asarray(v)) for v in (s, t))
+  x_t = jnp.linspace(-2.0, 2.0, 9)[:, None]
+  tt, ss = jnp.full((9,), t), jnp.full((9,), s)
+  var_t = m_t ** 2 * S ** 2 + std_t ** 2
+  cov_st = m_s * m_t * S ** 2 + (m_t / m_s) * std_s ** 2  # x_t = (m_t/m_s) x_s + independent noise
+  expected = m_s * MU + cov_st / var_t * (x_t - m_t * MU)
+  mean = sde.ancestral_step(x_t, exact_score(sde)(x_t, tt), tt, ss, jnp.zeros_like(x_t))
+  np.testing.assert_allclose(mean, expected, rtol=1e-4, atol=1e-5)
+  expected_x0 = MU + m_t * S ** 2 / var_t * (x_t - m_t * MU)
+  np.testing.assert_allclose(sde.tweedie_denoise(exact_score(sde), x_t, tt), expected_x0, rtol=1e-4, atol=1e-5)

@@ -6,19 +6,13 @@ import re
 import jax
 import jax.extend
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from scorejax.samplers import cas  # noqa: F401 (registers 'cas')
-from scorejax.samplers import dpm_solver  # noqa: F401 (registers 'ddim', 'dpm_solver')
-from scorejax.samplers import edm  # noqa: F401 (registers 'edm')
-from scorejax.samplers import langevin  # noqa: F401 (registers 'ald')
-from scorejax.samplers import pc  # noqa: F401 (registers 'pc')
-from scorejax import sde_lib
+from scorejax import samplers, sde_lib
+from scorejax.configs.default import get_default_config
 from scorejax.datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_sde_score, sample_gmm
 from scorejax.metrics import sliced_wasserstein
-from scorejax.samplers.registry import get_sampler
 
 NUM_SAMPLES = 6_000
 # sigma_max = 50: the prior N(0, sigma_max^2 I) misses the data mean (0.4, 0.8) by 0.016 standard
@@ -33,7 +27,9 @@ VAR_RTOL = 0.15    # ~3.5 standard errors of the smallest mode's variance
 
 
 def build(method, sde, **fields):
-  return get_sampler(method)(sde, ml_collections.ConfigDict(fields))
+  """The sampler with the config's defaults (configs/default.py) but for `fields`, on a uniform grid."""
+  options = {**get_default_config().sampling, "time_grid": "uniform", **fields}
+  return samplers.get_sampling_fn(sde, method, **options)
 
 
 def run(method, sde, x_init, **fields):
@@ -68,8 +64,12 @@ MIXTURE_CASES = [
     ("pc", "vp", dict(predictor="euler_maruyama", corrector="none")),
     ("pc", "vp", dict(predictor="ancestral_sampling", corrector="none")),
     ("pc", "ve", dict(predictor="ancestral_sampling", corrector="none")),
+    ("pc", "vp", dict(predictor="ancestral_sampling", corrector="none", time_grid="discrete")),
+    ("pc", "subvp", dict(predictor="ancestral_sampling", corrector="none")),
+    ("pc", "subvp", dict(predictor="reverse_diffusion", corrector="none")),
     ("pc", "subvp", dict(predictor="euler_maruyama", corrector="none", probability_flow=True)),
     ("cas", "ve", dict(step_lr=1e-5, n_steps_each=1)),
+    ("cas", "vp", dict(step_lr=5e-5, n_steps_each=1)),  # eta = step_lr / sigma_min^2 ~ 0.1, as for VE
     ("edm", "ve", dict(num_steps=40)),
     ("edm", "vp", dict(num_steps=40, s_churn=10.0)),
     ("ddim", "vp", dict(num_steps=200)),
@@ -155,7 +155,10 @@ def score_evaluations(jaxpr, name="counted_score"):
 
 NFE_CASES = [  # (method, sde, fields, expected nfe for N steps)
     ("pc", "ve", dict(predictor="reverse_diffusion", corrector="langevin", n_steps_each=2), lambda n: 3 * n + 1),
-    ("pc", "vp", dict(predictor="ancestral_sampling", corrector="ald", noise_removal=False), lambda n: 2 * n),
+    ("pc", "vp", dict(predictor="ancestral_sampling", corrector="ald", n_steps_each=1, noise_removal=False),
+     lambda n: 2 * n),
+    ("pc", "ve", dict(predictor="ancestral_sampling", corrector="ald", n_steps_each=1, time_grid="discrete"),
+     lambda n: 2 * (n - 1) + 1),
     ("pc", "subvp", dict(predictor="none", corrector="langevin", n_steps_each=3), lambda n: 3 * n + 1),
     ("pc", "subvp", dict(predictor="euler_maruyama", corrector="none", probability_flow=True), lambda n: n + 1),
     ("cas", "ve", dict(step_lr=1e-4, n_steps_each=2), lambda n: 2 * (n - 1) + 2),  # eta = 1
@@ -197,9 +200,10 @@ def test_nfe_counts_the_score_evaluations_of_one_program(method, sde_name, field
     ("pc", "vp", dict(predictor="heun"), "unknown sampling.predictor 'heun'; valid choices: "
                                          "ancestral_sampling, euler_maruyama, none, reverse_diffusion"),
     ("pc", "vp", dict(corrector="hmc"), "unknown sampling.corrector 'hmc'; valid choices: ald, langevin, none"),
-    ("pc", "subvp", dict(predictor="ancestral_sampling"), "needs training.sde 'vesde' or 'vpsde'"),
+    ("pc", "subvp", dict(time_grid="discrete"), "SubVPSDE has no discrete chain"),
+    ("pc", "vp", dict(time_grid="levels"), "unknown sampling.time_grid 'levels'; valid choices: uniform, discrete"),
     ("pc", "vp", dict(predictor="ancestral_sampling", probability_flow=True), "no probability-flow form"),
-    ("cas", "vp", dict(), "needs training.sde='vesde'"),
+    ("cas", "subvp", dict(), "'cas' runs on the levels of a discrete chain, which SubVPSDE lacks"),
     ("cas", "ve", dict(step_lr=1.0), "breaks the consistency"),
     ("dpm_solver", "vp", dict(dpm_solver_order=4), "unknown sampling.dpm_solver_order 4; valid choices: 1, 2, 3"),
     ("ddim", "vp", dict(skip_type="quadratic"),
@@ -208,3 +212,14 @@ def test_nfe_counts_the_score_evaluations_of_one_program(method, sde_name, field
 def test_unknown_or_unsupported_choices_fail_when_the_sampler_is_built(method, sde_name, fields, message):
   with pytest.raises(ValueError, match=re.escape(message)):
     build(method, SDES[sde_name](10), **fields)
+
+
+@pytest.mark.parametrize("sde_name", ["vp", "subvp"])
+def test_langevin_corrector_on_a_short_vp_grid_stays_finite(sde_name):
+  # At N = 10 score_sde's step size 2 (1 - beta(t) / N) (...)^2 is negative and the chain NaN; the
+  # chain's own alpha on the grid is a fraction at every N.
+  sde = SDES[sde_name](10)
+  x, _ = run("pc", sde, sde.prior_sample(jax.random.key(0), (NUM_SAMPLES, 2)), predictor="reverse_diffusion",
+             corrector="langevin", n_steps_each=1)
+  assert np.all(np.isfinite(x))
+  np.testing.assert_allclose(x.std(0), sample_gmm(np.random.default_rng(2), NUM_SAMPLES).std(0), rtol=0.25)
