@@ -1,122 +1,260 @@
-"""How much of the machine the training loop and the samplers leave on the table.
+"""How much of the machine the training loop and the samplers leave on the table, measured so that
+the figures hold on a machine that other jobs share.
 
-  python bench/overhead.py [--steps=3000] [--snapshot_freq=1000] [--with_sampling]
+  python bench/overhead.py [--repeats=5] [--segment_steps=500] [--snapshot_freq=500] [--bare_steps=20]
+                           [--warmup_steps=100] [--with_sampling]
 
-Both ratios are measured in one run on this machine, on the default digits model and data:
+Two ratios, on the default digits model and data (`configs/digits.py`):
 
-  loop_efficiency  = (per-step time of the bare jitted train step, same batch, no host work)
-                   / (per-step time inside train, which main.py runs: real batches from the
-                      loader, logging to the terminal, metrics.jsonl and TensorBoard, and an orbax
-                      checkpoint every `snapshot_freq` steps)
+  loop_efficiency  = (per-step time of the bare jitted train step: the same batch every step, already
+                      on the device, no host work)
+                   / (per-step time inside `scorejax.run.train.train`, what main.py runs: real batches
+                      from the loader, metrics to metrics.jsonl and TensorBoard, the terminal line
+                      (written to /dev/null), and an orbax checkpoint every `--snapshot_freq` steps)
                    target >= 0.90
-  sampler_overhead = (time of one N-step annealed Langevin chain)
-                   / (N x time of one jitted score evaluation on the same batch)
+  sampler_overhead = (time of one annealed Langevin chain of N score evaluations, one jitted program)
+                   / (N x time of one jitted score evaluation on the same batch, N calls back to back)
                    target <= 1.05
 
-The loop is timed from `metrics.jsonl` between the first log (after compilation) and the last.
-Sample grids at snapshots are generation, not training, and are off for loop_efficiency; with
-`--with_sampling` a second run at the default config's snapshot frequency, with its 64-sample grids,
-is timed too (from the first log after the first snapshot, past the sampler's compilation).
+Wall and CPU time. Every timed quantity is measured both in wall time (`time.perf_counter`) and in CPU
+time of this process (`time.process_time`: user + system seconds of all its threads, XLA's, the loader's
+and orbax's included), and each ratio is computed from both. Wall time is what a user waits for, but on
+a shared machine it also counts the time this process waits for a core that another job holds, and that
+wait changes from one second to the next. CPU time counts only the work this process does, so the
+CPU-time ratio is the one that holds under load. It does not see time the loop spends blocked without
+working (on a disk, say); the wall-time ratio on a quiet machine is the check on that.
+
+Interleaving and spread. The two sides of each ratio are timed interleaved, A, B, A, B, ..., and repeat
+`i` pairs the A's of its stretch with the B's that directly follow them, so that both sides of a repeat
+see nearly the same load. Each ratio is printed as the median over `--repeats` repeats with the min-max
+range, for wall and CPU time, next to the same spread of every timed quantity.
+
+The loop side (A) is one real training run, timed from the inside. `train` calls its `print_fn` at every
+log, every `training.log_freq` = 100 steps, after `float(loss)` has waited for the device, so every step
+up to that log has finished. After `--warmup_steps` (compilation), this bench's `print_fn` ends a timed
+100-step stretch of the loop at each log, then runs a burst of `--bare_steps` bare steps (B: a second,
+separately compiled copy of the same train step, with its own state and batch) and hands control back.
+A loop stretch runs from the return of one `print_fn` call to the start of the next, so the bursts are
+not counted in the loop, and the loop is otherwise untouched: one compilation, the real loader, logger
+and checkpointer. A repeat is `--segment_steps` loop steps (five stretches by default) and the bursts
+after them. Pausing the loop changes little: the loader's prefetch queue (2 batches, ~10 us of host work
+each) is full when a stretch starts, and background threads that outlive a stretch (an orbax save still
+finishing) add their time to the next burst, which can only make the bare side look slower, i.e.
+lower loop_efficiency. With `--snapshot_freq` = `--segment_steps` (the default) every repeat holds
+exactly one checkpoint, so that the repeats do the same work. A checkpoint costs ~0.5-0.9 s of CPU time
+here, mostly in orbax's background thread, about 4% of a 500-step segment: the default of 500 steps
+checkpoints twice as often as this bench used to (1000) and four times as often as the default config
+(2000), so loop_efficiency errs low by 2-3%; `--segment_steps=2000` matches the config (~9 minutes).
+
+`--with_sampling` also draws the config's sample grid at every checkpoint (training.snapshot_sampling,
+a 251-evaluation chain): generation, not training, so off by default; the warm-up then runs past the
+first grid, which compiles the sampler.
+
+The sampler side calls `scorejax.samplers.langevin.annealed_langevin_dynamics(score_fn, x_init, rng,
+sigmas, n_steps_each, step_lr, denoise)` inside this bench's own `jax.jit`, with the parameters and the
+noise levels as arguments; `score_fn(x, sigma)` maps each noise level to the VE SDE's time
+`t = log(sigma / sigma_min) / log(sigma_max / sigma_min)` (`sde.time_of_noise_level` where the SDE has
+it) and calls the network's `score_fn(x, t)`. The reference evaluates that same `score_fn(x, sigma)`,
+jitted alone, N = `num_scales` x `n_steps_each` (+1 denoising step) times on the chain's batch. Each
+repeat is one chain (A) and then its N reference evaluations (B).
+
+Default run: 3-4 minutes on the 2-core CPU machine under load (two compilations of the train
+step, 100 + 5 x 500 training steps, 5 x 100 bare steps, 5 chains and 5 x 251 score evaluations). More
+repeats narrow the spread: `--repeats=10`.
 """
 import argparse
-import json
 import os
+import re
+import statistics
 import tempfile
 import time
 
+import jax
+import jax.numpy as jnp
+from absl import logging
+from scorejax.configs import digits
+from scorejax.run.experiment import Experiment
+from scorejax.run.train import make_train_step, train
+from scorejax.samplers.langevin import annealed_langevin_dynamics
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from absl import logging  # noqa: E402
 
-from scorejax.run.experiment import Experiment  # noqa: E402
-from scorejax.run.train import make_train_step, train  # noqa: E402
-from scorejax.configs import digits  # noqa: E402
+def clocks():
+  """(wall seconds, CPU seconds of this process, all threads)."""
+  return time.perf_counter(), time.process_time()
 
 
-def timed(fn, repeats):
-  """Seconds per call of `fn` (which returns a jax value), after one warm-up call."""
-  jax.block_until_ready(fn())
-  start = time.perf_counter()
-  for _ in range(repeats):
+def timed(fn, calls):
+  """Total (wall, CPU) seconds of `calls` calls of `fn` dispatched back to back; waits for the device
+  after the last one only, as a loop that does not read its results would."""
+  wall, cpu = clocks()
+  for _ in range(calls):
     out = fn()
   jax.block_until_ready(out)
-  return (time.perf_counter() - start) / repeats
+  wall_end, cpu_end = clocks()
+  return wall_end - wall, cpu_end - cpu
 
 
-def bare_step_time(config, repeats):
+# ----------------------------------------------------------------------------- loop_efficiency
+
+def make_bare_steps(config):
+  """`burst(n)`: the total (wall, CPU) seconds of `n` bare train steps on one fixed batch already on the
+  device, the compiled step of the training loop (`make_train_step`) with nothing around it. The step
+  is compiled here, before any timing."""
   exp = Experiment(config)
-  state = exp.init_state()
   train_step = make_train_step(exp)
-  batch = jnp.asarray(exp.dataset.train[:config.training.batch_size])[None]
-  holder = [state]
+  batch = jax.device_put(exp.dataset.train[:config.training.batch_size][None], exp.replicated)
+  holder = [exp.init_state()]
 
   def step():
     holder[0], loss = train_step(holder[0], batch)
     return loss
-  return timed(step, repeats)
+
+  jax.block_until_ready(step())
+  return lambda n: timed(step, n)
 
 
-def loop_step_time(config):
-  with tempfile.TemporaryDirectory() as workdir:
-    train(config, workdir, print_fn=lambda *a: None)
-    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-  start = config.training.snapshot_freq if config.training.snapshot_sampling else 0
-  window = [r for r in records if r["step"] > start]
-  a, b = window[0], window[-1]
-  return (b["wall_time"] - a["wall_time"]) / (b["step"] - a["step"]), (a["step"], b["step"])
+class InterleavedTimer:
+  """The `print_fn` given to `train`. From step `start` on, at every log line it ends a stretch of the
+  loop (A: steps, wall, CPU) and then runs a burst of `bare_steps` bare steps (B) before returning."""
+
+  LOG_LINE = re.compile(r"step (\d+)/")
+
+  def __init__(self, start, burst, bare_steps, sink):
+    self.start, self.burst, self.bare_steps, self.sink = start, burst, bare_steps, sink
+    self.mark = None  # (step, wall, cpu) where the running stretch started
+    self.loop, self.bare = [], []
+
+  def __call__(self, line):
+    print(line, file=self.sink)
+    wall, cpu = clocks()
+    match = self.LOG_LINE.match(line)
+    if match is None or int(match.group(1)) < self.start:
+      return
+    step = int(match.group(1))
+    if self.mark is not None:
+      mark_step, mark_wall, mark_cpu = self.mark
+      self.loop.append((step - mark_step, wall - mark_wall, cpu - mark_cpu))
+      self.bare.append((self.bare_steps, *self.burst(self.bare_steps)))
+    self.mark = (step, *clocks())
 
 
-def sampler_times(config, repeats):
+def per_step(stretches):
+  """(wall, CPU) seconds per step over `(steps, wall, cpu)` stretches."""
+  steps = sum(s[0] for s in stretches)
+  return sum(s[1] for s in stretches) / steps, sum(s[2] for s in stretches) / steps
+
+
+def measure_loop(config, repeats, segment_steps, bare_steps, warmup_steps):
+  """Per repeat: the loop's and the bare step's (wall, CPU) seconds per step; and the timed step range."""
+  burst = make_bare_steps(config)
+  config.training.n_iters = warmup_steps + repeats * segment_steps
+  with tempfile.TemporaryDirectory() as workdir, open(os.devnull, "w") as sink:
+    timer = InterleavedTimer(warmup_steps, burst, bare_steps, sink)
+    train(config, workdir, print_fn=timer)
+  per_repeat = segment_steps // config.training.log_freq
+  if len(timer.loop) != repeats * per_repeat:
+    raise RuntimeError(f"timed {len(timer.loop)} stretches of the loop, expected {repeats * per_repeat}: "
+                       "has the log line of train (logging_utils.MetricsLogger) changed?")
+  chunks = [slice(i * per_repeat, (i + 1) * per_repeat) for i in range(repeats)]
+  return ([per_step(timer.loop[c]) for c in chunks], [per_step(timer.bare[c]) for c in chunks],
+          (warmup_steps, config.training.n_iters))
+
+
+# ----------------------------------------------------------------------------- sampler_overhead
+
+def time_of_noise_level(sde, sigma):
+  """The VE SDE's time of noise level `sigma`: `sigma(t) = sigma_min (sigma_max / sigma_min)^t`."""
+  method = getattr(sde, "time_of_noise_level", None)
+  if method is not None:
+    return method(sigma)
+  return jnp.log(sigma / sde.sigma_min) / jnp.log(sde.sigma_max / sde.sigma_min)
+
+
+def measure_sampler(config, repeats):
+  """Per repeat: the (wall, CPU) seconds of one chain and of one score evaluation (the mean of N run
+  right after that chain); and N."""
   exp = Experiment(config)
   params = exp.init_state().ema_params
   s = config.sampling
-  num = s.batch_size
-  x = exp.sde.prior_sample(jax.random.key(0), (num,) + exp.dataset.shape)
-  t = jnp.ones((num,))
-  score = jax.jit(lambda p, x, t: exp.score_fn(p)(x, t))
-  chain = jax.jit(lambda p, x, rng: exp.sampling_fn(exp.score_fn(p), x, rng)[0])
-  n = exp.sde.N * s.n_steps_each + int(s.noise_removal)
-  t_score = timed(lambda: score(params, x, t), repeats * n)
-  t_chain = timed(lambda: chain(params, x, jax.random.key(1)), repeats)
-  return t_score, t_chain, n
+  sigmas = exp.sde.discrete_sigmas[::-1]  # sigma_max -> sigma_min
+  n = sigmas.shape[0] * s.n_steps_each + int(s.noise_removal)
+  x = exp.sde.prior_sample(jax.random.key(0), (s.batch_size,) + exp.dataset.shape)
+
+  def score_of(params):
+    score_fn = exp.score_fn(params)
+    return lambda x, sigma: score_fn(x, time_of_noise_level(exp.sde, sigma))
+
+  score = jax.jit(lambda params, x, sigma: score_of(params)(x, sigma))
+  chain = jax.jit(lambda params, x, rng, sigmas: annealed_langevin_dynamics(
+      score_of(params), x, rng, sigmas, s.n_steps_each, s.step_lr, s.noise_removal))
+  sigma = jnp.full((s.batch_size,), sigmas[0])
+  rng = jax.random.key(1)
+  jax.block_until_ready(score(params, x, sigma))  # compile both
+  jax.block_until_ready(chain(params, x, rng, sigmas))
+  chains, scores = [], []
+  for _ in range(repeats):
+    chains.append(timed(lambda: chain(params, x, rng, sigmas), 1))
+    scores.append(tuple(total / n for total in timed(lambda: score(params, x, sigma), n)))
+  return chains, scores, n
+
+
+# ----------------------------------------------------------------------------- report
+
+def spread(values, fmt=".3f"):
+  """`median [min-max]` of `values`."""
+  return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--steps", type=int, default=3000, help="training steps of the timed main.py loop")
-  parser.add_argument("--snapshot_freq", type=int, default=1000, help="checkpoint every this many steps")
+  parser.add_argument("--repeats", type=int, default=5, help="repeats (A, B pairs) of each ratio")
+  parser.add_argument("--segment_steps", type=int, default=500,
+                      help="training steps of each repeat of the loop (a multiple of training.log_freq)")
+  parser.add_argument("--snapshot_freq", type=int, default=None,
+                      help="checkpoint every this many steps (default: segment_steps, one per repeat)")
+  parser.add_argument("--bare_steps", type=int, default=20, help="bare steps timed after every loop log")
+  parser.add_argument("--warmup_steps", type=int, default=None,
+                      help="untimed first training steps, a multiple of training.log_freq (default: log_freq, "
+                           "past compilation; with --with_sampling snapshot_freq + log_freq, past the first grid)")
   parser.add_argument("--with_sampling", action="store_true",
-                      help="also time a run with sample grids at the default snapshot frequency")
-  parser.add_argument("--repeats", type=int, default=3, help="sampler chains to time")
+                      help="draw the config's sample grid at every checkpoint (training.snapshot_sampling)")
   args = parser.parse_args()
   logging.set_verbosity(logging.WARNING)
+  start = time.perf_counter()
+  load_start = os.getloadavg()[0]
 
   config = digits.get_config()
-  config.training.n_iters = args.steps
-  config.training.snapshot_freq = args.snapshot_freq
-  config.training.snapshot_sampling = False
-  bare = bare_step_time(config, repeats=300)
-  loop, (lo, hi) = loop_step_time(config)
-  if args.with_sampling:
-    sampling_config = digits.get_config()
-    sampling_config.training.n_iters = 2 * sampling_config.training.snapshot_freq + 100
-    loop_s, (lo_s, hi_s) = loop_step_time(sampling_config)
-  t_score, t_chain, n = sampler_times(config, args.repeats)
+  t = config.training
+  t.snapshot_freq = args.snapshot_freq or args.segment_steps
+  t.snapshot_sampling = args.with_sampling
+  warmup = args.warmup_steps
+  if warmup is None:
+    warmup = t.snapshot_freq + t.log_freq if args.with_sampling else t.log_freq
+  for name, value in (("--segment_steps", args.segment_steps), ("--warmup_steps", warmup)):
+    if value <= 0 or value % t.log_freq:
+      parser.error(f"{name}={value} must be a positive multiple of training.log_freq={t.log_freq}")
+  if args.repeats < 1 or args.bare_steps < 1:
+    parser.error("--repeats and --bare_steps must be positive")
 
-  print(f"machine: {jax.devices()[0].platform} x{jax.device_count()}, jax {jax.__version__}, "
-        f"{os.cpu_count()} CPU cores")
-  print(f"model: {config.model.name} nf={config.model.nf}, batch {config.training.batch_size}")
-  print(f"{'measurement':<44}{'value':>14}")
-  print(f"{'bare jitted train step (ms/step)':<44}{bare * 1e3:>14.3f}")
-  print(f"{f'main.py loop, steps {lo}-{hi} (ms/step)':<44}{loop * 1e3:>14.3f}")
-  if args.with_sampling:
-    print(f"{f'  + sample grids, steps {lo_s}-{hi_s} (ms/step)':<44}{loop_s * 1e3:>14.3f}")
-    print(f"{'  loop efficiency with sample grids':<44}{bare / loop_s:>14.3f}")
-  print(f"{'one jitted score evaluation (ms)':<44}{t_score * 1e3:>14.3f}")
-  print(f"{f'annealed Langevin chain, N={n} (ms)':<44}{t_chain * 1e3:>14.3f}")
-  print(f"loop_efficiency: {bare / loop:.3f}")
-  print(f"sampler_overhead: {t_chain / (n * t_score):.3f}")
+  loop, bare, (lo, hi) = measure_loop(config, args.repeats, args.segment_steps, args.bare_steps, warmup)
+  chains, scores, n = measure_sampler(digits.get_config(), args.repeats)
+
+  print(f"machine: {jax.devices()[0].platform} x{jax.device_count()}, jax {jax.__version__}, {os.cpu_count()} "
+        f"CPU cores; 1-min load average {load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end")
+  print(f"model: {config.model.name} nf={config.model.nf}, batch {t.batch_size}; loop: one train() run, steps "
+        f"{lo}-{hi}, checkpoint every {t.snapshot_freq}{', sample grids' if args.with_sampling else ''}, "
+        f"{args.bare_steps} bare steps after every log")
+  print(f"{args.repeats} repeats, median [min-max]:")
+  print(f"{'':<38}{'wall':>27}{'CPU':>27}")
+  rows = [("train() loop (ms/step)", loop), ("bare jitted train step (ms/step)", bare),
+          (f"annealed Langevin chain, N={n} (ms)", chains), ("one jitted score evaluation (ms)", scores)]
+  for label, pairs in rows:
+    print(f"{label:<38}" + "".join(f"{spread([p[k] * 1e3 for p in pairs], '.2f'):>27}" for k in (0, 1)))
+  loop_efficiency = [[b[k] / a[k] for a, b in zip(loop, bare)] for k in (0, 1)]
+  sampler_overhead = [[c[k] / (n * e[k]) for c, e in zip(chains, scores)] for k in (0, 1)]
+  print(f"{'loop_efficiency (target >= 0.90)':<38}" + "".join(f"{spread(r):>27}" for r in loop_efficiency))
+  print(f"{'sampler_overhead (target <= 1.05)':<38}" + "".join(f"{spread(r):>27}" for r in sampler_overhead))
+  print(f"bench time: {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":
