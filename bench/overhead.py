@@ -52,9 +52,8 @@ first grid, which compiles the sampler.
 
 The sampler side calls `scorejax.samplers.langevin.annealed_langevin_dynamics(score_fn, x_init, rng,
 sigmas, n_steps_each, step_lr, denoise)` inside this bench's own `jax.jit`, with the parameters and the
-noise levels as arguments; `score_fn(x, sigma)` maps each noise level to the VE SDE's time
-`t = log(sigma / sigma_min) / log(sigma_max / sigma_min)` (`sde.time_of_noise_level` where the SDE has
-it) and calls the network's `score_fn(x, t)`. The reference evaluates that same `score_fn(x, sigma)`,
+noise levels as arguments; `score_fn(x, sigma)` is `sde.noise_level_score` of the network's
+`score_fn(x, t)` (for the digits' VE SDE, the score at the time `t` of the level). The reference evaluates that same `score_fn(x, sigma)`,
 jitted alone, N = `num_scales` x `n_steps_each` (+1 denoising step) times on the chain's batch. Each
 repeat is one chain (A) and then its N reference evaluations (B).
 
@@ -162,14 +161,6 @@ def measure_loop(config, repeats, segment_steps, bare_steps, warmup_steps):
 
 # ----------------------------------------------------------------------------- sampler_overhead
 
-def time_of_noise_level(sde, sigma):
-  """The VE SDE's time of noise level `sigma`: `sigma(t) = sigma_min (sigma_max / sigma_min)^t`."""
-  method = getattr(sde, "time_of_noise_level", None)
-  if method is not None:
-    return method(sigma)
-  return jnp.log(sigma / sde.sigma_min) / jnp.log(sde.sigma_max / sde.sigma_min)
-
-
 def measure_sampler(config, repeats):
   """Per repeat: the (wall, CPU) seconds of one chain and of one score evaluation (the mean of N run
   right after that chain); and N."""
@@ -181,8 +172,7 @@ def measure_sampler(config, repeats):
   x = exp.sde.prior_sample(jax.random.key(0), (s.batch_size,) + exp.dataset.shape)
 
   def score_of(params):
-    score_fn = exp.score_fn(params)
-    return lambda x, sigma: score_fn(x, time_of_noise_level(exp.sde, sigma))
+    return exp.sde.noise_level_score(exp.score_fn(params))
 
   score = jax.jit(lambda params, x, sigma: score_of(params)(x, sigma))
   chain = jax.jit(lambda params, x, rng, sigmas: annealed_langevin_dynamics(
