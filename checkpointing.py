@@ -4,6 +4,7 @@ Orbax writes each step into a temporary directory and renames it only once compl
 process killed mid-save leaves the previous checkpoints untouched and the partial one is
 ignored (and cleaned up) by the next run.
 """
+
 import os
 
 import jax
@@ -11,10 +12,8 @@ import orbax.checkpoint as ocp
 
 
 class Checkpointer:
-
   def __init__(self, directory, max_to_keep=3):
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, enable_async_checkpointing=True)
     # orbax refuses relative paths, and `--workdir` (default runs/<config>) is usually relative.
     self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
@@ -33,8 +32,7 @@ class Checkpointer:
   def restore(self, like, step=None):
     """Restore into the structure, shapes, dtypes and shardings of the pytree `like`."""
     step = self.latest_step() if step is None else step
-    abstract = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
     return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
   def wait(self):

@@ -12,6 +12,7 @@ of them in lock-step (each process dispatches the same program). Three ways to s
 On CPU, cross-process collectives go through gloo (TCP), which needs no extra software.
 `main.py` calls `initialize` with its --coordinator_address, --num_processes and --process_id.
 """
+
 import os
 
 import jax
@@ -43,8 +44,9 @@ def _check(coordinator_address, num_processes, process_id):
   if process_id is not None and num_processes is None:
     raise ValueError(f"--process_id={process_id} needs --num_processes")
   if process_id is not None and not 0 <= process_id < num_processes:
-    raise ValueError(f"--process_id must lie in [0, {num_processes}) with --num_processes={num_processes}, "
-                     f"got {process_id}")
+    raise ValueError(
+      f"--process_id must lie in [0, {num_processes}) with --num_processes={num_processes}, got {process_id}"
+    )
   if num_processes is not None and num_processes > 1:
     if process_id is None:
       raise ValueError(f"--num_processes={num_processes} needs --process_id (0 to {num_processes - 1}) in each process")

@@ -1,4 +1,5 @@
 """Metrics to `metrics.jsonl`, TensorBoard and the terminal (steps/s, loss, ETA)."""
+
 import json
 import os
 import time
@@ -29,6 +30,7 @@ class MetricsLogger:
     self._drop_entries_after(start_step)
     self._file = open(self.path, "a")
     from tensorboardX import SummaryWriter
+
     self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def _drop_entries_after(self, step):
@@ -46,8 +48,12 @@ class MetricsLogger:
     self._last_time, self._last_step = now, step
     if not self.enabled:
       return
-    record = {"step": int(step), **{k: float(v) for k, v in metrics.items()},
-              "steps_per_sec": rate, "wall_time": now - self._start_time}
+    record = {
+      "step": int(step),
+      **{k: float(v) for k, v in metrics.items()},
+      "steps_per_sec": rate,
+      "wall_time": now - self._start_time,
+    }
     self._file.write(json.dumps(record) + "\n")
     self._file.flush()
     for k, v in metrics.items():

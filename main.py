@@ -13,6 +13,7 @@ command resumes from the latest checkpoint in --workdir; SIGTERM/SIGINT checkpoi
 Multi-host: run one process per host with --coordinator_address=<host0>:<port> --num_processes=N
 --process_id=i (under SLURM `srun` they are detected); see scripts/slurm_train.sh.
 """
+
 import os
 import sys
 
@@ -23,13 +24,17 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
 MODES = ("train", "sample", "eval", "info")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory for checkpoints, samples, logs (default: runs/<config name>).")
 flags.DEFINE_string("mode", "train", f"One of: {', '.join(MODES)}.")
-flags.DEFINE_string("coordinator_address", None, "Multi-host: <host>:<port> of process 0, the same in every "
-                    "process (not needed under SLURM, which is detected).")
+flags.DEFINE_string(
+  "coordinator_address",
+  None,
+  "Multi-host: <host>:<port> of process 0, the same in every process (not needed under SLURM, which is detected).",
+)
 flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes, one per host (default: 1, or SLURM's).")
 flags.DEFINE_integer("process_id", None, "Multi-host: this process's index in [0, num_processes).")
 
@@ -42,13 +47,14 @@ def fail(message, code=2):
 def _config_arg(argv):
   for arg in argv[1:]:
     if arg.startswith("--config="):
-      return arg[len("--config="):]
+      return arg[len("--config=") :]
   return None
 
 
 def _unknown_field_message(argv, error):
   """Name the bad override and list the valid fields of its section."""
   import importlib.util
+
   path = _config_arg(argv) or os.path.join(HERE, "configs", "digits.py")
   file, _, variant = path.partition(":")
   try:
@@ -61,7 +67,7 @@ def _unknown_field_message(argv, error):
   for arg in argv[1:]:
     if not arg.startswith("--config."):
       continue
-    field = arg[len("--config."):].split("=")[0]
+    field = arg[len("--config.") :].split("=")[0]
     node, parts = config, field.split(".")
     for depth, part in enumerate(parts):
       if hasattr(node, "keys") and part in node:
@@ -85,14 +91,22 @@ def define_config_flag(argv):
   if config_path:
     file = config_path.partition(":")[0]
     if not os.path.isfile(file):
-      fail(f"config file {file!r} not found; available: "
-           + ", ".join(f"configs/{f}" for f in sorted(os.listdir(os.path.join(HERE, "configs")))
-                       if f.endswith(".py") and not f.startswith("_") and f != "default.py"))
+      fail(
+        f"config file {file!r} not found; available: "
+        + ", ".join(
+          f"configs/{f}"
+          for f in sorted(os.listdir(os.path.join(HERE, "configs")))
+          if f.endswith(".py") and not f.startswith("_") and f != "default.py"
+        )
+      )
   try:
     config_flags.DEFINE_config_file(
-        "config", os.path.join(HERE, "configs", "digits.py"),
-        "Experiment config file, optionally with a variant: configs/toy2d.py:moons. "
-        "Override any field with --config.<section>.<field>=<value>.", lock_config=True)
+      "config",
+      os.path.join(HERE, "configs", "digits.py"),
+      "Experiment config file, optionally with a variant: configs/toy2d.py:moons. "
+      "Override any field with --config.<section>.<field>=<value>.",
+      lock_config=True,
+    )
   except (KeyError, AttributeError) as e:
     fail(_unknown_field_message(argv, e))
   except Exception as e:  # raised inside the config file's get_config
@@ -133,17 +147,25 @@ def default_workdir():
 def main(argv):
   del argv
   from absl import logging
+
   logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO
   from scorejax import distributed
+
   try:  # before anything touches a device: after this, jax.devices() spans every process
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   except (ValueError, RuntimeError) as e:
     fail((str(e).strip() or type(e).__name__).splitlines()[0])
   # Imported after flag parsing, so that bad flags fail fast; one module per mode.
   import importlib
+
   from scorejax.run.experiment import TrainingDiverged, UserError
-  module, function = {"train": ("train", "train"), "sample": ("sample", "sample"),
-                      "eval": ("evaluate", "evaluate"), "info": ("info", "info")}[FLAGS.mode]
+
+  module, function = {
+    "train": ("train", "train"),
+    "sample": ("sample", "sample"),
+    "eval": ("evaluate", "evaluate"),
+    "info": ("info", "info"),
+  }[FLAGS.mode]
   run = getattr(importlib.import_module(f"scorejax.run.{module}"), function)
   workdir = FLAGS.workdir or default_workdir()
   try:

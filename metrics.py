@@ -1,4 +1,5 @@
 """Sample-quality and score-accuracy metrics."""
+
 import jax.numpy as jnp
 import numpy as np
 

@@ -1,4 +1,5 @@
 """Pictures of samples: image grids (Pillow) and, for 2D data, samples plus score fields (matplotlib)."""
+
 import math
 
 import numpy as np
@@ -14,7 +15,7 @@ def image_grid(images, pad=1, scale=4):
   grid = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad, c), np.float32)
   for i, img in enumerate(images):
     r, q = divmod(i, cols)
-    grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + q * (w + pad):pad + q * (w + pad) + w] = img
+    grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = img
   grid = np.repeat(np.repeat(grid, scale, 0), scale, 1)
   if c == 1:
     grid = np.repeat(grid, 3, axis=-1)
@@ -33,6 +34,7 @@ def plot_2d(path, samples, data, learned_score, true_score, sigma, true_label="t
   `learned_score` / `true_score` map an `(n, 2)` numpy grid to `(n, 2)` scores.
   """
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 

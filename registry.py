@@ -3,7 +3,6 @@ one with a decorator instead of editing a dispatcher (as in score_sde's `registe
 
 
 class Registry:
-
   def __init__(self, field: str):
     self.field = field  # the config field that names an entry, for error messages
     self._entries = {}
@@ -14,6 +13,7 @@ class Registry:
         raise ValueError(f"{self.field} {name!r} is registered twice")
       self._entries[name] = obj
       return obj
+
     return wrap
 
   def names(self):

@@ -5,6 +5,7 @@ Losses and samplers ask the SDE (its marginals, its discrete chain and the times
 of a noise level, the forward, ancestral and Tweedie steps, the Langevin step sizes) and never test its
 type; a new SDE is one class here.
 """
+
 import inspect
 import math
 
@@ -59,6 +60,7 @@ class SDE:
   limit of a discrete chain (SMLD for VE, DDPM for VP), `_chain_sigmas`. Everything else is derived
   here from the kernel `(m(t), std(t))`.
   """
+
   T = 1.0
   # The variance of an ancestral step: "posterior", that of q(x_s | x_t, x_0) (SMLD, score_sde's VE
   # ancestral sampler), or "forward", the forward step's own variance (DDPM's sigma_t^2 = beta_t choice,
@@ -104,8 +106,10 @@ class SDE:
   # --------------------------------------------------------------- the discrete chain
   def _chain_sigmas(self) -> np.ndarray:
     """The chain's `N` noise levels in float64, increasing, as equivalent VE noise levels."""
-    raise ValueError(f"{type(self).__name__} has no discrete chain; discrete training and sampling on "
-                     f"its levels need training.sde 'vesde' (SMLD) or 'vpsde' (DDPM)")
+    raise ValueError(
+      f"{type(self).__name__} has no discrete chain; discrete training and sampling on "
+      f"its levels need training.sde 'vesde' (SMLD) or 'vpsde' (DDPM)"
+    )
 
   @property
   def discrete_sigmas(self):
@@ -157,10 +161,12 @@ class SDE:
     """`score(x_hat, sigma)`: the score of `x_hat = x / m(t) = x_0 + sigma z` (Karras et al. Eq. 4),
     `grad_{x_hat} log p(x_hat; sigma) = m(t) s(m(t) x_hat, t)` at `t = time_of_noise_level(sigma)`: every
     SDE as the VE one, for the samplers that work on noise levels (EDM, annealed Langevin, CAS)."""
+
     def score(x_hat, sigma):
       t = self.time_of_noise_level(sigma)
       scale = per_example(self.marginal_coefficients(t)[0], x_hat)
       return scale * score_fn(scale * x_hat, t)
+
     return score
 
   def run_in_noise_levels(self, sampler, score_fn, x_init, sigma_end, denoised):
@@ -206,11 +212,11 @@ class SDE:
 
     def drift(x, t):
       return reverse.sde(x, jnp.full((x.shape[0],), t, x.dtype))[0]
+
     return drift
 
 
 class ReverseSDE:
-
   def __init__(self, forward: SDE, score_fn, probability_flow: bool):
     self.forward, self.score_fn, self.probability_flow = forward, score_fn, probability_flow
     self.N, self.T = forward.N, forward.T
@@ -224,14 +230,14 @@ class ReverseSDE:
 
 def _gaussian_logp(z, std):
   d = z[0].size
-  return (-0.5 * d * jnp.log(2 * jnp.pi * std ** 2)
-          - 0.5 * jnp.sum(jnp.square(z).reshape(z.shape[0], -1), axis=1) / std ** 2)
+  return -0.5 * d * jnp.log(2 * jnp.pi * std**2) - 0.5 * jnp.sum(jnp.square(z).reshape(z.shape[0], -1), axis=1) / std**2
 
 
 @register_sde("vesde")
 class VESDE(SDE):
   """Variance exploding: `dx = sqrt(d sigma^2(t)/dt) dw`, `sigma(t) = sigma_min (sigma_max/sigma_min)^t`
   (the continuous limit of SMLD/NCSN)."""
+
   has_discrete_chain = True
 
   def __init__(self, sigma_min, sigma_max, N):
@@ -266,6 +272,7 @@ class VESDE(SDE):
 class VPSDE(SDE):
   """Variance preserving: `dx = -(1/2) beta(t) x dt + sqrt(beta(t)) dw`, `beta(t) = beta_min + t (beta_max - beta_min)`
   (the continuous limit of DDPM)."""
+
   ancestral_variance = "forward"
   has_discrete_chain = True
 
@@ -275,7 +282,8 @@ class VPSDE(SDE):
 
   @property
   def discrete_betas(self):
-    """DDPM's `beta_i = beta_min / N + i / (N - 1) (beta_max - beta_min) / N`: `x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i) z`."""
+    """DDPM's `beta_i = beta_min / N + i / (N - 1) (beta_max - beta_min) / N`, shape `(N,)`: the chain
+    `x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i) z`."""
     return jnp.asarray(np.linspace(self.beta_0 / self.N, self.beta_1 / self.N, self.N), jnp.float32)
 
   def beta(self, t):
@@ -283,7 +291,7 @@ class VPSDE(SDE):
 
   def log_mean_coeff(self, t):
     """`log m(t) = -(1/2) int_0^t beta = -(1/4) t^2 (beta_1 - beta_0) - (1/2) t beta_0`."""
-    return -0.25 * t ** 2 * (self.beta_1 - self.beta_0) - 0.5 * t * self.beta_0
+    return -0.25 * t**2 * (self.beta_1 - self.beta_0) - 0.5 * t * self.beta_0
 
   def sde(self, x, t):
     beta = self.beta(t)
@@ -297,7 +305,7 @@ class VPSDE(SDE):
     """The `t` with `int_0^t beta = integral`: the positive root of `beta_0 t + (beta_1 - beta_0) t^2 / 2`,
     written without cancellation."""
     beta_0, beta_d = self.beta_0, self.beta_1 - self.beta_0
-    return 2.0 * integral / (beta_0 + xp.sqrt(beta_0 ** 2 + 2.0 * beta_d * integral))
+    return 2.0 * integral / (beta_0 + xp.sqrt(beta_0**2 + 2.0 * beta_d * integral))
 
   def time_of_noise_level(self, sigma, xp=jnp):
     """`m = 1 / sqrt(1 + sigma^2)` (`std^2 = 1 - m^2`), so `int_0^t beta = -2 log m = log(1 + sigma^2)`."""
@@ -313,8 +321,10 @@ class VPSDE(SDE):
     """DDPM's levels: `sigma_i = sqrt((1 - alpha_bar_i) / alpha_bar_i)`, `alpha_bar_i = prod_{j <= i} (1 - beta_j)`
     (Ho et al. 2020), computed in float64 as `sqrt(expm1(-log alpha_bar_i))`."""
     if self.beta_1 >= self.N:
-      raise ValueError(f"DDPM's chain needs beta_i = beta(t) / N < 1: beta_max={self.beta_1} with N={self.N} "
-                       f"levels has no chain; raise model.num_scales above {self.beta_1:g}")
+      raise ValueError(
+        f"DDPM's chain needs beta_i = beta(t) / N < 1: beta_max={self.beta_1} with N={self.N} "
+        f"levels has no chain; raise model.num_scales above {self.beta_1:g}"
+      )
     betas = np.linspace(self.beta_0 / self.N, self.beta_1 / self.N, self.N)
     return np.sqrt(np.expm1(-np.cumsum(np.log1p(-betas))))
 
@@ -323,6 +333,7 @@ class VPSDE(SDE):
 class SubVPSDE(VPSDE):
   """sub-VP: `dx = -(1/2) beta(t) x dt + sqrt(beta(t) (1 - exp(-2 int_0^t beta))) dw`; its marginal
   variance `(1 - m(t)^2)^2` stays below the VP one (Song et al. 2021, Eq. 29). It has no discrete chain."""
+
   has_discrete_chain = False
   _chain_sigmas = SDE._chain_sigmas
 

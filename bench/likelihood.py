@@ -27,30 +27,31 @@ linear VP flow, ~90 evaluations at 1e-5). A random network's noise prediction, d
 `std(t) ~ 1e-3` near `eps`, and its high-frequency dependence on `log sigma(t)` make the ODE stiffer
 than a trained model's: the NFE grows with `output_scale` (~500 at 0.03, ~900 at 0.1 for the MLP).
 """
+
 import argparse
 import math
 import os
 import time
-
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import integrate as scipy_integrate  # noqa: E402
 
-from scorejax import models  # noqa: E402
-from scorejax import sde_lib  # noqa: E402
+from scorejax import (
+  models,  # noqa: E402
+  sde_lib,  # noqa: E402
+)
+from scorejax.configs.default import get_default_config  # noqa: E402
 from scorejax.datasets import digits as digits_data  # noqa: E402
 from scorejax.datasets.toy2d import sample_gmm  # noqa: E402
-from scorejax.configs.default import get_default_config  # noqa: E402
 from scorejax.samplers import likelihood  # noqa: E402
 
 EPS = 1e-5
 SIZES = {  # name: (model, data shape, data)
-    "mlp": (lambda: models.get_model("mlp", nf=128, num_layers=3), (2,), "gmm"),
-    "digits": (lambda: models.get_model("ncsn_small", nf=16, ch_mult=(1, 2), num_res_blocks=1), (8, 8, 1), "digits"),
-    "conv": (lambda: models.get_model("ncsn_small", nf=32, ch_mult=(1, 2, 2), num_res_blocks=1), (16, 16, 3),
-             "random"),
+  "mlp": (lambda: models.get_model("mlp", nf=128, num_layers=3), (2,), "gmm"),
+  "digits": (lambda: models.get_model("ncsn_small", nf=16, ch_mult=(1, 2), num_res_blocks=1), (8, 8, 1), "digits"),
+  "conv": (lambda: models.get_model("ncsn_small", nf=32, ch_mult=(1, 2, 2), num_res_blocks=1), (16, 16, 3), "random"),
 }
 
 
@@ -59,8 +60,12 @@ def random_params(model, shape, rng, output_scale):
   params = models.init_params(model, jax.random.fold_in(rng, 0), shape)
   leaves, tree = jax.tree_util.tree_flatten(params)
   keys = jax.random.split(jax.random.fold_in(rng, 1), len(leaves))
-  redrawn = [output_scale * jax.random.normal(k, p.shape) / math.sqrt(math.prod(p.shape[:-1]))
-             if p.ndim > 1 and not jnp.any(p) else p for k, p in zip(keys, leaves)]
+  redrawn = [
+    output_scale * jax.random.normal(k, p.shape) / math.sqrt(math.prod(p.shape[:-1]))
+    if p.ndim > 1 and not jnp.any(p)
+    else p
+    for k, p in zip(keys, leaves)
+  ]
   return jax.tree_util.tree_unflatten(tree, redrawn)
 
 
@@ -97,8 +102,11 @@ def measure(name, batch, rtol, atol, repeats, output_scale):
   nfe = int(nfe)
 
   # (c) one evaluation of the augmented drift (f, v^T J v), the same function the solver calls
-  augmented = jax.jit(lambda p, x, t, v: likelihood.hutchinson_divergence(
-      lambda y: sde.probability_flow_drift(score_fn_of(p))(y, t), x, v))
+  augmented = jax.jit(
+    lambda p, x, t, v: likelihood.hutchinson_divergence(
+      lambda y: sde.probability_flow_drift(score_fn_of(p))(y, t), x, v
+    )
+  )
   calls = max(20, min(nfe, 200))
   jax.block_until_ready(augmented(params, x, 0.5, probes))
   start = time.perf_counter()
@@ -121,8 +129,17 @@ def measure(name, batch, rtol, atol, repeats, output_scale):
   z = solution.y[:size, -1].reshape(x.shape)
   logp_host = np.asarray(sde.prior_logp(jnp.asarray(z, jnp.float32))) + solution.y[size:, -1]
   gap = float(np.max(np.abs(logp_host - np.asarray(logp)))) / math.prod(shape)
-  return dict(name=name, params=models.utils.param_count(params), batch=batch, nfe=nfe,
-              nfe_host=solution.nfev, t_compiled=t_compiled, t_eval=t_eval, t_host=t_host, gap=gap)
+  return dict(
+    name=name,
+    params=models.utils.param_count(params),
+    batch=batch,
+    nfe=nfe,
+    nfe_host=solution.nfev,
+    t_compiled=t_compiled,
+    t_eval=t_eval,
+    t_host=t_host,
+    gap=gap,
+  )
 
 
 def main():
@@ -138,20 +155,27 @@ def main():
   batches = [int(b) for b in args.batch.split(",")]
   batches = batches * len(names) if len(batches) == 1 else batches
 
-  print(f"machine: {jax.devices()[0].platform} ({jax.devices()[0].device_kind}), jax {jax.__version__}, "
-        f"{os.cpu_count()} CPU cores; VP SDE, eps={EPS}, rtol={args.rtol}, atol={args.atol}, 1 Rademacher probe, "
-        f"output_scale={args.output_scale}")
-  header = (f"{'model':<8}{'params':>9}{'batch':>6}{'NFE(a)':>8}{'NFE(b)':>8}{'(a) s':>9}{'(b) s':>9}"
-            f"{'(c) s':>9}{'eval ms':>9}{'(a)/NFE ms':>11}{'(b)/NFE ms':>11}{'(a)/(c)':>9}{'(b)/(a)':>9}"
-            f"{'|a-b| nats/dim':>16}")
+  print(
+    f"machine: {jax.devices()[0].platform} ({jax.devices()[0].device_kind}), jax {jax.__version__}, "
+    f"{os.cpu_count()} CPU cores; VP SDE, eps={EPS}, rtol={args.rtol}, atol={args.atol}, 1 Rademacher probe, "
+    f"output_scale={args.output_scale}"
+  )
+  header = (
+    f"{'model':<8}{'params':>9}{'batch':>6}{'NFE(a)':>8}{'NFE(b)':>8}{'(a) s':>9}{'(b) s':>9}"
+    f"{'(c) s':>9}{'eval ms':>9}{'(a)/NFE ms':>11}{'(b)/NFE ms':>11}{'(a)/(c)':>9}{'(b)/(a)':>9}"
+    f"{'|a-b| nats/dim':>16}"
+  )
   print(header)
   for name, batch in zip(names, batches):
     r = measure(name, batch, args.rtol, args.atol, args.repeats, args.output_scale)
     floor = r["nfe"] * r["t_eval"]
-    print(f"{r['name']:<8}{r['params']:>9}{r['batch']:>6}{r['nfe']:>8}{r['nfe_host']:>8}{r['t_compiled']:>9.3f}"
-          f"{r['t_host']:>9.3f}{floor:>9.3f}{r['t_eval'] * 1e3:>9.3f}{r['t_compiled'] / r['nfe'] * 1e3:>11.3f}"
-          f"{r['t_host'] / r['nfe_host'] * 1e3:>11.3f}{r['t_compiled'] / floor:>9.3f}"
-          f"{r['t_host'] / r['t_compiled']:>9.2f}{r['gap']:>16.2e}", flush=True)
+    print(
+      f"{r['name']:<8}{r['params']:>9}{r['batch']:>6}{r['nfe']:>8}{r['nfe_host']:>8}{r['t_compiled']:>9.3f}"
+      f"{r['t_host']:>9.3f}{floor:>9.3f}{r['t_eval'] * 1e3:>9.3f}{r['t_compiled'] / r['nfe'] * 1e3:>11.3f}"
+      f"{r['t_host'] / r['nfe_host'] * 1e3:>11.3f}{r['t_compiled'] / floor:>9.3f}"
+      f"{r['t_host'] / r['t_compiled']:>9.2f}{r['gap']:>16.2e}",
+      flush=True,
+    )
 
 
 if __name__ == "__main__":

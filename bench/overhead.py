@@ -53,7 +53,8 @@ first grid, which compiles the sampler.
 The sampler side calls `scorejax.samplers.langevin.annealed_langevin_dynamics(score_fn, x_init, rng,
 sigmas, n_steps_each, step_lr, denoise)` inside this bench's own `jax.jit`, with the parameters and the
 noise levels as arguments; `score_fn(x, sigma)` is `sde.noise_level_score` of the network's
-`score_fn(x, t)` (for the digits' VE SDE, the score at the time `t` of the level). The reference evaluates that same `score_fn(x, sigma)`,
+`score_fn(x, t)` (for the digits' VE SDE, the score at the time `t` of the level). The reference
+evaluates that same `score_fn(x, sigma)`,
 jitted alone, N = `num_scales` x `n_steps_each` (+1 denoising step) times on the chain's batch. Each
 repeat is one chain (A) and then its N reference evaluations (B).
 
@@ -61,6 +62,7 @@ Default run: 3-4 minutes on the 2-core CPU machine under load (two compilations 
 step, 100 + 5 x 500 training steps, 5 x 100 bare steps, 5 chains and 5 x 251 score evaluations). More
 repeats narrow the spread: `--repeats=10`.
 """
+
 import argparse
 import os
 import re
@@ -71,6 +73,7 @@ import time
 import jax
 import jax.numpy as jnp
 from absl import logging
+
 from scorejax.configs import digits
 from scorejax.run.experiment import Experiment
 from scorejax.run.train import make_train_step, train
@@ -95,13 +98,14 @@ def timed(fn, calls):
 
 # ----------------------------------------------------------------------------- loop_efficiency
 
+
 def make_bare_steps(config):
   """`burst(n)`: the total (wall, CPU) seconds of `n` bare train steps on one fixed batch already on the
   device, the compiled step of the training loop (`make_train_step`) with nothing around it. The step
   is compiled here, before any timing."""
   exp = Experiment(config)
   train_step = make_train_step(exp)
-  batch = jax.device_put(exp.dataset.train[:config.training.batch_size][None], exp.replicated)
+  batch = jax.device_put(exp.dataset.train[: config.training.batch_size][None], exp.replicated)
   holder = [exp.init_state()]
 
   def step():
@@ -152,14 +156,20 @@ def measure_loop(config, repeats, segment_steps, bare_steps, warmup_steps):
     train(config, workdir, print_fn=timer)
   per_repeat = segment_steps // config.training.log_freq
   if len(timer.loop) != repeats * per_repeat:
-    raise RuntimeError(f"timed {len(timer.loop)} stretches of the loop, expected {repeats * per_repeat}: "
-                       "has the log line of train (logging_utils.MetricsLogger) changed?")
+    raise RuntimeError(
+      f"timed {len(timer.loop)} stretches of the loop, expected {repeats * per_repeat}: "
+      "has the log line of train (logging_utils.MetricsLogger) changed?"
+    )
   chunks = [slice(i * per_repeat, (i + 1) * per_repeat) for i in range(repeats)]
-  return ([per_step(timer.loop[c]) for c in chunks], [per_step(timer.bare[c]) for c in chunks],
-          (warmup_steps, config.training.n_iters))
+  return (
+    [per_step(timer.loop[c]) for c in chunks],
+    [per_step(timer.bare[c]) for c in chunks],
+    (warmup_steps, config.training.n_iters),
+  )
 
 
 # ----------------------------------------------------------------------------- sampler_overhead
+
 
 def measure_sampler(config, repeats):
   """Per repeat: the (wall, CPU) seconds of one chain and of one score evaluation (the mean of N run
@@ -175,8 +185,11 @@ def measure_sampler(config, repeats):
     return exp.sde.noise_level_score(exp.score_fn(params))
 
   score = jax.jit(lambda params, x, sigma: score_of(params)(x, sigma))
-  chain = jax.jit(lambda params, x, rng, sigmas: annealed_langevin_dynamics(
-      score_of(params), x, rng, sigmas, s.n_steps_each, s.step_lr, s.noise_removal))
+  chain = jax.jit(
+    lambda params, x, rng, sigmas: annealed_langevin_dynamics(
+      score_of(params), x, rng, sigmas, s.n_steps_each, s.step_lr, s.noise_removal
+    )
+  )
   sigma = jnp.full((s.batch_size,), sigmas[0])
   rng = jax.random.key(1)
   jax.block_until_ready(score(params, x, sigma))  # compile both
@@ -190,6 +203,7 @@ def measure_sampler(config, repeats):
 
 # ----------------------------------------------------------------------------- report
 
+
 def spread(values, fmt=".3f"):
   """`median [min-max]` of `values`."""
   return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
@@ -198,16 +212,31 @@ def spread(values, fmt=".3f"):
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--repeats", type=int, default=5, help="repeats (A, B pairs) of each ratio")
-  parser.add_argument("--segment_steps", type=int, default=500,
-                      help="training steps of each repeat of the loop (a multiple of training.log_freq)")
-  parser.add_argument("--snapshot_freq", type=int, default=None,
-                      help="checkpoint every this many steps (default: segment_steps, one per repeat)")
+  parser.add_argument(
+    "--segment_steps",
+    type=int,
+    default=500,
+    help="training steps of each repeat of the loop (a multiple of training.log_freq)",
+  )
+  parser.add_argument(
+    "--snapshot_freq",
+    type=int,
+    default=None,
+    help="checkpoint every this many steps (default: segment_steps, one per repeat)",
+  )
   parser.add_argument("--bare_steps", type=int, default=20, help="bare steps timed after every loop log")
-  parser.add_argument("--warmup_steps", type=int, default=None,
-                      help="untimed first training steps, a multiple of training.log_freq (default: log_freq, "
-                           "past compilation; with --with_sampling snapshot_freq + log_freq, past the first grid)")
-  parser.add_argument("--with_sampling", action="store_true",
-                      help="draw the config's sample grid at every checkpoint (training.snapshot_sampling)")
+  parser.add_argument(
+    "--warmup_steps",
+    type=int,
+    default=None,
+    help="untimed first training steps, a multiple of training.log_freq (default: log_freq, "
+    "past compilation; with --with_sampling snapshot_freq + log_freq, past the first grid)",
+  )
+  parser.add_argument(
+    "--with_sampling",
+    action="store_true",
+    help="draw the config's sample grid at every checkpoint (training.snapshot_sampling)",
+  )
   args = parser.parse_args()
   logging.set_verbosity(logging.WARNING)
   start = time.perf_counter()
@@ -229,15 +258,23 @@ def main():
   loop, bare, (lo, hi) = measure_loop(config, args.repeats, args.segment_steps, args.bare_steps, warmup)
   chains, scores, n = measure_sampler(digits.get_config(), args.repeats)
 
-  print(f"machine: {jax.devices()[0].platform} x{jax.device_count()}, jax {jax.__version__}, {os.cpu_count()} "
-        f"CPU cores; 1-min load average {load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end")
-  print(f"model: {config.model.name} nf={config.model.nf}, batch {t.batch_size}; loop: one train() run, steps "
-        f"{lo}-{hi}, checkpoint every {t.snapshot_freq}{', sample grids' if args.with_sampling else ''}, "
-        f"{args.bare_steps} bare steps after every log")
+  print(
+    f"machine: {jax.devices()[0].platform} x{jax.device_count()}, jax {jax.__version__}, {os.cpu_count()} "
+    f"CPU cores; 1-min load average {load_start:.2f} at start, {os.getloadavg()[0]:.2f} at end"
+  )
+  print(
+    f"model: {config.model.name} nf={config.model.nf}, batch {t.batch_size}; loop: one train() run, steps "
+    f"{lo}-{hi}, checkpoint every {t.snapshot_freq}{', sample grids' if args.with_sampling else ''}, "
+    f"{args.bare_steps} bare steps after every log"
+  )
   print(f"{args.repeats} repeats, median [min-max]:")
   print(f"{'':<38}{'wall':>27}{'CPU':>27}")
-  rows = [("train() loop (ms/step)", loop), ("bare jitted train step (ms/step)", bare),
-          (f"annealed Langevin chain, N={n} (ms)", chains), ("one jitted score evaluation (ms)", scores)]
+  rows = [
+    ("train() loop (ms/step)", loop),
+    ("bare jitted train step (ms/step)", bare),
+    (f"annealed Langevin chain, N={n} (ms)", chains),
+    ("one jitted score evaluation (ms)", scores),
+  ]
   for label, pairs in rows:
     print(f"{label:<38}" + "".join(f"{spread([p[k] * 1e3 for p in pairs], '.2f'):>27}" for k in (0, 1)))
   loop_efficiency = [[b[k] / a[k] for a, b in zip(loop, bare)] for k in (0, 1)]

@@ -16,26 +16,28 @@
    wall-clock and CPU time (of this process) are reported: on a shared machine the CPU ratio is the
    steadier one.
 """
+
 import argparse
 import os
 import time
-
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from scorejax.samplers import cas  # noqa: E402,F401 (register the samplers)
-from scorejax.samplers import dpm_solver  # noqa: E402,F401
-from scorejax.samplers import edm  # noqa: E402,F401
-from scorejax.samplers import langevin  # noqa: E402,F401
-from scorejax.samplers import pc  # noqa: E402,F401
 from scorejax import sde_lib  # noqa: E402
+from scorejax.configs.default import get_default_config  # noqa: E402
 from scorejax.datasets.toy2d import gmm_sde_score, sample_gmm  # noqa: E402
 from scorejax.metrics import sliced_wasserstein  # noqa: E402
 from scorejax.models.registry import get_model  # noqa: E402
 from scorejax.models.utils import get_score_fn, init_params  # noqa: E402
-from scorejax.configs.default import get_default_config  # noqa: E402
+from scorejax.samplers import (
+  cas,  # noqa: E402,F401 (register the samplers)
+  dpm_solver,  # noqa: E402,F401
+  edm,  # noqa: E402,F401
+  langevin,  # noqa: E402,F401
+  pc,  # noqa: E402,F401
+)
 from scorejax.samplers.registry import get_sampling_fn  # noqa: E402
 
 SDES = {"VE": lambda n: sde_lib.VESDE(0.01, 50.0, N=n), "VP": lambda n: sde_lib.VPSDE(0.1, 20.0, N=n)}
@@ -45,26 +47,32 @@ def ladder_step_lr(sde):
   """A CAS step with one step per level: `eta = step_lr / sigma_min^2 = max(0.1, 1.5 (1 - 1/gamma))`,
   inside the consistency range `[1 - 1/gamma, 1 + 1/gamma]` for the level ratio `gamma`."""
   inverse_gamma = (sde.sigma_min / sde.sigma_max) ** (1.0 / max(sde.N - 1, 1))
-  return sde.sigma_min ** 2 * max(0.1, 1.5 * (1.0 - inverse_gamma))
+  return sde.sigma_min**2 * max(0.1, 1.5 * (1.0 - inverse_gamma))
 
 
 # name: (sampling.method, SDE, fields). PC, CAS and ALD take N = sde.N steps, the others sampling.num_steps.
 SAMPLERS = {
-    "ald VE (5 steps each)": ("ald", "VE", dict(n_steps_each=5, step_lr=5e-5, noise_removal=True)),
-    "cas VE": ("cas", "VE", dict(n_steps_each=1, noise_removal=True)),
-    "pc VE reverse_diffusion+langevin": ("pc", "VE", dict(predictor="reverse_diffusion", corrector="langevin",
-                                                          snr=0.16, n_steps_each=1)),
-    "pc VP euler_maruyama": ("pc", "VP", dict(predictor="euler_maruyama", corrector="none")),
-    "pc VP ancestral_sampling": ("pc", "VP", dict(predictor="ancestral_sampling", corrector="none")),
-    "pc VP probability flow (Euler)": ("pc", "VP", dict(predictor="euler_maruyama", corrector="none",
-                                                        probability_flow=True)),
-    "edm VE": ("edm", "VE", dict()),
-    "edm VP": ("edm", "VP", dict()),
-    "edm VP churn 10": ("edm", "VP", dict(s_churn=10.0)),
-    "ddim VP": ("ddim", "VP", dict()),
-    "ddim VP eta=1": ("ddim", "VP", dict(ddim_eta=1.0)),
-    "dpm_solver-2 VP": ("dpm_solver", "VP", dict(dpm_solver_order=2)),
-    "dpm_solver-3 VP": ("dpm_solver", "VP", dict(dpm_solver_order=3)),
+  "ald VE (5 steps each)": ("ald", "VE", dict(n_steps_each=5, step_lr=5e-5, noise_removal=True)),
+  "cas VE": ("cas", "VE", dict(n_steps_each=1, noise_removal=True)),
+  "pc VE reverse_diffusion+langevin": (
+    "pc",
+    "VE",
+    dict(predictor="reverse_diffusion", corrector="langevin", snr=0.16, n_steps_each=1),
+  ),
+  "pc VP euler_maruyama": ("pc", "VP", dict(predictor="euler_maruyama", corrector="none")),
+  "pc VP ancestral_sampling": ("pc", "VP", dict(predictor="ancestral_sampling", corrector="none")),
+  "pc VP probability flow (Euler)": (
+    "pc",
+    "VP",
+    dict(predictor="euler_maruyama", corrector="none", probability_flow=True),
+  ),
+  "edm VE": ("edm", "VE", dict()),
+  "edm VP": ("edm", "VP", dict()),
+  "edm VP churn 10": ("edm", "VP", dict(s_churn=10.0)),
+  "ddim VP": ("ddim", "VP", dict()),
+  "ddim VP eta=1": ("ddim", "VP", dict(ddim_eta=1.0)),
+  "dpm_solver-2 VP": ("dpm_solver", "VP", dict(dpm_solver_order=2)),
+  "dpm_solver-3 VP": ("dpm_solver", "VP", dict(dpm_solver_order=3)),
 }
 
 
@@ -125,23 +133,37 @@ def overheads(steps, batch, repeats):
     chain = jax.jit(lambda p, x, rng: sample_fn(get_score_fn(model, p, sde), x, rng))
     nfe = int(chain(params, x, jax.random.key(2))[1])
     t = jnp.full((batch,), 0.5)
-    results[name] = (nfe, *fastest([(lambda: chain(params, x, jax.random.key(2))[0], 1),
-                                    (lambda: score(params, x, t), nfe)], repeats))
+    results[name] = (
+      nfe,
+      *fastest([(lambda: chain(params, x, jax.random.key(2))[0], 1), (lambda: score(params, x, t), nfe)], repeats),
+    )
   return results
 
 
 def plot(path, results, floor):
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(8, 5))
   for k, (name, rows) in enumerate(results.items()):
-    ax.plot([r[1] for r in rows], [r[2] for r in rows], "os^v"[k % 4] + "-", label=name, ms=4,
-            color=plt.cm.tab20(k / max(len(results) - 1, 1)))
+    ax.plot(
+      [r[1] for r in rows],
+      [r[2] for r in rows],
+      "os^v"[k % 4] + "-",
+      label=name,
+      ms=4,
+      color=plt.cm.tab20(k / max(len(results) - 1, 1)),
+    )
   ax.axhline(floor, color="k", ls="--", lw=1, label="two true samples")
-  ax.set(xscale="log", yscale="log", xlabel="score evaluations (nfe)", ylabel="sliced Wasserstein to the mixture",
-         title="Samplers with the exact score of the 2D unequal-weight mixture")
+  ax.set(
+    xscale="log",
+    yscale="log",
+    xlabel="score evaluations (nfe)",
+    ylabel="sliced Wasserstein to the mixture",
+    title="Samplers with the exact score of the 2D unequal-weight mixture",
+  )
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
@@ -159,13 +181,17 @@ def report_quality(steps_list, num_samples, path):
 
 
 def report_overheads(steps, batch, repeats):
-  print(f"Overhead per score evaluation = chain / (nfe x score), random MLP score, batch {batch}, N={steps} "
-        "(target <= 1.05), from wall-clock and from CPU time\n")
+  print(
+    f"Overhead per score evaluation = chain / (nfe x score), random MLP score, batch {batch}, N={steps} "
+    "(target <= 1.05), from wall-clock and from CPU time\n"
+  )
   print("| sampler | nfe | chain (ms) | nfe x score (ms) | overhead (wall) | overhead (CPU) |")
   print("|---|---|---|---|---|---|")
   for name, (nfe, (chain, score), (chain_cpu, score_cpu)) in overheads(steps, batch, repeats).items():
-    print(f"| {name} | {nfe} | {chain * 1e3:.2f} | {nfe * score * 1e3:.2f} | {chain / (nfe * score):.3f} "
-          f"| {chain_cpu / (nfe * score_cpu):.3f} |")
+    print(
+      f"| {name} | {nfe} | {chain * 1e3:.2f} | {nfe * score * 1e3:.2f} | {chain / (nfe * score):.3f} "
+      f"| {chain_cpu / (nfe * score_cpu):.3f} |"
+    )
 
 
 def main():
@@ -179,8 +205,9 @@ def main():
   args = parser.parse_args()
   steps_list = [int(s) for s in args.steps.split(",") if s]
 
-  print(f"machine: {jax.devices()[0].platform} x{jax.device_count()}, jax {jax.__version__}, "
-        f"{os.cpu_count()} CPU cores\n")
+  print(
+    f"machine: {jax.devices()[0].platform} x{jax.device_count()}, jax {jax.__version__}, {os.cpu_count()} CPU cores\n"
+  )
   if steps_list:
     report_quality(steps_list, args.samples, args.plot)
   if args.overhead_steps:

@@ -10,31 +10,36 @@ preprocessing), and the input-pipeline headroom: batches/s the loader delivers (
 to the devices) over batches/s the step consumes; it should stay >= 3 so the accelerator never
 waits. The data is a generated archive in the CIFAR-10 format (nothing is downloaded).
 """
+
 import argparse
 import os
 import resource
 import tempfile
 import time
 
-
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
+from jax.sharding import NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P
 
-from scorejax import datasets  # noqa: E402
-from scorejax import models  # noqa: E402
-from scorejax.run.experiment import DTYPES, Experiment  # noqa: E402
-from scorejax.run.train import make_train_step  # noqa: E402
+from scorejax import (
+  datasets,  # noqa: E402
+  models,  # noqa: E402
+)
 from scorejax.configs import cifar  # noqa: E402
 from scorejax.datasets import cifar10  # noqa: E402
+from scorejax.run.experiment import DTYPES, Experiment  # noqa: E402
+from scorejax.run.train import make_train_step  # noqa: E402
 
 
 def write_fake_cifar(root, per_batch):
   rng = np.random.default_rng(0)
   names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-  cifar10.write_archive(os.path.join(root, cifar10.ARCHIVE),
-                        {n: rng.integers(0, 256, (per_batch, 32, 32, 3), dtype=np.uint8) for n in names})
+  cifar10.write_archive(
+    os.path.join(root, cifar10.ARCHIVE),
+    {n: rng.integers(0, 256, (per_batch, 32, 32, 3), dtype=np.uint8) for n in names},
+  )
 
 
 def peak_memory_mib():
@@ -55,8 +60,9 @@ def measure(variant, args, root):
   exp = Experiment(config)
   state = exp.init_state()
   train_step = make_train_step(exp)
-  loader = datasets.BatchLoader(exp.dataset.train, args.batch, config.seed, 0, 1,
-                                sharding=NamedSharding(exp.mesh, P(None, "data")))
+  loader = datasets.BatchLoader(
+    exp.dataset.train, args.batch, config.seed, 0, 1, sharding=NamedSharding(exp.mesh, P(None, "data"))
+  )
   try:
     t0 = time.perf_counter()
     state, loss = train_step(state, next(loader))
@@ -75,9 +81,16 @@ def measure(variant, args, root):
   finally:
     loader.close()
   memory, where = peak_memory_mib()
-  return {"variant": variant, "params": models.utils.param_count(state.params), "step_ms": 1e3 * step_s,
-          "images_per_s": args.batch / step_s, "compile_s": compile_s, "memory_mib": memory,
-          "memory_kind": where, "headroom": step_s / loader_s}
+  return {
+    "variant": variant,
+    "params": models.utils.param_count(state.params),
+    "step_ms": 1e3 * step_s,
+    "images_per_s": args.batch / step_s,
+    "compile_s": compile_s,
+    "memory_mib": memory,
+    "memory_kind": where,
+    "headroom": step_s / loader_s,
+  }
 
 
 def main():
@@ -90,23 +103,29 @@ def main():
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--loader_batches", type=int, default=200)
   parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-  parser.add_argument("--images_per_batch_file", type=int, default=1000,
-                      help="size of each of the 6 generated archive batches")
+  parser.add_argument(
+    "--images_per_batch_file", type=int, default=1000, help="size of each of the 6 generated archive batches"
+  )
   args = parser.parse_args()
   logging.set_verbosity(logging.WARNING)
   device = jax.devices()[0]
-  print(f"# {device.platform}: {device.device_kind}, {jax.device_count()} device(s), jax {jax.__version__}; "
-        f"batch {args.batch}, {'published width' if args.full else f'nf={args.nf}, num_res_blocks<={args.num_res_blocks}'}, "
-        f"{args.dtype}")
+  width = "published width" if args.full else f"nf={args.nf}, num_res_blocks<={args.num_res_blocks}"
+  print(
+    f"# {device.platform}: {device.device_kind}, {jax.device_count()} device(s), jax {jax.__version__}; "
+    f"batch {args.batch}, {width}, "
+    f"{args.dtype}"
+  )
   print("| variant | parameters | step (ms) | images/s | compile (s) | peak memory (MiB) | loader headroom |")
   print("|---|---|---|---|---|---|---|")
   with tempfile.TemporaryDirectory() as root:
     write_fake_cifar(root, args.images_per_batch_file)
     for variant in args.variants.split(","):
       r = measure(variant, args, root)
-      print(f"| {r['variant']} | {r['params'] / 1e6:.2f}M | {r['step_ms']:.1f} | {r['images_per_s']:.1f} | "
-            f"{r['compile_s']:.1f} | {r['memory_mib']:.0f} ({r['memory_kind']}) | {r['headroom']:.1f}x |",
-            flush=True)
+      print(
+        f"| {r['variant']} | {r['params'] / 1e6:.2f}M | {r['step_ms']:.1f} | {r['images_per_s']:.1f} | "
+        f"{r['compile_s']:.1f} | {r['memory_mib']:.0f} ({r['memory_kind']}) | {r['headroom']:.1f}x |",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

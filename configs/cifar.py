@@ -15,10 +15,20 @@ the configs of yang-song/score_sde; NCSN: Song & Ermon 2019; NCSNv2: Song & Ermo
 
 The data is the standard `cifar-10-python.tar.gz` in `data.root` (default `data/`).
 """
+
 from scorejax.configs.default import get_default_config
 
-VARIANTS = ("ve_ncsnpp", "ve_ncsnpp_deep", "vp_ddpmpp", "vp_ddpmpp_deep", "subvp_ddpmpp",
-            "subvp_ddpmpp_deep", "vp_ddpm", "ncsnv2", "ncsn")
+VARIANTS = (
+  "ve_ncsnpp",
+  "ve_ncsnpp_deep",
+  "vp_ddpmpp",
+  "vp_ddpmpp_deep",
+  "subvp_ddpmpp",
+  "subvp_ddpmpp_deep",
+  "vp_ddpm",
+  "ncsnv2",
+  "ncsn",
+)
 
 
 def cifar10_defaults():

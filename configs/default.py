@@ -2,10 +2,13 @@
 
 This file is the one home of every default: the SDEs, losses and samplers take these fields as
 required arguments (run/experiment.py passes the fields that each one names)."""
+
 import ml_collections
 
 
 def get_default_config():
+  # The aligned comments document the fields: the formatter leaves them as they are.
+  # fmt: off
   config = ml_collections.ConfigDict()
   config.seed = 42
 
@@ -103,4 +106,5 @@ def get_default_config():
   optim.eps = 1e-8
   optim.warmup = 200
   optim.grad_clip = 1.0
+  # fmt: on
   return config

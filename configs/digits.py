@@ -1,4 +1,5 @@
 """The default experiment: the 8x8 handwritten digits that ship with the repo (2-core CPU, ~10 min)."""
+
 from scorejax.configs.default import get_default_config
 
 

@@ -7,6 +7,7 @@ settings), with the VE noise range of score_sde's CelebA config: `sigma_max = 90
 or data, choose `model.sigma_max` about as large as the largest distance between two training
 images (Song & Ermon 2020, technique 1), e.g. `--config.data.image_size=128 --config.model.sigma_max=180`.
 """
+
 from scorejax.configs import cifar
 
 VARIANTS = cifar.VARIANTS

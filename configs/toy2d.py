@@ -1,5 +1,6 @@
 """2D toy data: `--config=configs/toy2d.py` (Gaussian mixture, known score) or
 `configs/toy2d.py:swiss_roll`, `:checkerboard`, `:moons`."""
+
 from scorejax.configs.default import get_default_config
 
 DATASETS = ("gmm", "swiss_roll", "checkerboard", "moons")

@@ -1,8 +1,17 @@
 """Datasets as in-memory arrays, a registry by `data.dataset`, and a deterministic batch loader."""
-from scorejax.datasets.registry import Dataset, register_dataset, get_dataset, dataset_names
+
+from scorejax.datasets import cifar10, digits, folder, toy2d  # noqa: F401  (registers)
 from scorejax.datasets.loader import BatchLoader, batch_indices
 from scorejax.datasets.preprocess import preprocess_batch, to_model_space
-from scorejax.datasets import cifar10, digits, folder, toy2d  # noqa: F401  (registers)
+from scorejax.datasets.registry import Dataset, dataset_names, get_dataset, register_dataset
 
-__all__ = ["Dataset", "register_dataset", "get_dataset", "dataset_names", "BatchLoader", "batch_indices",
-           "preprocess_batch", "to_model_space"]
+__all__ = [
+  "Dataset",
+  "register_dataset",
+  "get_dataset",
+  "dataset_names",
+  "BatchLoader",
+  "batch_indices",
+  "preprocess_batch",
+  "to_model_space",
+]

@@ -1,4 +1,5 @@
 """CIFAR-10 from the standard Python archive `cifar-10-python.tar.gz` (Krizhevsky 2009)."""
+
 import hashlib
 import io
 import os
@@ -43,6 +44,7 @@ def read_archive(path):
   Each batch in the archive is a pickled dict whose `data` rows hold 1024 red, 1024 green, then
   1024 blue values of a 32x32 image in row-major order.
   """
+
   def batch(tar, name):
     entry = pickle.load(tar.extractfile(f"cifar-10-batches-py/{name}"), encoding="bytes")
     images = np.asarray(entry[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -51,8 +53,7 @@ def read_archive(path):
   with tarfile.open(path, "r:gz") as tar:
     train = [batch(tar, f"data_batch_{i}") for i in range(1, 6)]
     test_images, test_labels = batch(tar, "test_batch")
-  return (np.concatenate([b[0] for b in train]), np.concatenate([b[1] for b in train]),
-          test_images, test_labels)
+  return (np.concatenate([b[0] for b in train]), np.concatenate([b[1] for b in train]), test_images, test_labels)
 
 
 def write_archive(path, batches):
@@ -61,8 +62,11 @@ def write_archive(path, batches):
   `read_archive`, for tests and benchmarks on machines without the real file."""
   with tarfile.open(path, "w:gz") as tar:
     for name, images in batches.items():
-      entry = {b"data": np.asarray(images, np.uint8).transpose(0, 3, 1, 2).reshape(len(images), 3072),
-               b"labels": [i % 10 for i in range(len(images))], b"batch_label": name.encode()}
+      entry = {
+        b"data": np.asarray(images, np.uint8).transpose(0, 3, 1, 2).reshape(len(images), 3072),
+        b"labels": [i % 10 for i in range(len(images))],
+        b"batch_label": name.encode(),
+      }
       blob = pickle.dumps(entry)
       info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
       info.size = len(blob)
@@ -74,10 +78,14 @@ def cifar10(root="data", verify_checksum=True, download=True, **unused):
   """CIFAR-10 as uint8 pixel counts 0..255, from `root/cifar-10-python.tar.gz`."""
   path = os.path.join(root, ARCHIVE)
   if not os.path.exists(path) and not (download and _try_download(path)):
-    raise ValueError(f"CIFAR-10 archive not found: put {ARCHIVE} (md5 {MD5}, from {URL}) at {path}, "
-                     "or set data.root to the folder that holds it")
+    raise ValueError(
+      f"CIFAR-10 archive not found: put {ARCHIVE} (md5 {MD5}, from {URL}) at {path}, "
+      "or set data.root to the folder that holds it"
+    )
   if verify_checksum and (actual := md5sum(path)) != MD5:
-    raise ValueError(f"{path} has md5 {actual}, not the published {MD5}; replace the file, or set "
-                     "data.verify_checksum=False to use it anyway")
+    raise ValueError(
+      f"{path} has md5 {actual}, not the published {MD5}; replace the file, or set "
+      "data.verify_checksum=False to use it anyway"
+    )
   train, _, test, _ = read_archive(path)
   return Dataset("cifar10", train=train, test=test, max_value=255)

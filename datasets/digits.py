@@ -1,4 +1,5 @@
 """The 8x8 handwritten digits shipped with the project (see datasets/data/README.md)."""
+
 import gzip
 import os
 

@@ -1,6 +1,7 @@
 """Any folder of images (`data.dataset='folder'`, `data.root`): the user's own data, CelebA or
 LSUN exported to image files. Each image is center-cropped to a square and resized to
 `(data.image_size, data.image_size, data.num_channels)` (or `data.shape = (H, W, C)`), C = 3 (RGB) or 1 (grayscale)."""
+
 import os
 
 import numpy as np
@@ -12,8 +13,12 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 
 
 def list_images(root):
-  paths = [os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names
-           if name.lower().endswith(EXTENSIONS)]
+  paths = [
+    os.path.join(folder, name)
+    for folder, _, names in os.walk(root)
+    for name in names
+    if name.lower().endswith(EXTENSIONS)
+  ]
   return sorted(paths)
 
 
@@ -33,11 +38,15 @@ def folder(root="data", shape=(64, 64, 3), num_test=None, **unused):
   """All images under `root` as uint8 pixel counts 0..255. A fixed 1% of them
   (at least one; `num_test` to choose) is held out as the test split."""
   if len(shape) != 3 or shape[2] not in (1, 3):
-    raise ValueError(f"images must have 1 (grayscale) or 3 (RGB) channels for data.dataset='folder', got shape {tuple(shape)}")
+    raise ValueError(
+      f"images must have 1 (grayscale) or 3 (RGB) channels for data.dataset='folder', got shape {tuple(shape)}"
+    )
   paths = list_images(root) if os.path.isdir(root) else []
   if len(paths) < 2:
-    raise ValueError(f"data.dataset='folder' needs at least 2 images ({', '.join(EXTENSIONS)}) under "
-                     f"data.root={root!r}, found {len(paths)}")
+    raise ValueError(
+      f"data.dataset='folder' needs at least 2 images ({', '.join(EXTENSIONS)}) under "
+      f"data.root={root!r}, found {len(paths)}"
+    )
   images = []
   for path in paths:
     try:

@@ -6,6 +6,7 @@ resuming bit-exact with no iterator state beyond the step, and lets every proces
 part of the same global batch. A background thread prepares batches ahead of the
 training step; the transfer itself is asynchronous, so the accelerator never waits on the host.
 """
+
 import functools
 import queue
 import threading
@@ -25,7 +26,7 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
   """Indices into the training set of the global batch of `step`."""
   per_epoch = n // batch_size
   epoch, b = divmod(step, per_epoch)
-  return _epoch_permutation(n, seed, epoch)[b * batch_size:(b + 1) * batch_size]
+  return _epoch_permutation(n, seed, epoch)[b * batch_size : (b + 1) * batch_size]
 
 
 class BatchLoader:
@@ -35,11 +36,22 @@ class BatchLoader:
   rows `[process_index * local, (process_index + 1) * local)` of each global batch.
   """
 
-  def __init__(self, data, global_batch_size, seed, start_step, steps_per_call, sharding=None,
-               process_index=0, process_count=1, prefetch=2):
+  def __init__(
+    self,
+    data,
+    global_batch_size,
+    seed,
+    start_step,
+    steps_per_call,
+    sharding=None,
+    process_index=0,
+    process_count=1,
+    prefetch=2,
+  ):
     if global_batch_size > data.shape[0]:
-      raise ValueError(f"training.batch_size={global_batch_size} is larger than the training set "
-                       f"({data.shape[0]} examples)")
+      raise ValueError(
+        f"training.batch_size={global_batch_size} is larger than the training set ({data.shape[0]} examples)"
+      )
     self.data = data
     self.global_batch_size = global_batch_size
     self.local_batch_size = global_batch_size // process_count
@@ -55,8 +67,10 @@ class BatchLoader:
 
   def host_batch(self, step):
     """The process-local numpy batch for steps `step .. step + steps_per_call - 1`."""
-    rows = [batch_indices(s, self.data.shape[0], self.global_batch_size, self.seed)
-            [self.lo:self.lo + self.local_batch_size] for s in range(step, step + self.steps_per_call)]
+    rows = [
+      batch_indices(s, self.data.shape[0], self.global_batch_size, self.seed)[self.lo : self.lo + self.local_batch_size]
+      for s in range(step, step + self.steps_per_call)
+    ]
     return self.data[np.stack(rows)]
 
   def _place(self, batch):

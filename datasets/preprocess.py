@@ -10,6 +10,7 @@ the memory and of the host-to-device traffic of float32. The step turns them int
     x <- 2 x - 1                           (`data.centered`),
     x <- x flipped left-right with probability 1/2   (`data.random_flip`).
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -1,6 +1,7 @@
 """Dataset registry. A dataset is a pair of arrays plus what is known about its score."""
+
 import dataclasses
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 
@@ -22,13 +23,14 @@ class Dataset:
   sample: draw `n` fresh examples from the true distribution, `sample(rng: np.random.Generator, n)`,
     when the dataset is synthetic.
   """
+
   name: str
   train: np.ndarray
   test: np.ndarray
-  score: Optional[Callable] = None
-  sample: Optional[Callable] = None
-  max_value: Optional[float] = None
-  log_prob: Optional[Callable] = None  # exact `log p(x)` of the data, when known (JAX, `(batch, ...)` -> `(batch,)`)
+  score: Callable | None = None
+  sample: Callable | None = None
+  max_value: float | None = None
+  log_prob: Callable | None = None  # exact `log p(x)` of the data, when known (JAX, `(batch, ...)` -> `(batch,)`)
 
   @property
   def shape(self):
@@ -37,7 +39,6 @@ class Dataset:
   @property
   def is_image(self):
     return self.train.ndim == 4
-
 
   def model_space(self, x, centered=False):
     """Stored examples (e.g. `self.test[:n]`) as float32 model inputs, without augmentation."""

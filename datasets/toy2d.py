@@ -1,4 +1,5 @@
 """Two-dimensional toy distributions. The Gaussian mixture has a closed-form score at every noise level."""
+
 import math
 
 import jax
@@ -17,8 +18,8 @@ def _gmm_components(x, sigma, scale, means, stds):
   """Per-component variances `(batch, K)` and offsets `scale * mu_k - x`, `(batch, K, d)`."""
   sigma = jnp.reshape(jnp.asarray(sigma, x.dtype), (-1, 1))
   scale = jnp.reshape(jnp.asarray(scale, x.dtype), (-1, 1))
-  var = jnp.square(scale * jnp.asarray(stds)[None, :]) + jnp.square(sigma)    # (batch, K)
-  diff = scale[..., None] * jnp.asarray(means)[None] - x[:, None, :]            # (batch, K, d)
+  var = jnp.square(scale * jnp.asarray(stds)[None, :]) + jnp.square(sigma)  # (batch, K)
+  diff = scale[..., None] * jnp.asarray(means)[None] - x[:, None, :]  # (batch, K, d)
   return var, diff
 
 
@@ -29,8 +30,9 @@ def gmm_log_prob(x, sigma, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS, 
   `x`: `(batch, d)`; `sigma`, `scale`: scalars or `(batch,)`."""
   d = x.shape[-1]
   var, diff = _gmm_components(x, sigma, scale, means, stds)
-  log_comp = (-0.5 * jnp.sum(jnp.square(diff), -1) / var - 0.5 * d * jnp.log(2 * math.pi * var)
-              + jnp.log(jnp.asarray(weights)))
+  log_comp = (
+    -0.5 * jnp.sum(jnp.square(diff), -1) / var - 0.5 * d * jnp.log(2 * math.pi * var) + jnp.log(jnp.asarray(weights))
+  )
   return jax.nn.logsumexp(log_comp, axis=-1)
 
 
@@ -39,8 +41,7 @@ def gmm_score(x, sigma, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS, sca
   with responsibilities `r_k` (softmax of the component log-densities)."""
   d = x.shape[-1]
   var, diff = _gmm_components(x, sigma, scale, means, stds)
-  log_comp = (-0.5 * jnp.sum(jnp.square(diff), -1) / var - 0.5 * d * jnp.log(var)
-              + jnp.log(jnp.asarray(weights)))
+  log_comp = -0.5 * jnp.sum(jnp.square(diff), -1) / var - 0.5 * d * jnp.log(var) + jnp.log(jnp.asarray(weights))
   resp = jax.nn.softmax(log_comp, axis=-1)
   return jnp.sum(resp[..., None] * diff / var[..., None], axis=1)
 
@@ -48,17 +49,21 @@ def gmm_score(x, sigma, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS, sca
 def gmm_sde_score(sde, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS):
   """The exact `score_fn(x, t) = grad log p_t(x)` of the mixture carried by `sde` to time `t`:
   with `p_0t(x_t | x_0) = N(m(t) x_0, std(t)^2 I)`, `p_t = sum_k w_k N(m mu_k, (m^2 s_k^2 + std^2) I)`."""
+
   def score_fn(x, t):
     scale, std = sde.marginal_coefficients(t)
     return gmm_score(x, std, means, stds, weights, scale)
+
   return score_fn
 
 
 def gmm_sde_log_prob(sde, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS):
   """`log p_t(x)` of the mixture carried by `sde` to time `t`, as `log_prob(x, t)`."""
+
   def log_prob(x, t):
     scale, std = sde.marginal_coefficients(t)
     return gmm_log_prob(x, std, means, stds, weights, scale)
+
   return log_prob
 
 
@@ -83,8 +88,7 @@ def sample_checkerboard(rng, n):
 def sample_moons(rng, n):
   upper = rng.random(n) < 0.5
   t = np.pi * rng.random(n)
-  x = np.where(upper[:, None], np.stack([np.cos(t), np.sin(t)], 1),
-               np.stack([1 - np.cos(t), 0.5 - np.sin(t)], 1))
+  x = np.where(upper[:, None], np.stack([np.cos(t), np.sin(t)], 1), np.stack([1 - np.cos(t), 0.5 - np.sin(t)], 1))
   x = (x - np.array([0.5, 0.25])) * 2
   return (x + 0.05 * rng.standard_normal((n, 2))).astype(np.float32)
 
@@ -94,16 +98,22 @@ def gmm_data_log_prob(x):
   return gmm_log_prob(x, 0.0)
 
 
-TOYS = {"gmm": (sample_gmm, gmm_score, gmm_data_log_prob), "swiss_roll": (sample_swiss_roll, None, None),
-        "checkerboard": (sample_checkerboard, None, None), "moons": (sample_moons, None, None)}
+TOYS = {
+  "gmm": (sample_gmm, gmm_score, gmm_data_log_prob),
+  "swiss_roll": (sample_swiss_roll, None, None),
+  "checkerboard": (sample_checkerboard, None, None),
+  "moons": (sample_moons, None, None),
+}
 
 
 def _register(name, sampler, score, log_prob):
   @register_dataset(name)
   def make(num_train: int = 50_000, num_test: int = 5_000, data_seed: int = 0, **unused):
     rng = np.random.default_rng(data_seed)
-    return Dataset(name, train=sampler(rng, num_train), test=sampler(rng, num_test),
-                   score=score, sample=sampler, log_prob=log_prob)
+    return Dataset(
+      name, train=sampler(rng, num_train), test=sampler(rng, num_test), score=score, sample=sampler, log_prob=log_prob
+    )
+
   return make
 
 
@@ -120,4 +130,5 @@ def empirical_score(points):
     diff = scale * points[None] - x[:, None, :]
     w = jax.nn.softmax(-0.5 * jnp.sum(jnp.square(diff), -1) / jnp.square(sigma), axis=-1)
     return jnp.sum(w[..., None] * diff, axis=1) / jnp.square(sigma)
+
   return score

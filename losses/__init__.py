@@ -1,7 +1,21 @@
 """Denoising score matching losses over a `score_fn`; they never see a network."""
-from scorejax.losses.dsm import multiscale_dsm_loss, sample_noise_levels, score_matching_loss
-from scorejax.losses.sde_losses import (continuous_dsm_loss, denoising_loss_at_time, discrete_dsm_loss,
-                                        get_sde_loss_fn, level_dsm_loss)
 
-__all__ = ["score_matching_loss", "multiscale_dsm_loss", "sample_noise_levels", "continuous_dsm_loss",
-           "discrete_dsm_loss", "level_dsm_loss", "denoising_loss_at_time", "get_sde_loss_fn"]
+from scorejax.losses.dsm import multiscale_dsm_loss, sample_noise_levels, score_matching_loss
+from scorejax.losses.sde_losses import (
+  continuous_dsm_loss,
+  denoising_loss_at_time,
+  discrete_dsm_loss,
+  get_sde_loss_fn,
+  level_dsm_loss,
+)
+
+__all__ = [
+  "score_matching_loss",
+  "multiscale_dsm_loss",
+  "sample_noise_levels",
+  "continuous_dsm_loss",
+  "discrete_dsm_loss",
+  "level_dsm_loss",
+  "denoising_loss_at_time",
+  "get_sde_loss_fn",
+]

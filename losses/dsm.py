@@ -1,4 +1,5 @@
 """Denoising score matching (Vincent 2011; Song & Ermon 2019)."""
+
 import jax
 import jax.numpy as jnp
 

@@ -1,5 +1,6 @@
 """Score matching losses for the score SDEs (Song et al. 2021). Here `score_fn(x, t)` takes the
 time `t` of shape `(batch,)`; the discrete losses call it at the times `sde.discrete_times` of their levels."""
+
 import jax
 import jax.numpy as jnp
 
@@ -71,12 +72,13 @@ def get_sde_loss_fn(sde, continuous, reduce_mean, likelihood_weighting, eps=1e-5
   """`loss(score_fn, x, rng)` as score_sde's `training.continuous`, `reduce_mean` and
   `likelihood_weighting` select it; `eps` is the smallest time of the continuous loss."""
   if continuous:
-    return lambda score_fn, x, rng: continuous_dsm_loss(score_fn, x, rng, sde, eps, reduce_mean,
-                                                        likelihood_weighting)
+    return lambda score_fn, x, rng: continuous_dsm_loss(score_fn, x, rng, sde, eps, reduce_mean, likelihood_weighting)
   if likelihood_weighting:
     raise ValueError("training.likelihood_weighting needs training.continuous=True")
   if not sde.has_discrete_chain:
-    raise ValueError(f"discrete training (training.continuous=False) needs an SDE with a discrete chain: "
-                     f"VE (SMLD) or VP (DDPM), not {type(sde).__name__}")
-  sde.discrete_times  # a chain that cannot exist (DDPM with beta_max >= N) fails here
+    raise ValueError(
+      f"discrete training (training.continuous=False) needs an SDE with a discrete chain: "
+      f"VE (SMLD) or VP (DDPM), not {type(sde).__name__}"
+    )
+  _ = sde.discrete_times  # a chain that cannot exist (DDPM with beta_max >= N) fails here
   return lambda score_fn, x, rng: discrete_dsm_loss(score_fn, x, rng, sde, reduce_mean)

@@ -15,7 +15,9 @@ here); this module follows Ho et al.
 Images must have sides divisible by `2 ** (len(ch_mult) - 1)`; attention resolutions refer to the
 height of the feature map.
 """
-from typing import Any, Sequence
+
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -27,6 +29,7 @@ from scorejax.models.registry import register_model
 @register_model("ddpm")
 class DDPM(nn.Module):
   """`net(x, c_noise, train)`: `x` of shape `(batch, H, W, C)`, `c_noise = log sigma` of shape `(batch,)`."""
+
   nf: int = 128
   ch_mult: Sequence[int] = (1, 2, 2, 2)
   num_res_blocks: int = 2
@@ -41,7 +44,8 @@ class DDPM(nn.Module):
     act = nn.swish
     dtype = self.dtype
     res_block = lambda out_ch=None: layerspp.ResnetBlockDDPM(  # noqa: E731
-        act=act, out_ch=out_ch, dropout=self.dropout, dtype=dtype)
+      act=act, out_ch=out_ch, dropout=self.dropout, dtype=dtype
+    )
     attn_block = lambda: layerspp.AttnBlock(dtype=dtype)  # noqa: E731
 
     temb = None

@@ -1,8 +1,9 @@
 """Layers shared by the networks."""
+
 from typing import Any
 
-import jax.numpy as jnp
 import flax.linen as nn
+import jax.numpy as jnp
 
 
 def noise_level_embedding(c_noise: jnp.ndarray, dim: int, max_period: float = 10_000.0) -> jnp.ndarray:
@@ -20,6 +21,7 @@ def noise_level_embedding(c_noise: jnp.ndarray, dim: int, max_period: float = 10
 
 class NoiseEmbedding(nn.Module):
   """Sinusoidal log-sigma features followed by a two-layer MLP."""
+
   features: int
   dtype: Any = jnp.float32
 

@@ -8,7 +8,9 @@ Every GroupNorm has `min(C // 4, 32)` groups (NCSN++'s rule). DDPM uses 32 group
 whenever `C >= 128`, which holds for every published CIFAR-10 model, and the rule keeps tiny test
 models (C < 32) valid.
 """
-from typing import Any, Optional, Sequence
+
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -30,18 +32,27 @@ def default_init(scale: float = 1.0):
   return nn.initializers.variance_scaling(1e-10 if scale == 0 else scale, "fan_avg", "uniform")
 
 
-def conv3x3(x, features: int, stride: int = 1, init_scale: float = 1.0, use_bias: bool = True,
-            dtype: Any = jnp.float32):
+def conv3x3(
+  x, features: int, stride: int = 1, init_scale: float = 1.0, use_bias: bool = True, dtype: Any = jnp.float32
+):
   """3x3 'SAME' convolution with DDPM initialisation (call inside a compact module)."""
-  return nn.Conv(features, (3, 3), strides=(stride, stride), padding="SAME", use_bias=use_bias,
-                 kernel_init=default_init(init_scale), bias_init=nn.initializers.zeros,
-                 dtype=dtype)(x)
+  return nn.Conv(
+    features,
+    (3, 3),
+    strides=(stride, stride),
+    padding="SAME",
+    use_bias=use_bias,
+    kernel_init=default_init(init_scale),
+    bias_init=nn.initializers.zeros,
+    dtype=dtype,
+  )(x)
 
 
 def conv1x1(x, features: int, init_scale: float = 1.0, dtype: Any = jnp.float32):
   """1x1 convolution with DDPM initialisation (call inside a compact module)."""
-  return nn.Conv(features, (1, 1), kernel_init=default_init(init_scale),
-                 bias_init=nn.initializers.zeros, dtype=dtype)(x)
+  return nn.Conv(features, (1, 1), kernel_init=default_init(init_scale), bias_init=nn.initializers.zeros, dtype=dtype)(
+    x
+  )
 
 
 def group_norm(x, dtype: Any = jnp.float32):
@@ -69,6 +80,7 @@ def positional_noise_embedding(c_noise, embedding_dim: int):
 class GaussianFourierProjection(nn.Module):
   """Random Fourier features of `c_noise = log sigma` (Tancik et al. 2020; Song et al. 2021, App. H):
   `[sin(2 pi W c), cos(2 pi W c)]`, `W ~ N(0, scale^2)` fixed (no gradient); shape `(batch, 2 * size)`."""
+
   embedding_size: int = 256
   scale: float = 1.0
 
@@ -81,6 +93,7 @@ class GaussianFourierProjection(nn.Module):
 
 class NIN(nn.Module):
   """Network-in-network: a per-pixel linear map `x W + b` over the channel axis (DDPM)."""
+
   num_units: int
   init_scale: float = 0.1
   dtype: Any = jnp.float32
@@ -99,6 +112,7 @@ class AttnBlock(nn.Module):
 
   with `q, k, v` 1x1 projections of `h`; the output projection starts at zero (`init_scale = 0`).
   """
+
   skip_rescale: bool = False
   init_scale: float = 0.0
   dtype: Any = jnp.float32
@@ -109,7 +123,7 @@ class AttnBlock(nn.Module):
     h = group_norm(x, self.dtype)
     q, k, v = (NIN(c, dtype=self.dtype)(h) for _ in range(3))
     logits = jnp.einsum("bhwc,bHWc->bhwHW", q, k).reshape(b, height, width, height * width)
-    weights = jax.nn.softmax(logits.astype(jnp.float32) * c ** -0.5, axis=-1).astype(self.dtype)
+    weights = jax.nn.softmax(logits.astype(jnp.float32) * c**-0.5, axis=-1).astype(self.dtype)
     h = jnp.einsum("bhwHW,bHWc->bhwc", weights.reshape(b, height, width, height, width), v)
     h = NIN(c, init_scale=self.init_scale, dtype=self.dtype)(h)
     return (x + h) / np.sqrt(2.0) if self.skip_rescale else x + h
@@ -117,7 +131,8 @@ class AttnBlock(nn.Module):
 
 class Upsample(nn.Module):
   """2x upsampling: nearest neighbours (+ 3x3 conv) or FIR (fused with the 3x3 conv if `with_conv`)."""
-  out_ch: Optional[int] = None
+
+  out_ch: int | None = None
   with_conv: bool = False
   fir: bool = False
   fir_kernel: Sequence[int] = (1, 3, 3, 1)
@@ -133,13 +148,15 @@ class Upsample(nn.Module):
       return conv3x3(h, out_ch, dtype=self.dtype) if self.with_conv else h
     if not self.with_conv:
       return updown.upsample_2d(x, self.fir_kernel, factor=2)
-    return updown.Conv2d(out_ch, kernel=3, up=True, resample_kernel=self.fir_kernel,
-                         kernel_init=default_init(), dtype=self.dtype)(x)
+    return updown.Conv2d(
+      out_ch, kernel=3, up=True, resample_kernel=self.fir_kernel, kernel_init=default_init(), dtype=self.dtype
+    )(x)
 
 
 class Downsample(nn.Module):
   """2x downsampling: stride-2 3x3 conv or 2x2 average pooling, or FIR (fused with a 3x3 conv if `with_conv`)."""
-  out_ch: Optional[int] = None
+
+  out_ch: int | None = None
   with_conv: bool = False
   fir: bool = False
   fir_kernel: Sequence[int] = (1, 3, 3, 1)
@@ -156,8 +173,9 @@ class Downsample(nn.Module):
       return updown.naive_downsample_2d(x, 2)
     if not self.with_conv:
       return updown.downsample_2d(x, self.fir_kernel, factor=2)
-    return updown.Conv2d(out_ch, kernel=3, down=True, resample_kernel=self.fir_kernel,
-                         kernel_init=default_init(), dtype=self.dtype)(x)
+    return updown.Conv2d(
+      out_ch, kernel=3, down=True, resample_kernel=self.fir_kernel, kernel_init=default_init(), dtype=self.dtype
+    )(x)
 
 
 def _add_embedding(h, temb, act, dtype):
@@ -176,8 +194,9 @@ class ResnetBlockDDPM(nn.Module):
   `Conv_0` starts near zero (`init_scale`); `skip` is a NIN (or a 3x3 conv with `conv_shortcut`)
   when the width changes. With `skip_rescale=False, init_scale=0` this is exactly DDPM's block.
   """
+
   act: Any = nn.swish
-  out_ch: Optional[int] = None
+  out_ch: int | None = None
   conv_shortcut: bool = False
   dropout: float = 0.1
   skip_rescale: bool = False
@@ -206,10 +225,11 @@ class ResnetBlockBigGAN(nn.Module):
 
   with the 1x1 shortcut only when the width changes or the block resamples.
   """
+
   act: Any = nn.swish
   up: bool = False
   down: bool = False
-  out_ch: Optional[int] = None
+  out_ch: int | None = None
   dropout: float = 0.1
   fir: bool = False
   fir_kernel: Sequence[int] = (1, 3, 3, 1)
@@ -245,6 +265,7 @@ class ResnetBlockBigGAN(nn.Module):
 class Combine(nn.Module):
   """Merges the input-pyramid image `x` into features `y` (NCSN++ 'input_skip'):
   `cat(Conv1x1(x), y)` or `Conv1x1(x) + y`."""
+
   method: str = "cat"
   dtype: Any = jnp.float32
 

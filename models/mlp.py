@@ -1,4 +1,5 @@
 """MLP score network for low-dimensional data (the 2D toys)."""
+
 from typing import Any
 
 import flax.linen as nn
@@ -10,7 +11,9 @@ from scorejax.models.registry import register_model
 
 @register_model("mlp")
 class ScoreMLP(nn.Module):
-  """`net(x, c_noise)` (`c_noise = log sigma`) for `x` of shape `(batch, dim)`: residual SiLU MLP, log-sigma added to each layer."""
+  """`net(x, c_noise)` (`c_noise = log sigma`) for `x` of shape `(batch, dim)`: a residual SiLU MLP with
+  log-sigma added to each layer."""
+
   nf: int = 128
   num_layers: int = 3
   dtype: Any = jnp.float32  # compute dtype; parameters stay float32

@@ -18,6 +18,7 @@ Resolution: each non-dilated downsampling stage halves H and W, so H and W must 
 (`ncsn`, `ncsnv2`), 4 (`ncsnv2_128`) or 8 (`ncsnv2_256`). No `2x - 1` centering inside: the data
 pipeline decides the data range.
 """
+
 from typing import Any
 
 import flax.linen as nn
@@ -72,6 +73,7 @@ class NCSN(nn.Module):
   `c_noise = log sigma` is turned into the level index `i` by `noise_level_index` over the
   geometric levels given by `sigma_min, sigma_max, num_scales`; these must be the training levels.
   """
+
   nf: int = 128
   normalization: str = "InstanceNorm++"
   nonlinearity: str = "elu"
@@ -88,8 +90,19 @@ class NCSN(nn.Module):
   def __call__(self, x, c_noise, train: bool = False):
     y = noise_level_index(c_noise, self.sigma_min, self.sigma_max, self.num_scales)
     norm = get_normalization(self.normalization, num_classes=self.num_scales, dtype=self.dtype)
-    return refinenet(x, y, nf=self.nf, encoder=self.ENCODER, decoder=self.DECODER, act=get_act(self.nonlinearity),
-                     norm=norm, refine_norm=norm, pool="avg", interpolation=self.interpolation, dtype=self.dtype)
+    return refinenet(
+      x,
+      y,
+      nf=self.nf,
+      encoder=self.ENCODER,
+      decoder=self.DECODER,
+      act=get_act(self.nonlinearity),
+      norm=norm,
+      refine_norm=norm,
+      pool="avg",
+      interpolation=self.interpolation,
+      dtype=self.dtype,
+    )
 
 
 @register_model("ncsnv2")
@@ -98,6 +111,7 @@ class NCSNv2(nn.Module):
 
   Unconditional: `c_noise` is ignored; use with `model.scale_by_sigma=True` so the score is `s(x) / sigma`.
   """
+
   nf: int = 128
   normalization: str = "InstanceNorm++"
   nonlinearity: str = "elu"
@@ -110,14 +124,25 @@ class NCSNv2(nn.Module):
   @nn.compact
   def __call__(self, x, c_noise, train: bool = False):
     del c_noise  # technique 3: the noise level enters only through the division by sigma outside
-    return refinenet(x, None, nf=self.nf, encoder=self.ENCODER, decoder=self.DECODER,
-                     act=get_act(self.nonlinearity), norm=get_normalization(self.normalization, dtype=self.dtype),
-                     refine_norm=None, pool="max", interpolation=self.interpolation, dtype=self.dtype)
+    return refinenet(
+      x,
+      None,
+      nf=self.nf,
+      encoder=self.ENCODER,
+      decoder=self.DECODER,
+      act=get_act(self.nonlinearity),
+      norm=get_normalization(self.normalization, dtype=self.dtype),
+      refine_norm=None,
+      pool="max",
+      interpolation=self.interpolation,
+      dtype=self.dtype,
+    )
 
 
 @register_model("ncsnv2_128")
 class NCSNv2_128(NCSNv2):  # noqa: N801 (score_sde's name)
   """NCSNv2 for 96-128 px images (LSUN bedroom/church/tower): one more stage, widths up to 4 nf."""
+
   ENCODER = ((1, 1), (2, 1), (2, 1), (4, 2), (4, 4))
   DECODER = (1, 1, 2, 2, 4)
 
@@ -125,5 +150,6 @@ class NCSNv2_128(NCSNv2):  # noqa: N801 (score_sde's name)
 @register_model("ncsnv2_256")
 class NCSNv2_256(NCSNv2):  # noqa: N801 (score_sde's name)
   """NCSNv2 for 129-256 px images (FFHQ 256): two more stages than `ncsnv2`."""
+
   ENCODER = ((1, 1), (2, 1), (2, 1), (2, 1), (4, 2), (4, 4))
   DECODER = (1, 1, 2, 2, 2, 4)

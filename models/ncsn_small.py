@@ -4,7 +4,9 @@ A compact U-Net in the spirit of NCSN/DDPM: residual blocks with GroupNorm and
 SiLU, the log-sigma embedding added inside every block, one skip connection per
 block, nearest-neighbour upsampling. Images are `(batch, height, width, channels)`.
 """
-from typing import Any, Sequence
+
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -34,6 +36,7 @@ class ResBlock(nn.Module):
 @register_model("ncsn_small")
 class NCSNSmall(nn.Module):
   """`net(x, c_noise)` (`c_noise = log sigma`) for small images; `ch_mult` gives the width at each resolution."""
+
   nf: int = 32
   ch_mult: Sequence[int] = (1, 2)
   num_res_blocks: int = 2

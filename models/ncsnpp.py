@@ -33,7 +33,9 @@ Here the network sees the data as given and returns the raw output: data centeri
 `scale_by_sigma` (`h / sigma`) are preconditioning, done by `models.utils.get_score_fn`. Images
 must have sides divisible by `2 ** (len(ch_mult) - 1)`; attention resolutions refer to heights.
 """
-from typing import Any, Sequence
+
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -43,18 +45,19 @@ from scorejax.models import layerspp
 from scorejax.models.registry import register_model
 
 _CHOICES = {
-    "resblock_type": ("ddpm", "biggan"),
-    "progressive": ("none", "output_skip", "residual"),
-    "progressive_input": ("none", "input_skip", "residual"),
-    "progressive_combine": ("sum", "cat"),
-    "embedding_type": ("fourier", "positional"),
-    "attention_type": ("ddpm",),
+  "resblock_type": ("ddpm", "biggan"),
+  "progressive": ("none", "output_skip", "residual"),
+  "progressive_input": ("none", "input_skip", "residual"),
+  "progressive_combine": ("sum", "cat"),
+  "embedding_type": ("fourier", "positional"),
+  "attention_type": ("ddpm",),
 }
 
 
 @register_model("ncsnpp")
 class NCSNpp(nn.Module):
   """`net(x, c_noise, train)`: `x` of shape `(batch, H, W, C)`, `c_noise = log sigma` of shape `(batch,)`."""
+
   nf: int = 128
   ch_mult: Sequence[int] = (1, 2, 2, 2)
   num_res_blocks: int = 4
@@ -104,8 +107,14 @@ class NCSNpp(nn.Module):
     biggan = self.resblock_type == "biggan"
 
     def res_block(out_ch=None, up=False, down=False):
-      common = dict(act=act, out_ch=out_ch, dropout=self.dropout, skip_rescale=self.skip_rescale,
-                    init_scale=self.init_scale, dtype=dtype)
+      common = dict(
+        act=act,
+        out_ch=out_ch,
+        dropout=self.dropout,
+        skip_rescale=self.skip_rescale,
+        init_scale=self.init_scale,
+        dtype=dtype,
+      )
       if biggan:
         return layerspp.ResnetBlockBigGAN(up=up, down=down, fir=self.fir, fir_kernel=tuple(self.fir_kernel), **common)
       return layerspp.ResnetBlockDDPM(**common)

@@ -12,16 +12,22 @@ yang-song/score_sde_pytorch); every layer takes a `dtype` for its computation, i
 float32. Images are NHWC. Modules that may be conditional take `(x, y)`, with `y = None` when the
 network is unconditional.
 """
+
 import functools
 import math
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-ACTIVATIONS = {"elu": nn.elu, "relu": nn.relu, "lrelu": functools.partial(nn.leaky_relu, negative_slope=0.2),
-               "swish": nn.swish}
+ACTIVATIONS = {
+  "elu": nn.elu,
+  "relu": nn.relu,
+  "lrelu": functools.partial(nn.leaky_relu, negative_slope=0.2),
+  "swish": nn.swish,
+}
 
 
 def get_act(nonlinearity: str) -> Callable:
@@ -34,12 +40,14 @@ def get_act(nonlinearity: str) -> Callable:
 def _uniform(bound: float):
   def init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
+
   return init
 
 
 class NCSNConv(nn.Module):
   """`k x k` convolution, stride 1, 'same' padding (= `dilation` for k = 3), with PyTorch's default
   initialisation as in the NCSN code: kernel and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+
   features: int
   kernel_size: int = 3
   dilation: int = 1
@@ -52,14 +60,20 @@ class NCSNConv(nn.Module):
     init = _uniform(1.0 / math.sqrt(k * k * x.shape[-1]))
     kernel = self.param("kernel", init, (k, k, x.shape[-1], self.features))
     y = jax.lax.conv_general_dilated(
-        x.astype(self.dtype), kernel.astype(self.dtype), window_strides=(1, 1), padding="SAME",
-        rhs_dilation=(self.dilation, self.dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      x.astype(self.dtype),
+      kernel.astype(self.dtype),
+      window_strides=(1, 1),
+      padding="SAME",
+      rhs_dilation=(self.dilation, self.dilation),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
     if self.use_bias:
       y = y + self.param("bias", init, (self.features,)).astype(self.dtype)
     return y
 
 
 # ----------------------------------------------------------------------------- normalisation
+
 
 def _normal_one(key, shape, dtype=jnp.float32):
   """N(1, 0.02): the initial scales gamma and alpha of instance norm++."""
@@ -80,6 +94,7 @@ def instance_norm_plus(x, gamma, alpha, beta=None):
   means = jnp.mean(x32, axis=(1, 2))
   means_plus = (means - jnp.mean(means, -1, keepdims=True)) / jnp.sqrt(jnp.var(means, -1, ddof=1, keepdims=True) + 1e-5)
   h = (x32 - means[:, None, None]) / jnp.sqrt(jnp.var(x32, axis=(1, 2), keepdims=True) + 1e-5)
+
   def expand(p):  # (C,) or (batch, C) -> broadcastable over (batch, H, W, C)
     return jnp.reshape(p, (-1, 1, 1, p.shape[-1]))
 
@@ -91,6 +106,7 @@ def instance_norm_plus(x, gamma, alpha, beta=None):
 
 class InstanceNormPlus(nn.Module):
   """Instance normalisation++ with learned `gamma, alpha ~ N(1, 0.02)`, `beta = 0` (NCSNv2)."""
+
   bias: bool = True
   dtype: Any = jnp.float32
 
@@ -98,14 +114,16 @@ class InstanceNormPlus(nn.Module):
   def __call__(self, x):
     c = x.shape[-1]
     beta = self.param("beta", nn.initializers.zeros, (c,)) if self.bias else None
-    return instance_norm_plus(x, self.param("gamma", _normal_one, (c,)), self.param("alpha", _normal_one, (c,)),
-                              beta).astype(self.dtype)
+    return instance_norm_plus(
+      x, self.param("gamma", _normal_one, (c,)), self.param("alpha", _normal_one, (c,)), beta
+    ).astype(self.dtype)
 
 
 class ConditionalInstanceNormPlus(nn.Module):
   """Conditional instance normalisation++ (Song & Ermon 2019, Eq. in App. A.1): `gamma, alpha, beta`
   are rows `y` of a learned table of shape `(num_classes, 3C)`, one row per noise level;
   `gamma, alpha ~ N(1, 0.02)` and `beta = 0` at initialisation, as in the authors' code."""
+
   num_classes: int
   bias: bool = True
   dtype: Any = jnp.float32
@@ -116,7 +134,9 @@ class ConditionalInstanceNormPlus(nn.Module):
     n = 3 if self.bias else 2
 
     def init(key, shape, dtype=jnp.float32):
-      return jnp.concatenate([_normal_one(key, (shape[0], 2 * c), dtype), jnp.zeros((shape[0], shape[1] - 2 * c), dtype)], -1)
+      return jnp.concatenate(
+        [_normal_one(key, (shape[0], 2 * c), dtype), jnp.zeros((shape[0], shape[1] - 2 * c), dtype)], -1
+      )
 
     table = self.param("embedding", init, (self.num_classes, n * c))
     params = jnp.split(table[y], n, axis=-1)  # gamma, alpha[, beta]
@@ -125,17 +145,20 @@ class ConditionalInstanceNormPlus(nn.Module):
 
 class InstanceNorm(nn.Module):
   """Instance normalisation (Ulyanov et al. 2016) with learned per-channel scale and bias."""
+
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     x32 = x.astype(jnp.float32)
     h = (x32 - jnp.mean(x32, (1, 2), keepdims=True)) / jnp.sqrt(jnp.var(x32, (1, 2), keepdims=True) + 1e-5)
-    h = h * self.param("scale", nn.initializers.ones, (x.shape[-1],)) + self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+    h = h * self.param("scale", nn.initializers.ones, (x.shape[-1],)) + self.param(
+      "bias", nn.initializers.zeros, (x.shape[-1],)
+    )
     return h.astype(self.dtype)
 
 
-def get_normalization(normalization: str, num_classes: Optional[int] = None, dtype: Any = jnp.float32):
+def get_normalization(normalization: str, num_classes: int | None = None, dtype: Any = jnp.float32):
   """A factory of the normalisation named by `model.normalization`; conditional on a class index
   (called as `norm()(x, y)`) when `num_classes` is given, else called as `norm()(x)`."""
   if num_classes is not None:
@@ -154,8 +177,10 @@ def _normalize(norm, h, y):
 
 # ----------------------------------------------------------------------------- ResNet encoder
 
+
 class ConvMeanPool(nn.Module):
   """Convolution then 2x2 mean pooling: halves height and width (which must be even)."""
+
   features: int
   kernel_size: int = 3
   dtype: Any = jnp.float32
@@ -174,10 +199,11 @@ class ResidualBlock(nn.Module):
   field by dilated 3x3 convolutions instead (shortcut: a dilated 3x3 conv), as in the authors' code.
   The shortcut is the identity when neither the width nor the resolution changes.
   """
+
   output_dim: int
   norm: Callable
   act: Callable = nn.elu
-  resample: Optional[str] = None
+  resample: str | None = None
   dilation: int = 1
   dtype: Any = jnp.float32
 
@@ -202,6 +228,7 @@ class ResidualBlock(nn.Module):
 
 # ----------------------------------------------------------------------------- RefineNet decoder
 
+
 def resize_bilinear_align_corners(x, shape):
   """Bilinear resize of NHWC `x` to spatial `shape` with corner pixels aligned: output pixel `j`
   samples input position `j (n_in - 1) / (n_out - 1)` (PyTorch `align_corners=True`, as in NCSN)."""
@@ -219,11 +246,12 @@ def resize_bilinear_align_corners(x, shape):
 
 class RCUBlock(nn.Module):
   """Residual conv units: `n_blocks` times `x <- x + (conv o act [o norm])^n_stages (x)`, bias-free 3x3 convs."""
+
   features: int
   n_blocks: int
   n_stages: int = 2
   act: Callable = nn.relu
-  norm: Optional[Callable] = None
+  norm: Callable | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -241,10 +269,11 @@ class RCUBlock(nn.Module):
 class CRPBlock(nn.Module):
   """Chained residual pooling: `x <- act(x)`, then `n_stages` times `path <- conv(pool(path))`,
   `x <- x + path` (5x5 windows, stride 1). NCSNv2 max-pools; NCSN normalises and average-pools."""
+
   features: int
   n_stages: int = 2
   act: Callable = nn.relu
-  norm: Optional[Callable] = None
+  norm: Callable | None = None
   pool: str = "max"
   dtype: Any = jnp.float32
 
@@ -266,9 +295,10 @@ class CRPBlock(nn.Module):
 
 class MSFBlock(nn.Module):
   """Multi-resolution fusion: `sum_i resize(conv_i([norm_i] x_i))` at the resolution `shape`."""
+
   features: int
   shape: Any
-  norm: Optional[Callable] = None
+  norm: Callable | None = None
   interpolation: str = "bilinear"
   dtype: Any = jnp.float32
 
@@ -283,7 +313,9 @@ class MSFBlock(nn.Module):
       elif self.interpolation == "nearest_neighbor":
         h = jax.image.resize(h, (h.shape[0], *self.shape, h.shape[-1]), "nearest")
       else:
-        raise ValueError(f"unknown model.interpolation {self.interpolation!r}; valid choices: bilinear, nearest_neighbor")
+        raise ValueError(
+          f"unknown model.interpolation {self.interpolation!r}; valid choices: bilinear, nearest_neighbor"
+        )
       total = total + h
     return total
 
@@ -293,9 +325,10 @@ class RefineBlock(nn.Module):
   (skipped when there is one input, the deepest block), CRP, and output RCUs (three in the last
   block, `end=True`, else one). With `norm` set and `pool='avg'` it is NCSN's CondRefineBlock,
   normalised by conditional instance norm++ everywhere; NCSNv2 uses `norm=None`, `pool='max'`."""
+
   features: int
   act: Callable = nn.relu
-  norm: Optional[Callable] = None
+  norm: Callable | None = None
   pool: str = "max"
   interpolation: str = "bilinear"
   end: bool = False

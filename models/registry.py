@@ -1,4 +1,5 @@
 """Models register themselves by name so that a config string picks them (`model.name`)."""
+
 from scorejax.registry import Registry
 
 _MODELS = Registry("model.name")

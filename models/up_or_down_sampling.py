@@ -13,7 +13,9 @@ NCSN++ (Song et al. 2021, App. H) resamples with this anti-aliasing filter inste
 neighbours / average pooling; `Conv2d(up=True)` / `Conv2d(down=True)` fuse the resampling with a
 3x3 convolution, padding only once, exactly as StyleGAN2 and score_sde do.
 """
-from typing import Any, Optional, Sequence
+
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -45,8 +47,13 @@ def upfirdn2d(x, k, up: int = 1, down: int = 1, pad0: int = 0, pad1: int = 0):
   # A true convolution is a correlation with the flipped kernel; one filter per channel.
   w = jnp.asarray(np.tile(k[::-1, ::-1, None, None], (1, 1, 1, channels)), x.dtype)
   return jax.lax.conv_general_dilated(
-      x, w, window_strides=(down, down), padding="VALID",
-      dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
+    x,
+    w,
+    window_strides=(down, down),
+    padding="VALID",
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    feature_group_count=channels,
+  )
 
 
 def upsample_2d(x, k: Sequence[int] = (1, 1), factor: int = 2, gain: float = 1.0):
@@ -55,7 +62,7 @@ def upsample_2d(x, k: Sequence[int] = (1, 1), factor: int = 2, gain: float = 1.0
   The kernel is scaled by `gain * factor**2` so that a constant image stays constant (times
   `gain`); the default `k = (1,) * factor` is nearest-neighbour upsampling.
   """
-  k = setup_kernel(k) * (gain * factor ** 2)
+  k = setup_kernel(k) * (gain * factor**2)
   p = k.shape[0] - factor
   return upfirdn2d(x, k, up=factor, pad0=(p + 1) // 2 + factor - 1, pad1=p // 2)
 
@@ -77,11 +84,16 @@ def upsample_conv_2d(x, w, k: Sequence[int] = (1, 1), factor: int = 2, gain: flo
   filter; output `(N, H*factor, W*factor, C_out)`.
   """
   conv_size = w.shape[0]
-  k = setup_kernel(k) * (gain * factor ** 2)
+  k = setup_kernel(k) * (gain * factor**2)
   p = (k.shape[0] - factor) - (conv_size - 1)
   x = jax.lax.conv_general_dilated(
-      x, w.astype(x.dtype), window_strides=(1, 1), padding=[(conv_size - 1, conv_size - 1)] * 2,
-      lhs_dilation=(factor, factor), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    x,
+    w.astype(x.dtype),
+    window_strides=(1, 1),
+    padding=[(conv_size - 1, conv_size - 1)] * 2,
+    lhs_dilation=(factor, factor),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+  )
   return upfirdn2d(x, k, pad0=(p + 1) // 2 + factor - 1, pad1=p // 2 + 1)
 
 
@@ -92,8 +104,8 @@ def conv_downsample_2d(x, w, k: Sequence[int] = (1, 1), factor: int = 2, gain: f
   p = (k.shape[0] - factor) + (conv_size - 1)
   x = upfirdn2d(x, k, pad0=(p + 1) // 2, pad1=p // 2)
   return jax.lax.conv_general_dilated(
-      x, w.astype(x.dtype), window_strides=(factor, factor), padding="VALID",
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    x, w.astype(x.dtype), window_strides=(factor, factor), padding="VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
 
 
 def naive_upsample_2d(x, factor: int = 2):
@@ -113,13 +125,14 @@ class Conv2d(nn.Module):
   Kernel `weight` of shape `(kernel, kernel, C_in, fmaps)` and `bias`; `up` / `down` resample by 2
   with `resample_kernel`. Parameters are float32; the computation runs in `dtype`.
   """
+
   fmaps: int
   kernel: int = 3
   up: bool = False
   down: bool = False
   resample_kernel: Sequence[int] = (1, 3, 3, 1)
   use_bias: bool = True
-  kernel_init: Optional[Any] = None
+  kernel_init: Any | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -136,8 +149,9 @@ class Conv2d(nn.Module):
     elif self.down:
       x = conv_downsample_2d(x, w, k=self.resample_kernel)
     else:
-      x = jax.lax.conv_general_dilated(x, w.astype(self.dtype), (1, 1), "SAME",
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      x = jax.lax.conv_general_dilated(
+        x, w.astype(self.dtype), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+      )
     if self.use_bias:
       x = x + self.param("bias", nn.initializers.zeros, (self.fmaps,)).astype(self.dtype)
     return x

@@ -6,6 +6,7 @@ the networks (as in EDM, Karras et al. 2022): the conditioning input is `c_noise
 with `sigma(t) = std(t) / m(t)` the equivalent VE noise level of the SDE at time `t`, so one
 network definition serves VE, VP and sub-VP alike.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -19,8 +20,16 @@ def noise_conditioning(sde, t):
   return jnp.log(sde.noise_level(t))
 
 
-def get_score_fn(model, params, sde, prediction: str = "score", scale_by_sigma: bool = False,
-                 train: bool = False, rng=None, model_state=None):
+def get_score_fn(
+  model,
+  params,
+  sde,
+  prediction: str = "score",
+  scale_by_sigma: bool = False,
+  train: bool = False,
+  rng=None,
+  model_state=None,
+):
   """Wrap `model.apply` as `score_fn(x, t) -> score`, `t` of shape `(batch,)`.
 
   prediction='score': the network output is the score, divided by `std(t)` if `scale_by_sigma`

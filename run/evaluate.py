@@ -1,4 +1,5 @@
 """`--mode=eval`: per-noise-level losses, sample statistics and the likelihood of the test split."""
+
 import json
 import os
 
@@ -19,7 +20,7 @@ def evaluate(config, workdir, devices=None, print_fn=print):
   state = restore_for_inference(exp, workdir)
   step = int(state.step)
   rng = jax.random.fold_in(seed_key(config, EVAL), step)
-  test = jnp.asarray(exp.model_space(exp.dataset.test[:config.eval.batch_size]))
+  test = jnp.asarray(exp.model_space(exp.dataset.test[: config.eval.batch_size]))
 
   @jax.jit
   def at_time(params, t, key):
@@ -41,20 +42,28 @@ def evaluate(config, workdir, devices=None, print_fn=print):
     times = np.linspace(exp.sde.T, 1e-3, num)
   else:
     times = np.asarray(exp.sde.discrete_times)[np.round(np.linspace(N - 1, 0, num)).astype(int)]
-  per_sigma = {f"{float(exp.sde.noise_level(jnp.asarray(t))):.6g}":
-               {k: float(v) for k, v in at_time(state.ema_params, t, jax.random.fold_in(rng, i)).items()}
-               for i, t in enumerate(times)}
+  per_sigma = {
+    f"{float(exp.sde.noise_level(jnp.asarray(t))):.6g}": {
+      k: float(v) for k, v in at_time(state.ema_params, t, jax.random.fold_in(rng, i)).items()
+    }
+    for i, t in enumerate(times)
+  }
   samples = exp.generate(state.ema_params, step)
   if exp.dataset.sample is not None:
     reference = exp.dataset.sample(np.random.default_rng([config.seed, step]), len(samples))
   else:
     reference = exp.model_space(exp.dataset.test)
   n = min(len(samples), len(reference))
-  result = {"step": step, "dataset": config.data.dataset, "per_sigma": per_sigma,
-            "sliced_wasserstein": metrics.sliced_wasserstein(samples[:n], reference[:n]),
-            "sliced_wasserstein_data_to_data": metrics.sliced_wasserstein(exp.model_space(exp.dataset.train[:n]),
-                                                                          reference[:n]),
-            "num_samples": n}
+  result = {
+    "step": step,
+    "dataset": config.data.dataset,
+    "per_sigma": per_sigma,
+    "sliced_wasserstein": metrics.sliced_wasserstein(samples[:n], reference[:n]),
+    "sliced_wasserstein_data_to_data": metrics.sliced_wasserstein(
+      exp.model_space(exp.dataset.train[:n]), reference[:n]
+    ),
+    "num_samples": n,
+  }
   if config.eval.enable_bpd:
     result.update(evaluate_likelihood(exp, state.ema_params, jax.random.fold_in(rng, 1 << 20)))
   if jax.process_index() == 0:
@@ -62,10 +71,12 @@ def evaluate(config, workdir, devices=None, print_fn=print):
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, f"eval_{step}.json"), "w") as f:
       json.dump(result, f, indent=2)
-    print_fn(f"wrote {out}/eval_{step}.json: sliced Wasserstein {result['sliced_wasserstein']:.4f} "
-             f"(training data vs the same reference: {result['sliced_wasserstein_data_to_data']:.4f})"
-             + (f", bits/dim {result['bpd']:.4f}" if "bpd" in result else "")
-             + (f", NLL {result['nll_nats_per_dim']:.4f} nats/dim" if "nll_nats_per_dim" in result else ""))
+    print_fn(
+      f"wrote {out}/eval_{step}.json: sliced Wasserstein {result['sliced_wasserstein']:.4f} "
+      f"(training data vs the same reference: {result['sliced_wasserstein_data_to_data']:.4f})"
+      + (f", bits/dim {result['bpd']:.4f}" if "bpd" in result else "")
+      + (f", NLL {result['nll_nats_per_dim']:.4f} nats/dim" if "nll_nats_per_dim" in result else "")
+    )
   return result
 
 
@@ -76,18 +87,31 @@ def evaluate_likelihood(exp, params, rng):
   data's density is known."""
   e = exp.config.eval
   options = as_user_error(likelihood.likelihood_options, e)
-  test = exp.dataset.test[:e.bpd_num_examples or len(exp.dataset.test)]
+  test = exp.dataset.test[: e.bpd_num_examples or len(exp.dataset.test)]
   if exp.dataset.max_value is not None:
-    res = likelihood.evaluate_bpd(exp.score_fn, exp.sde, test, rng, params=params, batch_size=e.batch_size,
-                                  num_repeats=e.bpd_num_repeats, centered=exp.config.data.centered,
-                                  max_value=exp.dataset.max_value, **options)
+    res = likelihood.evaluate_bpd(
+      exp.score_fn,
+      exp.sde,
+      test,
+      rng,
+      params=params,
+      batch_size=e.batch_size,
+      num_repeats=e.bpd_num_repeats,
+      centered=exp.config.data.centered,
+      max_value=exp.dataset.max_value,
+      **options,
+    )
     return {"bpd": float(res.mean), "bpd_nfe": float(np.mean(res.nfe)), "bpd_num_examples": len(test)}
   x = jnp.asarray(exp.model_space(test))
   logp, nfe = jax.jit(lambda p, x, r: likelihood.log_likelihood(exp.score_fn(p), exp.sde, x, r, **options))(
-      params, x, rng)
+    params, x, rng
+  )
   dim = int(np.prod(x.shape[1:]))
-  out = {"nll_nats_per_dim": float(-jnp.mean(logp) / dim), "nll_nfe": float(np.mean(nfe)),
-         "nll_num_examples": len(test)}
+  out = {
+    "nll_nats_per_dim": float(-jnp.mean(logp) / dim),
+    "nll_nfe": float(np.mean(nfe)),
+    "nll_num_examples": len(test),
+  }
   if exp.dataset.log_prob is not None:
     out["true_nll_nats_per_dim"] = float(-jnp.mean(exp.dataset.log_prob(x)) / dim)
   return out

@@ -5,6 +5,7 @@ Everything random derives from `config.seed` and the training step, and the batc
 pure function of the two (datasets/loader.py), so a run resumed from a checkpoint is bit-identical
 to one that never stopped.
 """
+
 import dataclasses
 import os
 import time
@@ -15,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from scorejax import datasets, losses, models, samplers, sde_lib
 from scorejax.checkpointing import Checkpointer
@@ -42,6 +44,7 @@ class TrainState:
 
 
 # ----------------------------------------------------------------------------- set-up
+
 
 def seed_key(config, tag):
   return jax.random.fold_in(jax.random.key(config.seed), tag)
@@ -71,8 +74,10 @@ def load_dataset(config):
   ds = as_user_error(lambda: datasets.get_dataset(data.dataset, shape=expected, **options))
   if tuple(ds.shape) != expected:
     fields = "data.image_size and data.num_channels" if "image_size" in data else "data.shape"
-    raise UserError(f"data.dataset={data.dataset!r} has examples of shape {tuple(ds.shape)}, but the config "
-                    f"says {expected}; set {fields} to match")
+    raise UserError(
+      f"data.dataset={data.dataset!r} has examples of shape {tuple(ds.shape)}, but the config "
+      f"says {expected}; set {fields} to match"
+    )
   return ds
 
 
@@ -91,11 +96,15 @@ def build_model(config, data_shape):
   cls = as_user_error(models.get_model_class, m.name)
   is_image = len(data_shape) == 3
   if m.name in VECTOR_MODELS and is_image:
-    raise UserError(f"model.name={m.name!r} needs vector data of shape (dim,), got {tuple(data_shape)}; "
-                    f"choose an image model: {', '.join(n for n in models.model_names() if n not in VECTOR_MODELS)}")
+    raise UserError(
+      f"model.name={m.name!r} needs vector data of shape (dim,), got {tuple(data_shape)}; "
+      f"choose an image model: {', '.join(n for n in models.model_names() if n not in VECTOR_MODELS)}"
+    )
   if m.name not in VECTOR_MODELS and not is_image:
-    raise UserError(f"model.name={m.name!r} needs images of shape (H, W, C), got {tuple(data_shape)}; "
-                    f"use model.name={VECTOR_MODELS[0]!r} for vector data")
+    raise UserError(
+      f"model.name={m.name!r} needs images of shape (H, W, C), got {tuple(data_shape)}; "
+      f"use model.name={VECTOR_MODELS[0]!r} for vector data"
+    )
   fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
   kwargs = {k: _hashable(m[k]) for k in fields if k in m}
   if "dtype" in fields:
@@ -111,8 +120,15 @@ def build_sde(config):
   """The SDE `training.sde` with the noise range of `config.model` (score_sde's fields: `sigma_min`,
   `sigma_max` for VE; `beta_min`, `beta_max` for VP and sub-VP; `num_scales` = N)."""
   m = config.model
-  return as_user_error(sde_lib.get_sde, config.training.sde, sigma_min=m.sigma_min, sigma_max=m.sigma_max,
-                       beta_min=m.beta_min, beta_max=m.beta_max, N=m.num_scales)
+  return as_user_error(
+    sde_lib.get_sde,
+    config.training.sde,
+    sigma_min=m.sigma_min,
+    sigma_max=m.sigma_max,
+    beta_min=m.beta_min,
+    beta_max=m.beta_max,
+    N=m.num_scales,
+  )
 
 
 def sampling_options(config):
@@ -144,17 +160,26 @@ def build_optimizer(config):
 
 def validate_config(config, num_devices):
   t, m, s = config.training, config.model, config.sampling
-  positive = {"training.batch_size": t.batch_size, "training.n_iters": t.n_iters,
-              "training.log_freq": t.log_freq, "training.snapshot_freq": t.snapshot_freq,
-              "training.n_jitted_steps": t.n_jitted_steps, "model.num_scales": m.num_scales,
-              "model.nf": m.nf, "sampling.n_steps_each": s.n_steps_each,
-              "sampling.num_samples": s.num_samples, "sampling.batch_size": s.batch_size}
+  positive = {
+    "training.batch_size": t.batch_size,
+    "training.n_iters": t.n_iters,
+    "training.log_freq": t.log_freq,
+    "training.snapshot_freq": t.snapshot_freq,
+    "training.n_jitted_steps": t.n_jitted_steps,
+    "model.num_scales": m.num_scales,
+    "model.nf": m.nf,
+    "sampling.n_steps_each": s.n_steps_each,
+    "sampling.num_samples": s.num_samples,
+    "sampling.batch_size": s.batch_size,
+  }
   for name, value in positive.items():
     if not isinstance(value, int) or value <= 0:
       raise UserError(f"{name} must be a positive integer, got {value!r}")
   if t.batch_size % num_devices:  # global devices: every process's included
-    raise UserError(f"training.batch_size={t.batch_size} is not divisible by the number of devices "
-                    f"({num_devices}); choose a multiple of {num_devices}")
+    raise UserError(
+      f"training.batch_size={t.batch_size} is not divisible by the number of devices "
+      f"({num_devices}); choose a multiple of {num_devices}"
+    )
   for name in ("n_iters", "log_freq", "snapshot_freq"):
     if t[name] % t.n_jitted_steps:
       raise UserError(f"training.{name}={t[name]} is not a multiple of training.n_jitted_steps={t.n_jitted_steps}")
@@ -186,8 +211,7 @@ class Experiment:
     self.model = build_model(config, self.dataset.shape)
     self.sde = build_sde(config)
     t = config.training
-    self.loss_fn = as_user_error(losses.get_sde_loss_fn, self.sde, t.continuous, t.reduce_mean,
-                                  t.likelihood_weighting)
+    self.loss_fn = as_user_error(losses.get_sde_loss_fn, self.sde, t.continuous, t.reduce_mean, t.likelihood_weighting)
     self.sampling_fn = build_sampler(config, self.sde)
     self.optimizer = build_optimizer(config)
     # `num` fixes the sample shape; replicated samples can be read on every host, not only their shard.
@@ -196,8 +220,9 @@ class Experiment:
   def preprocess(self, batch, rng):
     """A stored training batch to model inputs (scaling, centering, flip, dequantization), on device."""
     d = self.config.data
-    return datasets.preprocess_batch(batch, rng, self.dataset.max_value, d.centered,
-                                     d.random_flip, d.uniform_dequantization)
+    return datasets.preprocess_batch(
+      batch, rng, self.dataset.max_value, d.centered, d.random_flip, d.uniform_dequantization
+    )
 
   def model_space(self, x):
     """Stored examples as model inputs, without augmentation (for evaluation and plots)."""
@@ -206,14 +231,19 @@ class Experiment:
   def score_fn(self, params, train=False, rng=None):
     """`score_fn(x, t)` of the network with `params` (dropout on with `train`, drawn from `rng`)."""
     m = self.config.model
-    return models.get_score_fn(self.model, params, self.sde, prediction=m.prediction,
-                               scale_by_sigma=m.scale_by_sigma, train=train, rng=rng)
+    return models.get_score_fn(
+      self.model, params, self.sde, prediction=m.prediction, scale_by_sigma=m.scale_by_sigma, train=train, rng=rng
+    )
 
   def init_state(self):
     params = models.init_params(self.model, seed_key(self.config, INIT), self.dataset.shape)
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                       ema_params=jax.tree_util.tree_map(jnp.copy, params),
-                       opt_state=self.optimizer.init(params), nan_step=jnp.full((), -1, jnp.int32))
+    state = TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      ema_params=jax.tree_util.tree_map(jnp.copy, params),
+      opt_state=self.optimizer.init(params),
+      nan_step=jnp.full((), -1, jnp.int32),
+    )
     return jax.device_put(state, self.replicated)
 
   def _sample(self, params, rng, num):

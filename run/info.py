@@ -1,8 +1,10 @@
 """`--mode=info`: what a config builds, without data or compilation."""
+
 import jax
 
 from scorejax import models
 from scorejax.run.experiment import build_model, build_sde, data_shape, validate_config
+
 
 def info(config, workdir=None, devices=None, print_fn=print):
   """`--mode=info`: the network, its parameter count and the method, without data or compilation
@@ -14,13 +16,16 @@ def info(config, workdir=None, devices=None, print_fn=print):
   count = models.utils.param_count(models.utils.param_shapes(model, shape))
   t, m, s = config.training, config.model, config.sampling
   sde = build_sde(config)
-  loss = ("continuous DSM" + (", likelihood weighting" if t.likelihood_weighting else "")) if t.continuous \
-      else ("SMLD (discrete)" if t.sde == "vesde" else "DDPM (discrete)")
-  print_fn(f"model       {m.name}: {count:,} parameters ({count / 1e6:.1f}M), "
-           f"{4 * count / 2**20:.0f} MiB in float32, compute in {t.dtype}")
+  loss = (
+    ("continuous DSM" + (", likelihood weighting" if t.likelihood_weighting else ""))
+    if t.continuous
+    else ("SMLD (discrete)" if t.sde == "vesde" else "DDPM (discrete)")
+  )
+  print_fn(
+    f"model       {m.name}: {count:,} parameters ({count / 1e6:.1f}M), "
+    f"{4 * count / 2**20:.0f} MiB in float32, compute in {t.dtype}"
+  )
   print_fn(f"data        {config.data.dataset}, examples of shape {shape}")
   print_fn(f"sde         {type(sde).__name__}, N={sde.N}; loss: {loss}, prediction={m.prediction}")
   print_fn(f"sampling    method={s.method}; training: batch {t.batch_size}, {t.n_iters:,} steps")
   return count
-
-

@@ -1,4 +1,5 @@
 """`--mode=sample`, and the sample files and pictures that training snapshots write too."""
+
 import os
 
 import jax
@@ -33,8 +34,15 @@ def write_samples(exp, params, step, out_dir, logger=None, progress=None):
     label = "true score"
     if true is None:  # the exact score of the noisy empirical distribution of 5,000 training points
       true, label = empirical_score(exp.dataset.train[:5000]), "score of noisy training data"
-    plotting.plot_2d(png, samples, scale * exp.dataset.train[:5000], learned,
-                     jax.jit(lambda x: true(x, jnp.full((x.shape[0],), std), scale=scale)), std, label)
+    plotting.plot_2d(
+      png,
+      samples,
+      scale * exp.dataset.train[:5000],
+      learned,
+      jax.jit(lambda x: true(x, jnp.full((x.shape[0],), std), scale=scale)),
+      std,
+      label,
+    )
   return samples
 
 
@@ -51,5 +59,3 @@ def sample(config, workdir, devices=None, print_fn=print):
   samples = write_samples(exp, state.ema_params, step, os.path.join(workdir, "samples"), progress=progress)
   print_fn(f"wrote {s.num_samples} samples of checkpoint step {step} to {workdir}/samples")
   return samples
-
-

@@ -1,4 +1,5 @@
 """`--mode=train`: the training loop, its compiled step, signals and the NaN check."""
+
 import os
 import signal
 
@@ -6,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from scorejax import datasets, models
 from scorejax.checkpointing import Checkpointer
@@ -15,6 +17,7 @@ from scorejax.run.experiment import TRAIN, Experiment, TrainingDiverged, TrainSt
 from scorejax.run.sample import write_samples
 
 # ----------------------------------------------------------------------------- training
+
 
 def make_train_step(exp):
   """One dispatch = `training.n_jitted_steps` optimizer steps over stacked batches `(k, batch, ...)`.
@@ -97,10 +100,14 @@ def _check_finite(state, checkpointer, workdir):
   if nan_step >= 0:
     checkpointer.wait()
     last = checkpointer.latest_step()
-    kept = f"the last good checkpoint (step {last}) is kept in {workdir}/checkpoints" if last is not None \
-        else "no checkpoint had been saved yet"
-    raise TrainingDiverged(f"training stopped: the loss became NaN/inf at step {nan_step}; {kept}; "
-                           "lower optim.lr or set optim.grad_clip")
+    kept = (
+      f"the last good checkpoint (step {last}) is kept in {workdir}/checkpoints"
+      if last is not None
+      else "no checkpoint had been saved yet"
+    )
+    raise TrainingDiverged(
+      f"training stopped: the loss became NaN/inf at step {nan_step}; {kept}; lower optim.lr or set optim.grad_clip"
+    )
 
 
 def train(config, workdir, devices=None, print_fn=print):
@@ -133,12 +140,21 @@ def _train(config, workdir, devices, print_fn, stop):
     return state
 
   train_step = make_train_step(exp)
-  loader = datasets.BatchLoader(exp.dataset.train, t.batch_size, config.seed, start, t.n_jitted_steps,
-                                sharding=NamedSharding(exp.mesh, P(None, "data")),
-                                process_index=jax.process_index(), process_count=jax.process_count())
+  loader = datasets.BatchLoader(
+    exp.dataset.train,
+    t.batch_size,
+    config.seed,
+    start,
+    t.n_jitted_steps,
+    sharding=NamedSharding(exp.mesh, P(None, "data")),
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
   logger = MetricsLogger(workdir, t.n_iters, start, enabled=is_main, print_fn=print_fn)
-  print_fn(f"training {config.model.name} ({models.utils.param_count(state.params):,} parameters) on "
-           f"{config.data.dataset} with {exp.mesh.size} device(s), steps {start} -> {t.n_iters}")
+  print_fn(
+    f"training {config.model.name} ({models.utils.param_count(state.params):,} parameters) on "
+    f"{config.data.dataset} with {exp.mesh.size} device(s), steps {start} -> {t.n_iters}"
+  )
   window = []
   step = start
   try:
@@ -159,13 +175,13 @@ def _train(config, workdir, devices, print_fn, stop):
         _check_finite(state, checkpointer, workdir)
         checkpointer.save(step, state)
         checkpointer.wait()
-        print_fn(f"received {stop.received} at step {step}: checkpoint saved in {workdir}/checkpoints; "
-                 "run the same command again to resume")
+        print_fn(
+          f"received {stop.received} at step {step}: checkpoint saved in {workdir}/checkpoints; "
+          "run the same command again to resume"
+        )
         return state
   finally:
     loader.close()
     logger.close()
     checkpointer.close()
   return state
-
-

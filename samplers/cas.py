@@ -1,5 +1,6 @@
 """Consistent annealed sampling (Jolicoeur-Martineau et al. 2021, "Adversarial score matching and
 improved sampling for image generation", Sec. 4 and Algorithm 2)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -59,17 +60,22 @@ def build_cas(sde, *, step_lr, n_steps_each, noise_removal):
   `n_steps_each - 1` more between neighbours), in `x / m(t)`: `step_lr` (the step `epsilon`, where
   `eta = step_lr / sigma_min^2`), `noise_removal`."""
   if not sde.has_discrete_chain:
-    raise ValueError(f"sampling.method='cas' runs on the levels of a discrete chain, which {type(sde).__name__} "
-                     f"lacks; use training.sde 'vesde' or 'vpsde', or 'pc', 'edm', 'ddim' or 'dpm_solver'")
+    raise ValueError(
+      f"sampling.method='cas' runs on the levels of a discrete chain, which {type(sde).__name__} "
+      f"lacks; use training.sde 'vesde' or 'vpsde', or 'pc', 'edm', 'ddim' or 'dpm_solver'"
+    )
   chain = np.asarray(sde.discrete_sigmas, np.float64)
   sigmas = np.geomspace(chain[-1], chain[0], (sde.N - 1) * n_steps_each + 1)
   low, high = consistent_step_bounds(sigmas)
   if not low <= step_lr <= high:
-    raise ValueError(f"sampling.step_lr={step_lr} breaks the consistency of CAS on {len(sigmas)} levels: "
-                     f"it must lie in [{low:.3g}, {high:.3g}] = [(1 - 1/gamma), (1 + 1/gamma)] sigma_min^2")
+    raise ValueError(
+      f"sampling.step_lr={step_lr} breaks the consistency of CAS on {len(sigmas)} levels: "
+      f"it must lie in [{low:.3g}, {high:.3g}] = [(1 - 1/gamma), (1 + 1/gamma)] sigma_min^2"
+    )
   nfe = len(sigmas) + int(noise_removal)
 
   def sample_fn(score_fn, x_init, rng):
     chain = lambda score, x_hat: consistent_annealed_sampling(score, x_hat, rng, sigmas, step_lr, noise_removal)
     return sde.run_in_noise_levels(chain, score_fn, x_init, sigmas[-1], noise_removal), nfe
+
   return sample_fn

@@ -6,6 +6,7 @@ half log-SNR `lambda_t = log(alpha_t / sigma_t) = -log noise_level(t)`, and the 
 `eps(x, t) = -sigma_t s(x, t)`. So they serve VE (`alpha = 1`), VP and sub-VP alike: in `x_hat = x / alpha`
 they are the same solvers of the VE probability flow (Karras et al. 2022, Sec. 3).
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -42,8 +43,10 @@ def intermediate_times(sde, s, t, ratios):
 
 def noise_prediction(sde, score_fn):
   """`eps(x, t) = -sigma_t s(x, t)` (the score / noise identity, Song et al. 2021, App. C)."""
+
   def eps_fn(x, t):
     return -per_example(sde.marginal_coefficients(t)[1], x) * score_fn(x, t)
+
   return eps_fn
 
 
@@ -77,8 +80,8 @@ def ddim_step(sde, eps_fn, x, s, t, z, eta):
 def dpm_solver_2_step(sde, eps_fn, x, s, t, s1):
   """DPM-Solver-2 (Lu et al. 2022, Algorithm 1, `r_1 = 1/2`), `s1` the midpoint in `lambda`:
 
-      u = (alpha_s1 / alpha_s) x - sigma_s1 (e^{h/2} - 1) eps(x, s),
-      x_t = (alpha_t / alpha_s) x - sigma_t (e^h - 1) eps(u, s1).
+  u = (alpha_s1 / alpha_s) x - sigma_s1 (e^{h/2} - 1) eps(x, s),
+  x_t = (alpha_t / alpha_s) x - sigma_t (e^h - 1) eps(u, s1).
   """
   u = exponential_step(sde, x, s, s1, eps_fn(x, s))
   return exponential_step(sde, x, s, t, eps_fn(u, s1))
@@ -87,10 +90,10 @@ def dpm_solver_2_step(sde, eps_fn, x, s, t, s1):
 def dpm_solver_3_step(sde, eps_fn, x, s, t, s1, s2, r1=1.0 / 3.0, r2=2.0 / 3.0):
   """DPM-Solver-3 (Lu et al. 2022, Algorithm 2, `r_1 = 1/3`, `r_2 = 2/3`):
 
-      u1 = (alpha_s1 / alpha_s) x - sigma_s1 (e^{r1 h} - 1) eps_s,               D1 = eps(u1, s1) - eps_s,
-      u2 = (alpha_s2 / alpha_s) x - sigma_s2 (e^{r2 h} - 1) eps_s
-           - sigma_s2 (r2 / r1) ((e^{r2 h} - 1) / (r2 h) - 1) D1,                 D2 = eps(u2, s2) - eps_s,
-      x_t = (alpha_t / alpha_s) x - sigma_t (e^h - 1) eps_s - (sigma_t / r2) ((e^h - 1) / h - 1) D2.
+  u1 = (alpha_s1 / alpha_s) x - sigma_s1 (e^{r1 h} - 1) eps_s,               D1 = eps(u1, s1) - eps_s,
+  u2 = (alpha_s2 / alpha_s) x - sigma_s2 (e^{r2 h} - 1) eps_s
+       - sigma_s2 (r2 / r1) ((e^{r2 h} - 1) / (r2 h) - 1) D1,                 D2 = eps(u2, s2) - eps_s,
+  x_t = (alpha_t / alpha_s) x - sigma_t (e^h - 1) eps_s - (sigma_t / r2) ((e^h - 1) / h - 1) D2.
   """
   lambda_s = half_log_snr(sde, s)
   h = half_log_snr(sde, t) - lambda_s
@@ -123,6 +126,7 @@ def ddim(score_fn, x_init, rng, sde, num_steps, eta, eps, skip_type):
   def step(x, i, s, t):
     z = jax.random.normal(jax.random.fold_in(rng, i), x.shape, x.dtype) if eta > 0 else 0.0
     return ddim_step(sde, eps_fn, x, s, t, z, eta)
+
   return _solve(step, x_init, times, ())
 
 
@@ -141,9 +145,11 @@ def dpm_solver(score_fn, x_init, rng, sde, num_steps, order, eps, skip_type):
   del rng
   eps_fn = noise_prediction(sde, score_fn)
   times, intermediates = dpm_solver_times(sde, num_steps, order, eps, skip_type)
-  steps = {1: lambda x, i, s, t: exponential_step(sde, x, s, t, eps_fn(x, s)),
-           2: lambda x, i, s, t, s1: dpm_solver_2_step(sde, eps_fn, x, s, t, s1),
-           3: lambda x, i, s, t, s1, s2: dpm_solver_3_step(sde, eps_fn, x, s, t, s1, s2)}
+  steps = {
+    1: lambda x, i, s, t: exponential_step(sde, x, s, t, eps_fn(x, s)),
+    2: lambda x, i, s, t, s1: dpm_solver_2_step(sde, eps_fn, x, s, t, s1),
+    3: lambda x, i, s, t, s1, s2: dpm_solver_3_step(sde, eps_fn, x, s, t, s1, s2),
+  }
   return _solve(steps[order], x_init, times, intermediates)
 
 
@@ -155,6 +161,7 @@ def build_ddim(sde, *, num_steps, ddim_eta, eps, skip_type):
 
   def sample_fn(score_fn, x_init, rng):
     return ddim(score_fn, x_init, rng, sde, **kwargs), num_steps
+
   return sample_fn
 
 
@@ -167,4 +174,5 @@ def build_dpm_solver(sde, *, num_steps, dpm_solver_order, eps, skip_type):
 
   def sample_fn(score_fn, x_init, rng):
     return dpm_solver(score_fn, x_init, rng, sde, **kwargs), dpm_solver_order * num_steps
+
   return sample_fn

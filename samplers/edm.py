@@ -1,5 +1,6 @@
 """The EDM sampler (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative
 Models", Algorithm 2), for any score SDE through its equivalent VE noise level (Sec. 3, Eq. 4)."""
+
 import math
 
 import jax
@@ -13,7 +14,7 @@ def karras_sigmas(sigma_min, sigma_max, num_steps, rho):
   for `i < N`, and `sigma_N = 0`: `N + 1` levels."""
   ramp = jnp.linspace(0.0, 1.0, num_steps) if num_steps > 1 else jnp.zeros((1,))
   inverse_rho = 1.0 / rho
-  sigmas = (sigma_max ** inverse_rho + ramp * (sigma_min ** inverse_rho - sigma_max ** inverse_rho)) ** rho
+  sigmas = (sigma_max**inverse_rho + ramp * (sigma_min**inverse_rho - sigma_max**inverse_rho)) ** rho
   return jnp.append(sigmas, 0.0)
 
 
@@ -53,7 +54,7 @@ def edm_sampler(score_fn, x_init, rng, sigmas, s_churn, s_min, s_max, s_noise):
     return x + (sigma_next - sigma_hat) * 0.5 * (d + derivative(x_euler, sigma_next)), None
 
   last = num_steps - 1
-  inputs = (jnp.arange(last), sigmas[:last], sigma_hats[:last], sigmas[1:last + 1])
+  inputs = (jnp.arange(last), sigmas[:last], sigma_hats[:last], sigmas[1 : last + 1])
   x, _ = jax.lax.scan(heun_step, x_init, inputs)
   x = churn(x, last, sigmas[last], sigma_hats[last])
   return x - sigma_hats[last] * derivative(x, sigma_hats[last])  # Euler to sigma_N = 0
@@ -71,4 +72,5 @@ def build_edm(sde, *, num_steps, rho, s_churn, s_min, s_max, s_noise, eps):
   def sample_fn(score_fn, x_init, rng):
     chain = lambda score, x_hat: edm_sampler(score, x_hat, rng, sigmas, **churn)
     return sde.run_in_noise_levels(chain, score_fn, x_init, 0.0, True), 2 * num_steps - 1
+
   return sample_fn

@@ -2,6 +2,7 @@
 (samplers/likelihood.py): fixed-step Runge-Kutta in a `lax.scan`, or adaptive Dormand-Prince /
 Tsitouras with a PID step-size controller (diffrax), each one traceable program. Not a sampler: it
 knows no SDE and no score."""
+
 import diffrax
 import jax
 import jax.numpy as jnp
@@ -98,8 +99,15 @@ def integrate(f, y0, t0, t1, solver="rk45", steps=100, rtol=1e-5, atol=1e-5, max
   if solver not in ADAPTIVE_SOLVERS:
     raise ValueError(f"unknown ODE solver {solver!r}; valid choices: {', '.join(ODE_SOLVERS)}")
   solution = diffrax.diffeqsolve(
-      diffrax.ODETerm(lambda t, y, args: f(y, t)), ADAPTIVE_SOLVERS[solver](), t0, t1, (t1 - t0) / 100, y0,
-      saveat=diffrax.SaveAt(t1=True), max_steps=max_steps,
-      stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, norm=per_example_error_norm))
+    diffrax.ODETerm(lambda t, y, args: f(y, t)),
+    ADAPTIVE_SOLVERS[solver](),
+    t0,
+    t1,
+    (t1 - t0) / 100,
+    y0,
+    saveat=diffrax.SaveAt(t1=True),
+    max_steps=max_steps,
+    stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, norm=per_example_error_norm),
+  )
   y1 = jax.tree_util.tree_map(lambda y: y[-1], solution.ys)
   return y1, 1 + 6 * solution.stats["num_steps"]

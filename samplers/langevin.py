@@ -1,4 +1,5 @@
 """Langevin dynamics and annealed Langevin dynamics (Song & Ermon 2019)."""
+
 import jax
 import jax.numpy as jnp
 
@@ -21,6 +22,7 @@ def langevin_dynamics(score_fn, x_init, rng, step_size, n_steps):
   `n_steps`; call it inside `jax.jit` (with the parameters of a model as an argument of the jitted
   function, not closed over). Returns the final `x`.
   """
+
   def body(x, i):
     z = jax.random.normal(jax.random.fold_in(rng, i), x.shape, x.dtype)
     return langevin_step(score_fn(x), x, z, step_size), None
@@ -65,13 +67,17 @@ def build_ald(sde, *, n_steps_each, step_lr, noise_removal):
   for VE, DDPM's for VP), from the noisiest down, in `x / m(t)`: `n_steps_each`, `step_lr`,
   `noise_removal`."""
   if not sde.has_discrete_chain:
-    raise ValueError(f"sampling.method='ald' runs on the levels of a discrete chain, which "
-                     f"{type(sde).__name__} lacks; use training.sde 'vesde' or 'vpsde', or another sampler")
+    raise ValueError(
+      f"sampling.method='ald' runs on the levels of a discrete chain, which "
+      f"{type(sde).__name__} lacks; use training.sde 'vesde' or 'vpsde', or another sampler"
+    )
   sigmas = sde.discrete_sigmas[::-1]
   nfe = sde.N * n_steps_each + int(noise_removal)
 
   def sample_fn(score_fn, x_init, rng):
-    chain = lambda score, x_hat: annealed_langevin_dynamics(score, x_hat, rng, sigmas, n_steps_each, step_lr,
-                                                            noise_removal)
+    chain = lambda score, x_hat: annealed_langevin_dynamics(
+      score, x_hat, rng, sigmas, n_steps_each, step_lr, noise_removal
+    )
     return sde.run_in_noise_levels(chain, score_fn, x_init, sigmas[-1], noise_removal), nfe
+
   return sample_fn

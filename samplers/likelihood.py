@@ -1,6 +1,7 @@
 """Exact likelihood of a score-based model through its probability-flow ODE (Song et al. 2021, Sec. 4.3
 and App. D.2; Grathwohl et al. 2019, FFJORD): the instantaneous change of variables integrated
 jointly with the ODE in one compiled program, and bits per dimension of dequantized data."""
+
 import functools
 import math
 from typing import NamedTuple
@@ -47,8 +48,9 @@ def exact_divergence(fn, x):
   return fx, jnp.einsum("ibi->b", jnp.reshape(jv, (dim, batch, dim)))
 
 
-def probability_flow_encode(score_fn, sde, x, rng, *, eps, ode_solver, ode_steps, rtol, atol, max_steps,
-                            hutchinson_type, num_probes, exact_trace):
+def probability_flow_encode(
+  score_fn, sde, x, rng, *, eps, ode_solver, ode_steps, rtol, atol, max_steps, hutchinson_type, num_probes, exact_trace
+):
   """Carry `x` from `t = eps` to `t = T` along the probability-flow ODE `dx/dt = f(x, t)` (Song et al.
   2021, Eq. 13) while integrating its divergence: the instantaneous change of variables
   `d/dt log p_t(x_t) = -div f(x_t, t)` (Chen et al. 2018, Thm. 1) gives
@@ -75,8 +77,7 @@ def probability_flow_encode(score_fn, sde, x, rng, *, eps, ode_solver, ode_steps
     return divergence(lambda y: drift(y, t), state[0])
 
   state0 = (x, jnp.zeros((x.shape[0],), x.dtype))
-  (z, delta_logp), nfe = integrate(augmented_drift, state0, eps, sde.T, ode_solver, ode_steps, rtol, atol,
-                                   max_steps)
+  (z, delta_logp), nfe = integrate(augmented_drift, state0, eps, sde.T, ode_solver, ode_steps, rtol, atol, max_steps)
   return z, delta_logp, nfe
 
 
@@ -139,13 +140,14 @@ def bpd_of_batch(score_fn, sde, counts, rng, centered=False, max_value=255, **op
 
 
 class BpdResult(NamedTuple):
-  mean: float             # mean bits/dim over all examples and repeats
+  mean: float  # mean bits/dim over all examples and repeats
   per_example: np.ndarray  # (num_repeats * N,)
-  nfe: float              # mean number of drift evaluations per batch
+  nfe: float  # mean number of drift evaluations per batch
 
 
-def evaluate_bpd(score_fn, sde, data, rng, params=None, batch_size=None, num_repeats=1, centered=False,
-                 max_value=255, **options):
+def evaluate_bpd(
+  score_fn, sde, data, rng, params=None, batch_size=None, num_repeats=1, centered=False, max_value=255, **options
+):
   """Mean bits/dim of integer pixel counts in `{0..max_value}` (`Dataset.max_value`) under the
   probability-flow ODE of `score_fn` (`bpd_of_batch`, one compiled program per batch shape),
   `num_repeats` times over the data with fresh dequantization noise and probes (score_sde: 5 for the
@@ -158,11 +160,12 @@ def evaluate_bpd(score_fn, sde, data, rng, params=None, batch_size=None, num_rep
   (see `likelihood_options`). Returns a `BpdResult(mean, per_example, nfe)`.
   """
   score_fn_of = (lambda _: score_fn) if params is None else score_fn
-  program = jax.jit(lambda p, counts, key: bpd_of_batch(score_fn_of(p), sde, counts, key, centered, max_value,
-                                                        **options))
+  program = jax.jit(
+    lambda p, counts, key: bpd_of_batch(score_fn_of(p), sde, counts, key, centered, max_value, **options)
+  )
   if hasattr(data, "shape"):
     size = batch_size or data.shape[0]
-    data = [data[lo:lo + size] for lo in range(0, data.shape[0], size)]
+    data = [data[lo : lo + size] for lo in range(0, data.shape[0], size)]
   bpds, nfes = [], []
   for repeat in range(num_repeats):
     for i, counts in enumerate(data):
@@ -181,6 +184,14 @@ def likelihood_options(evaluate):
   kind = evaluate.hutchinson_type.lower()
   if kind not in HUTCHINSON_TYPES:
     raise ValueError(f"unknown eval.hutchinson_type {kind!r}; valid choices: {', '.join(HUTCHINSON_TYPES)}")
-  return dict(eps=float(evaluate.eps), ode_solver=evaluate.ode_solver, ode_steps=int(evaluate.ode_steps),
-              rtol=float(evaluate.rtol), atol=float(evaluate.atol), max_steps=int(evaluate.ode_max_steps),
-              hutchinson_type=kind, num_probes=int(evaluate.num_probes), exact_trace=bool(evaluate.exact_trace))
+  return dict(
+    eps=float(evaluate.eps),
+    ode_solver=evaluate.ode_solver,
+    ode_steps=int(evaluate.ode_steps),
+    rtol=float(evaluate.rtol),
+    atol=float(evaluate.atol),
+    max_steps=int(evaluate.ode_max_steps),
+    hutchinson_type=kind,
+    num_probes=int(evaluate.num_probes),
+    exact_trace=bool(evaluate.exact_trace),
+  )

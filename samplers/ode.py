@@ -1,5 +1,6 @@
 """The probability-flow ODE sampler (Song et al. 2021, Eq. 13, Sec. 4.3), on the integrators of
 samplers/integrators.py."""
+
 import jax.numpy as jnp
 
 from scorejax.samplers.integrators import ODE_SOLVERS, integrate
@@ -15,8 +16,9 @@ def ode_sampler(score_fn, sde, x_init, ode_solver, ode_steps, eps, rtol, atol, m
 
   Traceable: call it inside `jax.jit`. Returns `(x_0, nfe)`, nfe the score evaluations per sample.
   """
-  x, nfe = integrate(sde.probability_flow_drift(score_fn), x_init, sde.T, eps, ode_solver, ode_steps,
-                     rtol, atol, max_steps)
+  x, nfe = integrate(
+    sde.probability_flow_drift(score_fn), x_init, sde.T, eps, ode_solver, ode_steps, rtol, atol, max_steps
+  )
   if noise_removal:
     x, nfe = sde.tweedie_denoise(score_fn, x, jnp.full((x.shape[0],), eps, x.dtype)), nfe + 1
   return x, nfe
@@ -29,10 +31,18 @@ def build_ode(sde, *, ode_solver, ode_steps, eps, rtol, atol, ode_max_steps, noi
   time), `noise_removal` (final Tweedie step)."""
   if ode_solver not in ODE_SOLVERS:
     raise ValueError(f"unknown sampling.ode_solver {ode_solver!r}; valid choices: {', '.join(ODE_SOLVERS)}")
-  options = dict(ode_solver=ode_solver, ode_steps=int(ode_steps), eps=float(eps), rtol=float(rtol),
-                 atol=float(atol), max_steps=int(ode_max_steps), noise_removal=bool(noise_removal))
+  options = dict(
+    ode_solver=ode_solver,
+    ode_steps=int(ode_steps),
+    eps=float(eps),
+    rtol=float(rtol),
+    atol=float(atol),
+    max_steps=int(ode_max_steps),
+    noise_removal=bool(noise_removal),
+  )
 
   def sample_fn(score_fn, x_init, rng):
     del rng  # the probability-flow ODE is deterministic
     return ode_sampler(score_fn, sde, x_init, **options)
+
   return sample_fn

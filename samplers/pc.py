@@ -9,6 +9,7 @@ trained by the SMLD/DDPM losses). Predictors and correctors register by name (`s
 `sampling.corrector`), as in score_sde, so a fork adds one with a decorator. Every formula that depends
 on the SDE is the SDE's own (sde_lib).
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -26,18 +27,22 @@ TIME_GRIDS = ("uniform", "discrete")
 def register_predictor(name, score_calls=1):
   """Register `make(sde, probability_flow) -> update(score_fn, x, t, t_next, z) -> x`, one step from
   `t` to `t_next < t` (both of shape `(batch,)`) that calls the score `score_calls` times."""
+
   def wrap(make):
     make.score_calls = score_calls
     return _PREDICTORS.register(name)(make)
+
   return wrap
 
 
 def register_corrector(name, score_calls=1):
   """Register `make(sde, snr) -> update(score_fn, x, t, t_prev, z) -> x`, one MCMC step at time `t`
   (reached from `t_prev > t` by the predictor) that calls the score `score_calls` times."""
+
   def wrap(make):
     make.score_calls = score_calls
     return _CORRECTORS.register(name)(make)
+
   return wrap
 
 
@@ -54,10 +59,12 @@ def no_predictor(sde, probability_flow):
 def euler_maruyama(sde, probability_flow):
   """Euler-Maruyama on the reverse SDE (Eq. 6) or the probability-flow ODE (Eq. 13), `dt = t_next - t < 0`:
   `x <- x + [f(x, t) - c g(t)^2 s(x, t)] dt + g(t) sqrt(-dt) z`, `c = 1` (SDE) or `1/2` (ODE, no noise)."""
+
   def update(score_fn, x, t, t_next, z):
     drift, diffusion = sde.reverse(score_fn, probability_flow).sde(x, t)
     dt = t_next - t
     return x + drift * per_example(dt, x) + per_example(diffusion * jnp.sqrt(-dt), x) * z
+
   return update
 
 
@@ -73,6 +80,7 @@ def reverse_diffusion(sde, probability_flow):
     G = per_example(G, x)
     x = x - f + c * jnp.square(G) * score_fn(x, t)
     return x if probability_flow else x + G * z
+
   return update
 
 
@@ -80,8 +88,10 @@ def reverse_diffusion(sde, probability_flow):
 def ancestral_sampling(sde, probability_flow):
   """Ancestral sampling from the chain's posterior `p(x_{t_next} | x_t)` (Eq. 47, App. F): `sde.ancestral_step`."""
   if probability_flow:
-    raise ValueError("sampling.predictor='ancestral_sampling' has no probability-flow form; use "
-                     "'euler_maruyama' or 'reverse_diffusion' with sampling.probability_flow=True")
+    raise ValueError(
+      "sampling.predictor='ancestral_sampling' has no probability-flow form; use "
+      "'euler_maruyama' or 'reverse_diffusion' with sampling.probability_flow=True"
+    )
   return lambda score_fn, x, t, t_next, z: sde.ancestral_step(x, score_fn(x, t), t, t_next, z)
 
 
@@ -103,9 +113,11 @@ def no_corrector(sde, snr):
 def langevin(sde, snr):
   """Langevin corrector (Song et al. 2021, Algorithms 4-5): `x <- x + eps s + sqrt(2 eps) z` with the
   step `eps` set by the signal-to-noise ratio `snr` (`sde.langevin_step_size`)."""
+
   def update(score_fn, x, t, t_prev, z):
     score = score_fn(x, t)
     return langevin_update(x, score, z, sde.langevin_step_size(t, t_prev, snr, z, score))
+
   return update
 
 
@@ -113,8 +125,10 @@ def langevin(sde, snr):
 def annealed_langevin(sde, snr):
   """Annealed Langevin corrector (score_sde's `AnnealedLangevinDynamics`): the step follows the noise
   level instead of the score's norm (`sde.ald_step_size`), as in Song & Ermon 2019."""
+
   def update(score_fn, x, t, t_prev, z):
     return langevin_update(x, score_fn(x, t), z, sde.ald_step_size(t, t_prev, snr))
+
   return update
 
 
@@ -138,8 +152,9 @@ def pc_nfe(predictor, corrector, num_steps, n_steps_each, noise_removal):
   return num_steps * (p + n_steps_each * c) + int(noise_removal)
 
 
-def predictor_corrector(score_fn, x_init, rng, sde, times, predictor, corrector, snr, n_steps_each,
-                        probability_flow, noise_removal):
+def predictor_corrector(
+  score_fn, x_init, rng, sde, times, predictor, corrector, snr, n_steps_each, probability_flow, noise_removal
+):
   """Predictor-corrector sampling (Song et al. 2021, Algorithm 1) on the decreasing `times` (see
   `pc_times`): at each step the predictor from `t_k` to `t_{k+1}`, then `n_steps_each` corrector steps
   at `t_{k+1}`. With `noise_removal`, a last Tweedie step `(x + std^2 s(x, t_K)) / m(t_K)` returns
@@ -169,17 +184,23 @@ def predictor_corrector(score_fn, x_init, rng, sde, times, predictor, corrector,
 
 
 @register_sampler("pc")
-def build_pc(sde, *, predictor, corrector, snr, n_steps_each, probability_flow, noise_removal, eps,
-             time_grid):
+def build_pc(sde, *, predictor, corrector, snr, n_steps_each, probability_flow, noise_removal, eps, time_grid):
   """Predictor-corrector sampling: `predictor`, `corrector`, `snr`, `n_steps_each`, `probability_flow`,
   `noise_removal`, `eps` (end time of the uniform grid), `time_grid` ('uniform' or 'discrete')."""
   get_predictor(predictor)(sde, probability_flow)  # invalid choices fail here
   get_corrector(corrector)
   times = pc_times(sde, time_grid, eps)
-  options = dict(predictor=predictor, corrector=corrector, snr=snr, n_steps_each=n_steps_each,
-                 probability_flow=probability_flow, noise_removal=noise_removal)
+  options = dict(
+    predictor=predictor,
+    corrector=corrector,
+    snr=snr,
+    n_steps_each=n_steps_each,
+    probability_flow=probability_flow,
+    noise_removal=noise_removal,
+  )
   nfe = pc_nfe(predictor, corrector, times.shape[0] - 1, n_steps_each, noise_removal)
 
   def sample_fn(score_fn, x_init, rng):
     return predictor_corrector(score_fn, x_init, rng, sde, times, **options), nfe
+
   return sample_fn

@@ -10,6 +10,7 @@ runs the whole chain as one traceable program (call it inside `jax.jit`): `score
 score at time `t` of shape `(batch,)`, `x_init` a draw from `sde.prior_sample`, and `nfe` the number
 of score evaluations per sample (a Python int or a scalar array for adaptive solvers).
 """
+
 import inspect
 
 from scorejax.registry import Registry

@@ -1,4 +1,5 @@
 """Shared set-up: 4 virtual CPU devices and a compilation cache shared with subprocesses."""
+
 import os
 import tempfile
 
@@ -14,4 +15,5 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def root():
   from helpers import ROOT
+
   return ROOT

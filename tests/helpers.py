@@ -1,4 +1,5 @@
 """Tiny configs for end-to-end runs, and where the repository is."""
+
 import os
 
 from scorejax.configs import digits, toy2d
@@ -19,20 +20,42 @@ def override(config, **fields):
 
 def tiny_toy(**fields):
   config = toy2d.get_config("gmm")
-  override(config, **{
-      "training.batch_size": 64, "training.n_iters": 40, "training.log_freq": 10,
-      "training.snapshot_freq": 20, "data.num_train": 2_000, "data.num_test": 512,
-      "model.nf": 32, "model.num_layers": 2, "model.num_scales": 10,
-      "sampling.n_steps_each": 3, "sampling.num_samples": 256, "sampling.batch_size": 256,
-      "eval.batch_size": 512})
+  override(
+    config,
+    **{
+      "training.batch_size": 64,
+      "training.n_iters": 40,
+      "training.log_freq": 10,
+      "training.snapshot_freq": 20,
+      "data.num_train": 2_000,
+      "data.num_test": 512,
+      "model.nf": 32,
+      "model.num_layers": 2,
+      "model.num_scales": 10,
+      "sampling.n_steps_each": 3,
+      "sampling.num_samples": 256,
+      "sampling.batch_size": 256,
+      "eval.batch_size": 512,
+    },
+  )
   return override(config, **fields)
 
 
 def tiny_digits(**fields):
   config = digits.get_config()
-  override(config, **{
-      "training.batch_size": 16, "training.n_iters": 4, "training.log_freq": 2,
-      "training.snapshot_freq": 4, "model.nf": 8, "model.num_scales": 4,
-      "sampling.n_steps_each": 1, "sampling.num_samples": 16, "sampling.batch_size": 16,
-      "eval.batch_size": 64})
+  override(
+    config,
+    **{
+      "training.batch_size": 16,
+      "training.n_iters": 4,
+      "training.log_freq": 2,
+      "training.snapshot_freq": 4,
+      "model.nf": 8,
+      "model.num_scales": 4,
+      "sampling.n_steps_each": 1,
+      "sampling.num_samples": 16,
+      "sampling.batch_size": 16,
+      "eval.batch_size": 64,
+    },
+  )
   return override(config, **fields)

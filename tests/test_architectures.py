@@ -4,6 +4,7 @@ Structure is checked with `jax.eval_shape` (tracing, no compilation); only three
 compiled and run, on random parameters. Parameter counts at the published settings are those of the reference
 implementations (see `test_parameter_counts_at_published_cifar10_settings`).
 """
+
 import functools
 
 import jax
@@ -11,8 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scorejax.models import ddpm  # noqa: F401  (registers 'ddpm')
-from scorejax.models import ncsnpp  # noqa: F401  (registers 'ncsnpp')
+from scorejax.models import (
+  ddpm,  # noqa: F401  (registers 'ddpm')
+  ncsnpp,  # noqa: F401  (registers 'ncsnpp')
+)
 from scorejax.models import up_or_down_sampling as updown
 from scorejax.models.registry import get_model
 from scorejax.models.utils import param_count
@@ -25,13 +28,16 @@ C_TINY = jax.ShapeDtypeStruct((2,), jnp.float32)
 
 def init_shapes(model, x=X_TINY, c_noise=C_TINY):
   """Parameter shapes and output shape of `model`, by tracing only."""
+
   def init(x, c_noise):
     out, variables = model.init_with_output(jax.random.key(0), x, c_noise, train=False)
     return variables["params"], out
+
   return jax.eval_shape(init, x, c_noise)
 
 
 # --- FIR resampling against NumPy ---------------------------------------------------------------
+
 
 def upfirdn2d_numpy(x, k, up, down, pad0, pad1):
   """Direct definition: insert zeros, pad (negative crops), convolve ('valid'), keep every `down`-th."""
@@ -39,12 +45,12 @@ def upfirdn2d_numpy(x, k, up, down, pad0, pad1):
   u = np.zeros((n, h * up, w * up, c))
   u[:, ::up, ::up] = x
   u = np.pad(u, [(0, 0), (max(pad0, 0), max(pad1, 0)), (max(pad0, 0), max(pad1, 0)), (0, 0)])
-  u = u[:, max(-pad0, 0):u.shape[1] - max(-pad1, 0), max(-pad0, 0):u.shape[2] - max(-pad1, 0)]
+  u = u[:, max(-pad0, 0) : u.shape[1] - max(-pad1, 0), max(-pad0, 0) : u.shape[2] - max(-pad1, 0)]
   kh, kw = k.shape
   out = np.zeros((n, u.shape[1] - kh + 1, u.shape[2] - kw + 1, c))
   for i in range(out.shape[1]):
     for j in range(out.shape[2]):
-      patch = u[:, i:i + kh, j:j + kw]  # true convolution: the kernel is flipped
+      patch = u[:, i : i + kh, j : j + kw]  # true convolution: the kernel is flipped
       out[:, i, j] = np.einsum("nabc,ab->nc", patch, k[::-1, ::-1])
   return out[:, ::down, ::down]
 
@@ -68,7 +74,9 @@ def test_fir_resampling_keeps_constants_and_is_a_low_pass_round_trip():
 
   i = np.arange(16)
   smooth = np.sin(2 * np.pi * i / 16)[:, None] * np.cos(2 * np.pi * i / 16)[None, :]
-  round_trip = np.asarray(updown.downsample_2d(updown.upsample_2d(jnp.asarray(smooth[None, :, :, None]), FIR), FIR))[0, :, :, 0]
+  round_trip = np.asarray(updown.downsample_2d(updown.upsample_2d(jnp.asarray(smooth[None, :, :, None]), FIR), FIR))[
+    0, :, :, 0
+  ]
   g = np.array([3.0, 10.0, 3.0]) / 16
   low_pass = sum(g[a] * g[b] * np.roll(smooth, (1 - a, 1 - b), axis=(0, 1)) for a in range(3) for b in range(3))
   np.testing.assert_allclose(round_trip[1:-1, 1:-1], low_pass[1:-1, 1:-1], atol=1e-5)
@@ -90,12 +98,24 @@ def test_fused_resampling_convolutions_equal_the_unfused_ones_inside():
 # --- Structure of every option, by tracing ------------------------------------------------------
 
 NCSNPP_OPTIONS = [  # together with the compiled cases below, every value of every option
-    dict(fir=True, resblock_type="ddpm", resamp_with_conv=False, progressive_input="none", conditional=False),
-    dict(fir=True, resblock_type="ddpm", progressive="residual", progressive_input="residual"),
-    dict(fir=False, resblock_type="ddpm", resamp_with_conv=False, progressive_input="input_skip",
-         progressive_combine="cat", embedding_type="positional"),
-    dict(fir=False, resblock_type="biggan", progressive="residual", progressive_input="input_skip",
-         progressive_combine="sum", skip_rescale=False),
+  dict(fir=True, resblock_type="ddpm", resamp_with_conv=False, progressive_input="none", conditional=False),
+  dict(fir=True, resblock_type="ddpm", progressive="residual", progressive_input="residual"),
+  dict(
+    fir=False,
+    resblock_type="ddpm",
+    resamp_with_conv=False,
+    progressive_input="input_skip",
+    progressive_combine="cat",
+    embedding_type="positional",
+  ),
+  dict(
+    fir=False,
+    resblock_type="biggan",
+    progressive="residual",
+    progressive_input="input_skip",
+    progressive_combine="sum",
+    skip_rescale=False,
+  ),
 ]
 
 
@@ -122,14 +142,30 @@ def test_bfloat16_compute_keeps_float32_params():
 # --- Compiled runs: shapes, conditioning, dropout, bfloat16 --------------------------------------
 
 RUN_CASES = {
-    # NCSN++ with everything it adds: FIR, BigGAN blocks, both pyramids, Fourier features.
-    "ncsnpp": ("ncsnpp", dict(fir=True, resblock_type="biggan", progressive="output_skip",
-                              progressive_input="input_skip", progressive_combine="cat")),
-    # DDPM-style blocks, plain resampling, residual pyramids, positional embedding, no rescaling.
-    "ncsnpp_plain": ("ncsnpp", dict(fir=False, resblock_type="ddpm", progressive="residual",
-                                    progressive_input="residual", embedding_type="positional",
-                                    skip_rescale=False)),
-    "ddpm": ("ddpm", {}),
+  # NCSN++ with everything it adds: FIR, BigGAN blocks, both pyramids, Fourier features.
+  "ncsnpp": (
+    "ncsnpp",
+    dict(
+      fir=True,
+      resblock_type="biggan",
+      progressive="output_skip",
+      progressive_input="input_skip",
+      progressive_combine="cat",
+    ),
+  ),
+  # DDPM-style blocks, plain resampling, residual pyramids, positional embedding, no rescaling.
+  "ncsnpp_plain": (
+    "ncsnpp",
+    dict(
+      fir=False,
+      resblock_type="ddpm",
+      progressive="residual",
+      progressive_input="residual",
+      embedding_type="positional",
+      skip_rescale=False,
+    ),
+  ),
+  "ddpm": ("ddpm", {}),
 }
 # These programs run once: skip LLVM's optimisations, which dominate compile time on CPU.
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
@@ -142,7 +178,8 @@ def random_params(model, seed=0):
   rng = np.random.default_rng(seed)
   shapes, _ = init_shapes(model)
   return jax.tree_util.tree_map(
-      lambda s: jnp.asarray(rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1], initial=1)), s.dtype), shapes)
+    lambda s: jnp.asarray(rng.normal(size=s.shape) / np.sqrt(np.prod(s.shape[:-1], initial=1)), s.dtype), shapes
+  )
 
 
 @pytest.mark.parametrize("case", list(RUN_CASES))
@@ -180,39 +217,58 @@ def test_networks_run_are_conditioned_and_use_dropout(case):
 # --- Parameter counts at the published CIFAR-10 settings ------------------------------------------
 
 NCSNPP_CIFAR10 = dict(  # configs/ve/cifar10_ncsnpp_continuous.py (score_sde)
-    nf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=4, attn_resolutions=(16,), dropout=0.1,
-    resamp_with_conv=True, conditional=True, fir=True, fir_kernel=(1, 3, 3, 1), skip_rescale=True,
-    resblock_type="biggan", progressive="none", progressive_input="residual",
-    progressive_combine="sum", attention_type="ddpm", embedding_type="fourier", fourier_scale=16.0,
-    init_scale=0.0, conv_size=3)
+  nf=128,
+  ch_mult=(1, 2, 2, 2),
+  num_res_blocks=4,
+  attn_resolutions=(16,),
+  dropout=0.1,
+  resamp_with_conv=True,
+  conditional=True,
+  fir=True,
+  fir_kernel=(1, 3, 3, 1),
+  skip_rescale=True,
+  resblock_type="biggan",
+  progressive="none",
+  progressive_input="residual",
+  progressive_combine="sum",
+  attention_type="ddpm",
+  embedding_type="fourier",
+  fourier_scale=16.0,
+  init_scale=0.0,
+  conv_size=3,
+)
 DDPMPP_CIFAR10 = dict(  # configs/{vp,subvp}/cifar10_ddpmpp_continuous.py (score_sde)
-    NCSNPP_CIFAR10, fir=False, progressive_input="none", embedding_type="positional")
+  NCSNPP_CIFAR10, fir=False, progressive_input="none", embedding_type="positional"
+)
 
 # Expected counts. DDPM: Ho et al. 2020, App. B, "35.7 million parameters" (their
 # diffusion_tf/models/unet.py). NCSN++ / DDPM++: the Score SDE paper states no parameter counts;
 # these are the counts of score_sde's own flax implementation (models/ncsnpp.py) with the configs
 # above, obtained by `jax.eval_shape` of its `init` (identical parameter trees, checked leaf by leaf).
 PUBLISHED = [
-    ("ddpm", {}, 35_746_307),  # 35.7M
-    ("ncsnpp", NCSNPP_CIFAR10, 62_758_915),  # NCSN++ cont. (VE)
-    ("ncsnpp", dict(NCSNPP_CIFAR10, num_res_blocks=8), 107_587_075),  # NCSN++ cont. (deep, VE)
-    ("ncsnpp", DDPMPP_CIFAR10, 61_804_419),  # DDPM++ cont. (VP, sub-VP)
-    ("ncsnpp", dict(DDPMPP_CIFAR10, num_res_blocks=8), 106_632_579),  # DDPM++ cont. (deep, VP, sub-VP)
+  ("ddpm", {}, 35_746_307),  # 35.7M
+  ("ncsnpp", NCSNPP_CIFAR10, 62_758_915),  # NCSN++ cont. (VE)
+  ("ncsnpp", dict(NCSNPP_CIFAR10, num_res_blocks=8), 107_587_075),  # NCSN++ cont. (deep, VE)
+  ("ncsnpp", DDPMPP_CIFAR10, 61_804_419),  # DDPM++ cont. (VP, sub-VP)
+  ("ncsnpp", dict(DDPMPP_CIFAR10, num_res_blocks=8), 106_632_579),  # DDPM++ cont. (deep, VP, sub-VP)
 ]
 
 
 @pytest.mark.parametrize("name,settings,expected", PUBLISHED)
 def test_parameter_counts_at_published_cifar10_settings(name, settings, expected):
   model = get_model(name, **settings)
-  params = jax.eval_shape(lambda x, c: model.init(jax.random.key(0), x, c)["params"],
-                          jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32),
-                          jax.ShapeDtypeStruct((1,), jnp.float32))
+  params = jax.eval_shape(
+    lambda x, c: model.init(jax.random.key(0), x, c)["params"],
+    jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32),
+    jax.ShapeDtypeStruct((1,), jnp.float32),
+  )
   assert param_count(params) == expected
   if name == "ddpm":
     assert abs(expected - 35.7e6) < 0.05e6
 
 
 def test_defaults_are_the_published_settings():
-  assert get_model("ddpm") == get_model("ddpm", nf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2,
-                                         attn_resolutions=(16,), dropout=0.1, resamp_with_conv=True)
+  assert get_model("ddpm") == get_model(
+    "ddpm", nf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1, resamp_with_conv=True
+  )
   assert get_model("ncsnpp") == get_model("ncsnpp", **NCSNPP_CIFAR10)

@@ -1,4 +1,5 @@
 """CIFAR-10 from a small generated archive in the format of `cifar-10-python.tar.gz`."""
+
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import pytest
 
 from scorejax import datasets
 from scorejax.datasets import cifar10
+
 from helpers import ROOT
 
 PER_BATCH = 6
@@ -41,8 +43,9 @@ def test_reads_the_archive_into_hwc_images(root):
 
 
 def test_a_wrong_checksum_is_refused(root):
-  with pytest.raises(ValueError, match=f"not the published {cifar10.MD5}; replace the file, or set "
-                                       "data.verify_checksum=False"):
+  with pytest.raises(
+    ValueError, match=f"not the published {cifar10.MD5}; replace the file, or set data.verify_checksum=False"
+  ):
     datasets.get_dataset("cifar10", root=root)
 
 
@@ -52,9 +55,20 @@ def test_a_missing_archive_says_where_to_put_it(tmp_path):
 
 
 def test_main_reports_the_checksum_in_one_line(root, tmp_path):
-  result = subprocess.run([sys.executable, "main.py", "--config.data.dataset=cifar10",
-                           "--config.data.shape=(32, 32, 3)", f"--config.data.root={root}",
-                           f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  result = subprocess.run(
+    [
+      sys.executable,
+      "main.py",
+      "--config.data.dataset=cifar10",
+      "--config.data.shape=(32, 32, 3)",
+      f"--config.data.root={root}",
+      f"--workdir={tmp_path}",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode == 2 and "Traceback" not in result.stderr
   assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
   assert "data.verify_checksum=False" in result.stderr

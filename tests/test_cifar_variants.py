@@ -1,16 +1,18 @@
 """Every published CIFAR-10 variant starts and trains on CPU at a reduced width, on a generated
 archive in the CIFAR-10 format; their full-width parameter counts are the published ones."""
+
 import os
 
 import jax
 import numpy as np
 import pytest
 
+from scorejax.configs import cifar, folder
+from scorejax.datasets import cifar10
 from scorejax.run.experiment import Experiment
 from scorejax.run.info import info
 from scorejax.run.train import make_train_step
-from scorejax.configs import cifar, folder
-from scorejax.datasets import cifar10
+
 from helpers import override
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -21,8 +23,9 @@ def root(tmp_path_factory):
   path = tmp_path_factory.mktemp("cifar_variants")
   rng = np.random.default_rng(0)
   names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-  cifar10.write_archive(os.path.join(path, cifar10.ARCHIVE),
-                        {n: rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8) for n in names})
+  cifar10.write_archive(
+    os.path.join(path, cifar10.ARCHIVE), {n: rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8) for n in names}
+  )
   return str(path)
 
 
@@ -56,15 +59,22 @@ def test_variant_trains(variant, root):
 @pytest.mark.parametrize("deep", DEEP)
 def test_deep_variants_differ_from_theirs_only_in_depth_and_length(deep):
   """So at the reduced depth of the test above they are the same program as their base variant."""
-  a, b = cifar.get_config(deep).to_dict(), cifar.get_config(deep[:-len("_deep")]).to_dict()
+  a, b = cifar.get_config(deep).to_dict(), cifar.get_config(deep[: -len("_deep")]).to_dict()
   assert (a["model"].pop("num_res_blocks"), b["model"].pop("num_res_blocks")) == (8, 4)
   assert (a["training"].pop("n_iters"), b["training"].pop("n_iters")) == (950_000, 1_300_000)
   assert a == b
 
 
 # Published sizes: DDPM 35.7M (Ho et al. 2020, App. B); NCSN++/DDPM++ as counted from score_sde's code.
-PUBLISHED = {"vp_ddpm": 35.7e6, "ve_ncsnpp": 62.76e6, "ve_ncsnpp_deep": 107.59e6, "vp_ddpmpp": 61.80e6,
-             "vp_ddpmpp_deep": 106.63e6, "subvp_ddpmpp": 61.80e6, "subvp_ddpmpp_deep": 106.63e6}
+PUBLISHED = {
+  "vp_ddpm": 35.7e6,
+  "ve_ncsnpp": 62.76e6,
+  "ve_ncsnpp_deep": 107.59e6,
+  "vp_ddpmpp": 61.80e6,
+  "vp_ddpmpp_deep": 106.63e6,
+  "subvp_ddpmpp": 61.80e6,
+  "subvp_ddpmpp_deep": 106.63e6,
+}
 
 
 @pytest.mark.parametrize("variant", sorted(PUBLISHED))
@@ -77,12 +87,21 @@ def test_info_reports_the_published_parameter_count(variant):
 
 def test_folder_config_reads_its_images(tmp_path):
   from PIL import Image
+
   rng = np.random.default_rng(1)
   for i in range(6):
     Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
-  config = override(folder.get_config("vp_ddpm"), **{"data.root": str(tmp_path), "data.image_size": 16,
-                                                      "model.nf": 8, "model.ch_mult": (1, 2),
-                                                      "model.num_res_blocks": 1, "model.attn_resolutions": (8,)})
+  config = override(
+    folder.get_config("vp_ddpm"),
+    **{
+      "data.root": str(tmp_path),
+      "data.image_size": 16,
+      "model.nf": 8,
+      "model.ch_mult": (1, 2),
+      "model.num_res_blocks": 1,
+      "model.attn_resolutions": (8,),
+    },
+  )
   exp = Experiment(config)
   assert exp.dataset.train.shape[1:] == (16, 16, 3) and len(exp.dataset.train) + len(exp.dataset.test) == 6
   with pytest.raises(ValueError, match="unknown cifar variant 'nope'; valid choices: ve_ncsnpp"):
@@ -94,11 +113,22 @@ def test_vp_ddpm_trains_200_steps_at_batch_128_with_a_finite_loss(tmp_path):
   which used to land on t = 0, where the VP noise is zero and the conditioning log sigma = -inf."""
   rng = np.random.default_rng(2)
   names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-  cifar10.write_archive(os.path.join(tmp_path, cifar10.ARCHIVE),
-                        {n: rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8) for n in names})
-  config = override(cifar.get_config("vp_ddpm"), **{
-      "data.root": str(tmp_path), "data.verify_checksum": False, "training.batch_size": 128, "model.nf": 4,
-      "model.ch_mult": (1, 2), "model.num_res_blocks": 1, "model.attn_resolutions": (), "optim.warmup": 20})
+  cifar10.write_archive(
+    os.path.join(tmp_path, cifar10.ARCHIVE), {n: rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8) for n in names}
+  )
+  config = override(
+    cifar.get_config("vp_ddpm"),
+    **{
+      "data.root": str(tmp_path),
+      "data.verify_checksum": False,
+      "training.batch_size": 128,
+      "model.nf": 4,
+      "model.ch_mult": (1, 2),
+      "model.num_res_blocks": 1,
+      "model.attn_resolutions": (),
+      "optim.warmup": 20,
+    },
+  )
   exp = Experiment(config, devices=jax.devices()[:1])
   state = exp.init_state()
   train = exp.dataset.train

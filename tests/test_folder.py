@@ -1,4 +1,5 @@
 """A folder of images of mixed sizes and formats becomes a dataset of the configured shape."""
+
 import os
 
 import numpy as np
@@ -21,9 +22,9 @@ def root(tmp_path_factory):
     w, h = size
     pixels = np.array(image)
     if w > h:
-      pixels[:, :(w - h) // 2] = 0
+      pixels[:, : (w - h) // 2] = 0
     elif h > w:
-      pixels[:(h - w) // 2] = 0
+      pixels[: (h - w) // 2] = 0
     path = folder / ("sub" if i % 2 else ".") / f"img{i}.{'png' if i % 3 else 'jpg'}"
     Image.fromarray(pixels).save(path, quality=100)
   (folder / "notes.txt").write_text("not an image")

@@ -1,14 +1,13 @@
 """Denoising score matching against closed forms on Gaussian data."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scorejax import losses
-from scorejax import models
-from scorejax import sde_lib
+from scorejax import losses, models, sde_lib
 
-S = 0.7        # data standard deviation: x ~ N(MU, S^2 I)
+S = 0.7  # data standard deviation: x ~ N(MU, S^2 I)
 MU = 0.3
 DIM = 4
 N = 400_000
@@ -17,7 +16,7 @@ N = 400_000
 def optimal_score(x, sigma):
   """Score of the noisy data N(MU, (S^2 + sigma^2) I)."""
   sigma = jnp.reshape(sigma, (-1, 1))
-  return -(x - MU) / (S ** 2 + sigma ** 2)
+  return -(x - MU) / (S**2 + sigma**2)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +28,7 @@ def data():
 def test_optimal_score_attains_the_closed_form_minimum(data, sigma):
   # E (s*(x~) + eps/sigma)^2 per element = S^2 / (sigma^2 (S^2 + sigma^2)).
   loss = losses.score_matching_loss(optimal_score, data, sigma, jax.random.key(1))
-  expected = S ** 2 / (sigma ** 2 * (S ** 2 + sigma ** 2))
+  expected = S**2 / (sigma**2 * (S**2 + sigma**2))
   np.testing.assert_allclose(loss, expected, rtol=0.01)
 
 
@@ -38,9 +37,10 @@ def test_dsm_equals_explicit_score_matching_plus_a_constant(data, c):
   # For s = c s*, DSM - DSM(s*) = E||s - s*||^2 = (c - 1)^2 / (S^2 + sigma^2) per element (Vincent 2011).
   sigma, rng = 0.5, jax.random.key(2)
   scaled = lambda x, s: c * optimal_score(x, s)
-  excess = (losses.score_matching_loss(scaled, data, sigma, rng)
-            - losses.score_matching_loss(optimal_score, data, sigma, rng))
-  np.testing.assert_allclose(excess, (c - 1) ** 2 / (S ** 2 + sigma ** 2), rtol=0.02)
+  excess = losses.score_matching_loss(scaled, data, sigma, rng) - losses.score_matching_loss(
+    optimal_score, data, sigma, rng
+  )
+  np.testing.assert_allclose(excess, (c - 1) ** 2 / (S**2 + sigma**2), rtol=0.02)
 
 
 def test_loss_is_the_defined_formula():
@@ -90,7 +90,7 @@ def test_multiscale_loss_weights_levels_equally_for_the_optimal_score(data):
   # sigma^2 * S^2 / (sigma^2 (S^2 + sigma^2)) = S^2 / (S^2 + sigma^2): O(1) at every level.
   sigmas = sde_lib.get_sigmas(0.01, 5.0, 10)
   loss = losses.multiscale_dsm_loss(optimal_score, data, jax.random.key(10), sigmas)
-  expected = np.mean(S ** 2 / (S ** 2 + np.asarray(sigmas) ** 2))
+  expected = np.mean(S**2 / (S**2 + np.asarray(sigmas) ** 2))
   np.testing.assert_allclose(loss, expected, rtol=0.02)
 
 

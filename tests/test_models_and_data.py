@@ -1,15 +1,13 @@
 """Networks, the score wrapper, and the data layer."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scorejax import datasets
-from scorejax import models
-from scorejax import sde_lib
+from scorejax import datasets, models, sde_lib
 from scorejax.datasets.loader import batch_indices
-from scorejax.datasets.toy2d import gmm_log_prob, gmm_score
-from scorejax.datasets.toy2d import empirical_score
+from scorejax.datasets.toy2d import empirical_score, gmm_log_prob, gmm_score
 
 
 @pytest.mark.parametrize("name,shape", [("mlp", (2,)), ("ncsn_small", (8, 8, 1))])
@@ -25,12 +23,16 @@ def test_networks_map_data_to_data_shape(name, shape):
 
 class _Echo:
   """A stand-in network whose output is `x * c_noise`: shows what the wrapper feeds and divides."""
+
   def apply(self, variables, x, c_noise, train=False, rngs=None):
     return x * c_noise[:, None]
 
 
-@pytest.mark.parametrize("sde", [sde_lib.VESDE(0.01, 10.0, N=100), sde_lib.VPSDE(0.1, 20.0, N=100), sde_lib.SubVPSDE(0.1, 20.0, N=100)],
-                         ids=["ve", "vp", "subvp"])
+@pytest.mark.parametrize(
+  "sde",
+  [sde_lib.VESDE(0.01, 10.0, N=100), sde_lib.VPSDE(0.1, 20.0, N=100), sde_lib.SubVPSDE(0.1, 20.0, N=100)],
+  ids=["ve", "vp", "subvp"],
+)
 def test_score_wrapper_forms(sde):
   """c_noise = log(std / m); score = out / std with scale_by_sigma; score = -out / std for noise prediction."""
   x, t = jnp.ones((2, 3)), jnp.array([0.3, 0.9])
@@ -38,10 +40,12 @@ def test_score_wrapper_forms(sde):
   m, std = m[:, 0], std
   out = x * jnp.log(std / m)[:, None]
   np.testing.assert_allclose(models.get_score_fn(_Echo(), None, sde)(x, t), out, rtol=1e-6)
-  np.testing.assert_allclose(models.get_score_fn(_Echo(), None, sde, scale_by_sigma=True)(x, t),
-                             out / std[:, None], rtol=1e-6)
-  np.testing.assert_allclose(models.get_score_fn(_Echo(), None, sde, prediction="noise")(x, t),
-                             -out / std[:, None], rtol=1e-6)
+  np.testing.assert_allclose(
+    models.get_score_fn(_Echo(), None, sde, scale_by_sigma=True)(x, t), out / std[:, None], rtol=1e-6
+  )
+  np.testing.assert_allclose(
+    models.get_score_fn(_Echo(), None, sde, prediction="noise")(x, t), -out / std[:, None], rtol=1e-6
+  )
   with pytest.raises(ValueError, match="valid choices: score, noise"):
     models.get_score_fn(_Echo(), None, sde, prediction="eps")
 
@@ -106,8 +110,10 @@ def test_batches_are_a_function_of_seed_and_step_and_cover_each_epoch():
 def test_processes_read_disjoint_slices_of_the_same_global_batch():
   data = np.arange(40, dtype=np.float32)[:, None]
   full = datasets.BatchLoader(data, 8, seed=0, start_step=5, steps_per_call=2)
-  parts = [datasets.BatchLoader(data, 8, seed=0, start_step=5, steps_per_call=2,
-                                process_index=p, process_count=2) for p in range(2)]
+  parts = [
+    datasets.BatchLoader(data, 8, seed=0, start_step=5, steps_per_call=2, process_index=p, process_count=2)
+    for p in range(2)
+  ]
   try:
     whole = next(full)
     halves = [next(p) for p in parts]

@@ -7,6 +7,7 @@ devices' parts in another order than the in-process all-reduce: about 3e-8 apart
 A run stopped at step 20 and resumed must pass step 40 where a straight run to 40 ends, and a
 SIGTERM to one process must stop both at the same step with its checkpoint.
 """
+
 import json
 import os
 import re
@@ -21,12 +22,12 @@ import numpy as np
 import pytest
 
 from scorejax import distributed
-from scorejax.run.experiment import Experiment
-from scorejax.run.train import train
 from scorejax.checkpointing import Checkpointer
 from scorejax.configs import toy2d
-from helpers import ROOT
-from helpers import tiny_toy
+from scorejax.run.experiment import Experiment
+from scorejax.run.train import train
+
+from helpers import ROOT, tiny_toy
 
 quiet = lambda *a, **k: None
 NO_SAMPLES = {"training.snapshot_sampling": False}  # sampling is on in the resumed run only
@@ -53,16 +54,31 @@ def free_port():
 
 def start(workdir, config, num_processes=2):
   """`main.py` as `num_processes` processes of 2 CPU devices each, output to `<workdir>.<i>.log`."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             PYTHONUNBUFFERED="1")
+  env = dict(
+    os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONUNBUFFERED="1"
+  )
   address = f"localhost:{free_port()}"
   procs = []
   for i in range(num_processes):
     with open(f"{workdir}.{i}.log", "w") as out:
-      procs.append(subprocess.Popen(
-          [sys.executable, "main.py", "--config=configs/toy2d.py", *config_flags(config), f"--workdir={workdir}",
-           f"--coordinator_address={address}", f"--num_processes={num_processes}", f"--process_id={i}"],
-          cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
+      procs.append(
+        subprocess.Popen(
+          [
+            sys.executable,
+            "main.py",
+            "--config=configs/toy2d.py",
+            *config_flags(config),
+            f"--workdir={workdir}",
+            f"--coordinator_address={address}",
+            f"--num_processes={num_processes}",
+            f"--process_id={i}",
+          ],
+          cwd=ROOT,
+          env=env,
+          stdout=out,
+          stderr=subprocess.STDOUT,
+        )
+      )
   return procs
 
 
@@ -76,8 +92,12 @@ def finish(workdir, procs, timeout=300, until=None):
   process leaves the others waiting in a collective, so the first failure, or the timeout, kills all."""
   until = until or (lambda: all(p.poll() == 0 for p in procs))
   deadline = time.time() + timeout
-  while (not until() and time.time() < deadline and any(p.poll() is None for p in procs)
-         and all(p.poll() in (None, 0) for p in procs)):
+  while (
+    not until()
+    and time.time() < deadline
+    and any(p.poll() is None for p in procs)
+    and all(p.poll() in (None, 0) for p in procs)
+  ):
     time.sleep(0.2)
   done = until()
   if not done:
@@ -86,8 +106,9 @@ def finish(workdir, procs, timeout=300, until=None):
         p.kill()
         p.wait()
   outputs = [output(workdir, i) for i in range(len(procs))]
-  assert done, "\n".join(f"--- process {i} (exit {p.returncode}):\n{o[-3000:]}"
-                         for i, (p, o) in enumerate(zip(procs, outputs)))
+  assert done, "\n".join(
+    f"--- process {i} (exit {p.returncode}):\n{o[-3000:]}" for i, (p, o) in enumerate(zip(procs, outputs))
+  )
   return outputs
 
 
@@ -154,14 +175,29 @@ def test_two_processes_train_like_one_resume_and_stop_together(one_process, tmp_
 
 
 def test_a_bad_process_flag_is_one_line(tmp_path):
-  result = subprocess.run([sys.executable, "main.py", "--config=configs/toy2d.py", f"--workdir={tmp_path}",
-                           "--num_processes=2", "--process_id=2", "--coordinator_address=localhost:1234"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+  result = subprocess.run(
+    [
+      sys.executable,
+      "main.py",
+      "--config=configs/toy2d.py",
+      f"--workdir={tmp_path}",
+      "--num_processes=2",
+      "--process_id=2",
+      "--coordinator_address=localhost:1234",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
   assert result.returncode == 2 and result.stderr.strip().splitlines() == [
-      "error: --process_id must lie in [0, 2) with --num_processes=2, got 2"], result.stderr
+    "error: --process_id must lie in [0, 2) with --num_processes=2, got 2"
+  ], result.stderr
 
 
-@pytest.mark.parametrize("kwargs,expected", [
+@pytest.mark.parametrize(
+  "kwargs,expected",
+  [
     ({"num_processes": 0}, "--num_processes must be at least 1, got 0"),
     ({"process_id": 1}, "--process_id=1 needs --num_processes"),
     ({"num_processes": 2, "process_id": -1, "coordinator_address": "h:1"}, "--process_id must lie in [0, 2)"),
@@ -169,7 +205,8 @@ def test_a_bad_process_flag_is_one_line(tmp_path):
     ({"num_processes": 2, "process_id": 0}, "--num_processes=2 needs --coordinator_address=<host"),
     ({"num_processes": 2, "process_id": 0, "coordinator_address": "h"}, "must be <host>:<port>, got 'h'"),
     ({"coordinator_address": "h:1"}, "--coordinator_address=h:1 needs --num_processes > 1"),
-])
+  ],
+)
 def test_inconsistent_process_arguments_name_the_flag(kwargs, expected, monkeypatch):
   monkeypatch.delenv("SLURM_JOB_ID", raising=False)
   with pytest.raises(ValueError, match=re.escape(expected)):
@@ -177,8 +214,15 @@ def test_inconsistent_process_arguments_name_the_flag(kwargs, expected, monkeypa
 
 
 def test_one_process_and_slurm_detection(monkeypatch):
-  for name in ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_PROCID", "SLURM_NTASKS", "CUDA_VISIBLE_DEVICES",
-               "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"):
+  for name in (
+    "SLURM_JOB_ID",
+    "SLURM_STEP_NODELIST",
+    "SLURM_PROCID",
+    "SLURM_NTASKS",
+    "CUDA_VISIBLE_DEVICES",
+    "ROCR_VISIBLE_DEVICES",
+    "HIP_VISIBLE_DEVICES",
+  ):
     monkeypatch.delenv(name, raising=False)
   assert distributed.initialize() == distributed.initialize(num_processes=1, process_id=0) == (0, 1)
   step = {"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "node[01-02]", "SLURM_PROCID": "0", "SLURM_NTASKS": "1"}

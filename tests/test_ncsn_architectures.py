@@ -6,6 +6,7 @@ cores XLA needs minutes to compile the ~100 threefry kernels of a real `init`, w
 itself is traced by `eval_shape` and the initialisers are checked on the normalisation layers. The
 forward passes are compiled without LLVM optimisation, which cuts their compile time 2-4x.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +14,11 @@ import pytest
 
 from scorejax.models import ncsn  # noqa: F401  (registers the networks)
 from scorejax.models.ncsn import noise_level_index
-from scorejax.models.refinenet_layers import ConditionalInstanceNormPlus, InstanceNormPlus, resize_bilinear_align_corners
+from scorejax.models.refinenet_layers import (
+  ConditionalInstanceNormPlus,
+  InstanceNormPlus,
+  resize_bilinear_align_corners,
+)
 from scorejax.models.registry import get_model
 from scorejax.models.utils import param_count
 
@@ -99,8 +104,9 @@ def test_ncsn_output_depends_on_the_level_index_only():
   assert np.max(np.abs(out[0] - out[1])) > 1e-2
 
 
-@pytest.mark.parametrize("sigma_min,sigma_max,num_scales", [(0.01, 1.0, 10), (0.01, 50.0, 232), (0.01, 348.0, 2311),
-                                                            (0.1, 1.0, 1)])
+@pytest.mark.parametrize(
+  "sigma_min,sigma_max,num_scales", [(0.01, 1.0, 10), (0.01, 50.0, 232), (0.01, 348.0, 2311), (0.1, 1.0, 1)]
+)
 def test_level_index_recovers_each_level(sigma_min, sigma_max, num_scales):
   @jax.jit
   def indices():
@@ -171,6 +177,7 @@ def test_bfloat16_compute_keeps_float32_params(ncsnv2_tiny):
 
 # ----------------------------------------------------------------------------- parameter counts
 
+
 def _torch_layout_count(nf, channels, residual_blocks, refine_blocks, num_classes=None):
   """Parameters of the authors' PyTorch constructors (ermongroup/ncsnv2 models/ncsn.py, ncsnv2.py;
   score_sde_pytorch models/ncsnv2.py), block by block: an independent count of the same layout.
@@ -193,21 +200,38 @@ def _torch_layout_count(nf, channels, residual_blocks, refine_blocks, num_classe
 
   total = conv(channels, nf) + norm(nf) + conv(nf, channels)
   total += sum(residual(a * nf, b * nf, r, d) for a, b, r, d in residual_blocks)
-  return total + sum(refine([m * nf for m in ins], f * nf, k == len(refine_blocks) - 1)
-                     for k, (ins, f) in enumerate(refine_blocks))
+  return total + sum(
+    refine([m * nf for m in ins], f * nf, k == len(refine_blocks) - 1) for k, (ins, f) in enumerate(refine_blocks)
+  )
 
 
-RES_32 = [(1, 1, None, 1), (1, 1, None, 1), (1, 2, "down", 1), (2, 2, None, 1),
-          (2, 2, "down", 2), (2, 2, None, 2), (2, 2, "down", 4), (2, 2, None, 4)]
+RES_32 = [
+  (1, 1, None, 1),
+  (1, 1, None, 1),
+  (1, 2, "down", 1),
+  (2, 2, None, 1),
+  (2, 2, "down", 2),
+  (2, 2, None, 2),
+  (2, 2, "down", 4),
+  (2, 2, None, 4),
+]
 REFINE_32 = [([2], 2), ([2, 2], 2), ([2, 2], 1), ([1, 1], 1)]
-RES_128 = RES_32[:4] + [(2, 2, "down", 1), (2, 2, None, 1), (2, 4, "down", 2), (4, 4, None, 2),
-                        (4, 4, "down", 4), (4, 4, None, 4)]
+RES_128 = RES_32[:4] + [
+  (2, 2, "down", 1),
+  (2, 2, None, 1),
+  (2, 4, "down", 2),
+  (4, 4, None, 2),
+  (4, 4, "down", 4),
+  (4, 4, None, 4),
+]
 REFINE_128 = [([4], 4), ([4, 4], 2), ([2, 2], 2), ([2, 2], 1), ([1, 1], 1)]
 RES_256 = RES_128[:6] + [(2, 2, "down", 1), (2, 2, None, 1)] + RES_128[6:]
 REFINE_256 = REFINE_128[:3] + [([2, 2], 2)] + REFINE_128[3:]
 
 
-@pytest.mark.parametrize("name,count,layout", [
+@pytest.mark.parametrize(
+  "name,count,layout",
+  [
     # CIFAR-10 settings nf=128, 3 channels, 10 levels (configs/ve/ncsn/cifar10.py)
     ("ncsn", 30_117_635, (RES_32, REFINE_32, 10)),
     # CIFAR-10 settings nf=128, 3 channels (configs/ve/ncsnv2/cifar10.py)
@@ -215,7 +239,8 @@ REFINE_256 = REFINE_128[:3] + [([2, 2], 2)] + REFINE_128[3:]
     # nf=128, 3 channels, as for LSUN (ncsnv2_128) and FFHQ (ncsnv2_256)
     ("ncsnv2_128", 83_445_379, (RES_128, REFINE_128, None)),
     ("ncsnv2_256", 94_132_611, (RES_256, REFINE_256, None)),
-])
+  ],
+)
 def test_parameter_counts_at_published_settings(name, count, layout):
   """Exact counts, cross-checked against a block-by-block count of the PyTorch constructors.
 

@@ -1,5 +1,6 @@
 """The probability-flow ODE sampler and likelihood, checked where the answer is known in closed form:
 Gaussian data (the flow is affine), the 2D Gaussian-mixture oracle, and dequantized uniform data."""
+
 import math
 
 import jax
@@ -8,20 +9,25 @@ import numpy as np
 import pytest
 
 from scorejax import sde_lib
+from scorejax.configs.default import get_default_config
 from scorejax.datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_sde_log_prob, gmm_sde_score, sample_gmm
 from scorejax.metrics import sliced_wasserstein
 from scorejax.samplers import likelihood, ode
-from scorejax.samplers.registry import get_sampling_fn
 from scorejax.samplers.integrators import FIXED_STEP_STAGES
-from scorejax.configs.default import get_default_config
+from scorejax.samplers.registry import get_sampling_fn
 
-SDES = {"ve": lambda: sde_lib.VESDE(0.01, 50.0, N=1000), "vp": lambda: sde_lib.VPSDE(0.1, 20.0, N=1000),
-        "subvp": lambda: sde_lib.SubVPSDE(0.1, 20.0, N=1000)}
+SDES = {
+  "ve": lambda: sde_lib.VESDE(0.01, 50.0, N=1000),
+  "vp": lambda: sde_lib.VPSDE(0.1, 20.0, N=1000),
+  "subvp": lambda: sde_lib.SubVPSDE(0.1, 20.0, N=1000),
+}
 
 
 def options(**fields):
   """The likelihood's options: configs/default.py's `eval` fields but for `fields`."""
   return {**likelihood.likelihood_options(get_default_config().eval), **fields}
+
+
 MU, S, DIM = 0.7, 0.5, 4  # Gaussian data N(MU, S^2 I_4)
 
 
@@ -43,10 +49,12 @@ class Counter:
 # With x_0 ~ N(mu, s^2 I), p_t = N(m mu, v^2 I), v^2 = m^2 s^2 + std^2, and the PF-ODE keeps the
 # standardised point (x_t - m_t mu) / v_t fixed: the flow is affine and known exactly.
 
+
 def gaussian_score(sde):
   def score_fn(x, t):
     m, std = sde.marginal_coefficients(t)
     return -(x - m[:, None] * MU) / (jnp.square(m * S) + jnp.square(std))[:, None]
+
   return score_fn
 
 
@@ -89,8 +97,9 @@ def test_gmm_log_likelihood_matches_the_oracle():
   sde, eps = SDES["vp"](), 1e-5
   log_prob = gmm_sde_log_prob(sde)
   x = jnp.asarray(sample_gmm(np.random.default_rng(0), 128))
-  z, delta_logp, _ = jax.jit(lambda x: likelihood.probability_flow_encode(
-      gmm_sde_score(sde), sde, x, None, **options(exact_trace=True, eps=eps)))(x)
+  z, delta_logp, _ = jax.jit(
+    lambda x: likelihood.probability_flow_encode(gmm_sde_score(sde), sde, x, None, **options(exact_trace=True, eps=eps))
+  )(x)
   ode_logp = log_prob(z, jnp.full((len(x),), sde.T)) + delta_logp
   np.testing.assert_allclose(ode_logp / 2, log_prob(x, jnp.full((len(x),), eps)) / 2, atol=1e-3)
 
@@ -99,8 +108,9 @@ def test_hutchinson_estimator_is_unbiased():
   sde = SDES["vp"]()
   drift = sde.probability_flow_drift(gmm_sde_score(sde))
   fn = lambda y: drift(y, 0.3)  # the components overlap: responsibilities vary, J is not diagonal
-  x = jnp.asarray([[0.0, 0.0], [0.3, -0.2], [-0.5, 0.4], [0.8, 0.9], [-1.0, -0.2], [0.1, 1.2], [1.1, -0.1],
-                   [-0.4, -1.0]])  # between the modes
+  x = jnp.asarray(
+    [[0.0, 0.0], [0.3, -0.2], [-0.5, 0.4], [0.8, 0.9], [-1.0, -0.2], [0.1, 1.2], [1.1, -0.1], [-0.4, -1.0]]
+  )  # between the modes
   num = 20_000
 
   @jax.jit
@@ -108,8 +118,10 @@ def test_hutchinson_estimator_is_unbiased():
     out = {"exact": likelihood.exact_divergence(fn, x)[1]}
     for kind in likelihood.HUTCHINSON_TYPES:
       probes = likelihood.hutchinson_probes(rng, x.shape, kind, num)
-      out[kind] = (jax.vmap(lambda v: likelihood.hutchinson_divergence(fn, x, v[None])[1])(probes),
-                   likelihood.hutchinson_divergence(fn, x, probes)[1])
+      out[kind] = (
+        jax.vmap(lambda v: likelihood.hutchinson_divergence(fn, x, v[None])[1])(probes),
+        likelihood.hutchinson_divergence(fn, x, probes)[1],
+      )
     return out
 
   out = estimates(x, jax.random.key(2))
@@ -123,6 +135,7 @@ def test_hutchinson_estimator_is_unbiased():
 
 
 # ----------------------------------------------------------------------------- sampler
+
 
 def test_fixed_step_solvers_converge_at_their_order():
   sde, eps = SDES["vp"](), 1e-3
@@ -151,8 +164,9 @@ def _gmm_checks(x, truth):
   nearest = np.argmin(((x[:, None, :] - GMM_MEANS[None]) ** 2).sum(-1), axis=1)
   np.testing.assert_allclose(np.bincount(nearest, minlength=4) / len(x), GMM_WEIGHTS, atol=0.03)
   for k in range(4):
-    np.testing.assert_allclose(x[nearest == k].mean(0), GMM_MEANS[k], atol=4 * GMM_STDS[k] / math.sqrt(
-        GMM_WEIGHTS[k] * len(x)) + 0.02)
+    np.testing.assert_allclose(
+      x[nearest == k].mean(0), GMM_MEANS[k], atol=4 * GMM_STDS[k] / math.sqrt(GMM_WEIGHTS[k] * len(x)) + 0.02
+    )
     np.testing.assert_allclose(x[nearest == k].std(0), GMM_STDS[k], rtol=0.2)
   return sliced_wasserstein(x, truth)
 
@@ -160,8 +174,9 @@ def _gmm_checks(x, truth):
 @pytest.mark.parametrize("name,solver", [("ve", "rk4"), ("vp", "heun"), ("ve", "tsit5"), ("vp", "rk45")])
 def test_ode_sampler_returns_the_mixture(name, solver):
   sde, num = SDES[name](), 2_000
-  sample_fn = get_sampling_fn(sde, "ode", ode_solver=solver, ode_steps=40, eps=1e-3, rtol=1e-5, atol=1e-5,
-                              ode_max_steps=4096, noise_removal=True)
+  sample_fn = get_sampling_fn(
+    sde, "ode", ode_solver=solver, ode_steps=40, eps=1e-3, rtol=1e-5, atol=1e-5, ode_max_steps=4096, noise_removal=True
+  )
   counted = Counter(gmm_sde_score(sde))
   x_init = sde.prior_sample(jax.random.key(4), (num, 2))
   x, nfe = jax.block_until_ready(jax.jit(lambda x, r: sample_fn(counted, x, r))(x_init, jax.random.key(5)))
@@ -177,6 +192,7 @@ def test_ode_sampler_returns_the_mixture(name, solver):
 
 
 # ----------------------------------------------------------------------------- bits per dimension
+
 
 def test_uniform_eight_bit_data_costs_eight_bits():
   # Uniform data on {0..255}^D has entropy 8 bits/dim; dequantized it is uniform on the data range
@@ -196,13 +212,14 @@ def test_uniform_eight_bit_data_costs_eight_bits():
 def test_bin_constant_density_gives_the_discrete_code_length(centered, levels):
   # A density constant on each bin, P(k) / Delta^D, is the discrete model P itself: bpd = -log2 P(k) / D.
   rng = np.random.default_rng(9)
-  probs = rng.dirichlet(np.ones(levels), size=3)                      # independent dims, D = 3
+  probs = rng.dirichlet(np.ones(levels), size=3)  # independent dims, D = 3
   counts = np.stack([rng.choice(levels, 50, p=p) for p in probs], 1)
   log_p = np.sum(np.log(probs[np.arange(3), counts]), 1)
   width = (2.0 if centered else 1.0) / levels
   logp_y = log_p - 3 * np.log(width)
-  np.testing.assert_allclose(likelihood.bits_per_dim(logp_y, 3, centered, levels - 1), -log_p / (3 * np.log(2)),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    likelihood.bits_per_dim(logp_y, 3, centered, levels - 1), -log_p / (3 * np.log(2)), rtol=1e-6
+  )
 
 
 def test_evaluate_bpd_of_a_gaussian_model():
@@ -210,17 +227,25 @@ def test_evaluate_bpd_of_a_gaussian_model():
   # over a bin of side Delta around `center`, E_u |y - c|^2 = |center - c|^2 + D Delta^2 / 12.
   sde, eps, levels = SDES["vp"](), 1e-5, 256
   counts = np.random.default_rng(10).integers(64, 192, (256, DIM))
-  result = likelihood.evaluate_bpd(gaussian_score(sde), sde, counts, jax.random.key(11), batch_size=128,
-                                   num_repeats=2, centered=True, **options(eps=eps, ode_solver="rk4", ode_steps=50))
+  result = likelihood.evaluate_bpd(
+    gaussian_score(sde),
+    sde,
+    counts,
+    jax.random.key(11),
+    batch_size=128,
+    num_repeats=2,
+    centered=True,
+    **options(eps=eps, ode_solver="rk4", ode_steps=50),
+  )
   assert result.per_example.shape == (512,) and result.nfe == 200
   # log p(y) = log pi(x_T) + D log(v1 / v0) with x_T = (v1 / v0)(y - c): a - |y - c|^2 / (2 w^2).
   (m0, s0), (m1, s1) = sde.marginal_coefficients(jnp.float32(eps)), sde.marginal_coefficients(jnp.float32(1.0))
   v0, v1 = float(jnp.hypot(m0 * S, s0)), float(jnp.hypot(m1 * S, s1))
-  scale = v1 / v0                                          # x_T = m1 MU + scale (y - m0 MU), prior N(0, I)
-  c, w2 = float(m0 * MU - m1 * MU / scale), 1.0 / scale ** 2
+  scale = v1 / v0  # x_T = m1 MU + scale (y - m0 MU), prior N(0, I)
+  c, w2 = float(m0 * MU - m1 * MU / scale), 1.0 / scale**2
   a = -0.5 * DIM * math.log(2 * math.pi) + DIM * math.log(scale)
   width = 2.0 / levels
   centers = 2 * (counts + 0.5) / levels - 1
-  expected_logp = a - (np.sum((centers - c) ** 2, 1) + DIM * width ** 2 / 12) / (2 * w2)
+  expected_logp = a - (np.sum((centers - c) ** 2, 1) + DIM * width**2 / 12) / (2 * w2)
   expected = likelihood.bits_per_dim(expected_logp, DIM, True, levels - 1).mean()
   np.testing.assert_allclose(result.mean, expected, atol=2e-3)

@@ -1,20 +1,19 @@
 """Langevin samplers checked against distributions with known scores."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scorejax import samplers
-from scorejax import sde_lib
+from scorejax import samplers, sde_lib
 from scorejax.datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_score, sample_gmm
 from scorejax.metrics import sliced_wasserstein
-
 
 ald = jax.jit(samplers.annealed_langevin_dynamics, static_argnums=(0, 4, 6))  # jitted by its callers
 
 
 def gaussian_score(x, mean=1.0, std=0.5):
-  return -(x - mean) / std ** 2
+  return -(x - mean) / std**2
 
 
 def test_langevin_reaches_the_exact_stationary_law_of_the_discretised_chain():
@@ -25,9 +24,9 @@ def test_langevin_reaches_the_exact_stationary_law_of_the_discretised_chain():
   x = jax.jit(samplers.langevin_dynamics, static_argnums=(0, 4))(gaussian_score, x0, jax.random.key(0), eps, 300)
   x = np.asarray(x)
   np.testing.assert_allclose(x.mean(), mean, atol=4 * std / np.sqrt(x.size))
-  exact_var = std ** 2 / (1 - eps / (4 * std ** 2))
+  exact_var = std**2 / (1 - eps / (4 * std**2))
   np.testing.assert_allclose(x.var(), exact_var, rtol=0.02)
-  assert abs(x.var() - std ** 2) > 0.05 * std ** 2  # the test can tell the biased law from the target
+  assert abs(x.var() - std**2) > 0.05 * std**2  # the test can tell the biased law from the target
 
 
 def test_annealed_langevin_returns_the_unequal_gaussian_mixture():
@@ -88,6 +87,7 @@ def test_chains_compile_to_one_program_whose_size_does_not_grow_with_steps():
 def test_registered_ald_runs_the_ve_levels_in_time():
   """`sampling.method='ald'` on a VE SDE is annealed Langevin over its N levels, score_fn taking t."""
   from scorejax.datasets.toy2d import gmm_sde_score
+
   sde = sde_lib.VESDE(0.05, 8.0, N=6)
   options = {"n_steps_each": 3, "step_lr": 1e-3, "noise_removal": True}
   x0 = 8.0 * jax.random.normal(jax.random.key(5), (256, 2))

@@ -1,4 +1,5 @@
 """The score SDEs against closed forms on Gaussian data x_0 ~ N(MU, S^2 I)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,8 +8,11 @@ import pytest
 from scorejax import sde_lib
 
 MU, S, N = 0.5, 0.3, 20_000
-SDES = {"ve": lambda: sde_lib.VESDE(0.01, 5.0, N=1000), "vp": lambda: sde_lib.VPSDE(0.1, 20.0, N=1000),
-        "subvp": lambda: sde_lib.SubVPSDE(0.1, 20.0, N=1000)}
+SDES = {
+  "ve": lambda: sde_lib.VESDE(0.01, 5.0, N=1000),
+  "vp": lambda: sde_lib.VPSDE(0.1, 20.0, N=1000),
+  "subvp": lambda: sde_lib.SubVPSDE(0.1, 20.0, N=1000),
+}
 
 
 def gaussian_marginal(sde, t):
@@ -16,13 +20,14 @@ def gaussian_marginal(sde, t):
   t = jnp.full((1,), t)
   m, std = sde.marginal_prob(jnp.ones((1, 1)), t)
   m = float(m[0, 0])
-  return m * MU, m ** 2 * S ** 2 + float(std[0]) ** 2
+  return m * MU, m**2 * S**2 + float(std[0]) ** 2
 
 
 def exact_score(sde):
   def score(x, t):
     m, std = sde.marginal_prob(jnp.ones_like(x), t)
-    return -(x - m * MU) / (m ** 2 * S ** 2 + std.reshape(-1, 1) ** 2)
+    return -(x - m * MU) / (m**2 * S**2 + std.reshape(-1, 1) ** 2)
+
   return score
 
 
@@ -35,6 +40,7 @@ def euler_maruyama(sde_obj, x, rng, t0, t1, steps):
     drift, diffusion = sde_obj.sde(x, t)
     z = jax.random.normal(jax.random.fold_in(rng, i), x.shape)
     return x + drift * dt + diffusion[:, None] * jnp.sqrt(abs(dt)) * z, None
+
   return jax.lax.scan(body, x, jnp.arange(steps))[0]
 
 
@@ -86,11 +92,11 @@ def test_prior_entropy(name):
   z = sde.prior_sample(jax.random.key(6), (N, 3))
   _, var_T = gaussian_marginal(sde, 1.0)
   prior_std = float(jnp.std(z))
-  entropy = 1.5 * np.log(2 * np.pi * np.e * prior_std ** 2)  # of N(0, prior_std^2 I_3)
+  entropy = 1.5 * np.log(2 * np.pi * np.e * prior_std**2)  # of N(0, prior_std^2 I_3)
   np.testing.assert_allclose(-np.mean(sde.prior_logp(z)), entropy, rtol=0.01)
   # The prior is the marginal at T but for the data's variance, which has all but vanished (VP,
   # sub-VP: m(1)^2 S^2 ~ 4e-6) or is small against sigma_max^2 (VE: S^2 / 25).
-  np.testing.assert_allclose(prior_std ** 2, var_T, rtol=0.05)
+  np.testing.assert_allclose(prior_std**2, var_T, rtol=0.05)
 
 
 def ddpm_chain(beta_min, beta_max, N):
@@ -118,7 +124,7 @@ def test_discrete_chains_are_smld_and_ddpm_at_their_own_times():
   assert abs(float(vp.noise_level(jnp.asarray(1 / 999))) / np.sqrt((1 - alpha_bar[1]) / alpha_bar[1]) - 0.71) < 0.01
   assert not sde_lib.SubVPSDE(0.1, 20.0, N=1000).has_discrete_chain
   with pytest.raises(ValueError, match="SubVPSDE has no discrete chain"):
-    sde_lib.SubVPSDE(0.1, 20.0, N=1000).discrete_times
+    _ = sde_lib.SubVPSDE(0.1, 20.0, N=1000).discrete_times
 
 
 @pytest.mark.parametrize("name", SDES)
@@ -140,8 +146,8 @@ def test_transitions_between_levels_are_the_chains_steps():
   sigmas = np.geomspace(0.01, 5.0, 1000)
   a, var = ve.transition(ve.discrete_times[1:], ve.discrete_times[:-1])
   np.testing.assert_allclose(a, 1.0)
-  np.testing.assert_allclose(var, np.diff(sigmas ** 2), rtol=2e-3)
-  np.testing.assert_allclose(np.sum(var), 5.0 ** 2 - 0.01 ** 2, rtol=1e-4)  # the increments add up
+  np.testing.assert_allclose(var, np.diff(sigmas**2), rtol=2e-3)
+  np.testing.assert_allclose(np.sum(var), 5.0**2 - 0.01**2, rtol=1e-4)  # the increments add up
   np.testing.assert_allclose(ve.langevin_alpha(ve.discrete_times[:-1], ve.discrete_times[1:]), 1.0)
 
 
@@ -162,10 +168,10 @@ def test_ancestral_and_tweedie_steps_have_the_exact_conditional_mean(name):
   (m_s, std_s), (m_t, std_t) = (sde.marginal_coefficients(jnp.asarray(v)) for v in (s, t))
   x_t = jnp.linspace(-2.0, 2.0, 9)[:, None]
   tt, ss = jnp.full((9,), t), jnp.full((9,), s)
-  var_t = m_t ** 2 * S ** 2 + std_t ** 2
-  cov_st = m_s * m_t * S ** 2 + (m_t / m_s) * std_s ** 2  # x_t = (m_t/m_s) x_s + independent noise
+  var_t = m_t**2 * S**2 + std_t**2
+  cov_st = m_s * m_t * S**2 + (m_t / m_s) * std_s**2  # x_t = (m_t/m_s) x_s + independent noise
   expected = m_s * MU + cov_st / var_t * (x_t - m_t * MU)
   mean = sde.ancestral_step(x_t, exact_score(sde)(x_t, tt), tt, ss, jnp.zeros_like(x_t))
   np.testing.assert_allclose(mean, expected, rtol=1e-4, atol=1e-5)
-  expected_x0 = MU + m_t * S ** 2 / var_t * (x_t - m_t * MU)
+  expected_x0 = MU + m_t * S**2 / var_t * (x_t - m_t * MU)
   np.testing.assert_allclose(sde.tweedie_denoise(exact_score(sde), x_t, tt), expected_x0, rtol=1e-4, atol=1e-5)

@@ -1,4 +1,5 @@
 """SDE losses at the exact score of Gaussian data x_0 ~ N(MU, S^2 I) equal their closed-form minima."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,8 +9,11 @@ import pytest
 from scorejax import losses, models, sde_lib
 
 MU, S, D, BATCH = 0.5, 0.3, 4, 200_000
-SDES = {"ve": lambda: sde_lib.VESDE(0.01, 5.0, N=100), "vp": lambda: sde_lib.VPSDE(0.1, 20.0, N=100),
-        "subvp": lambda: sde_lib.SubVPSDE(0.1, 20.0, N=100)}
+SDES = {
+  "ve": lambda: sde_lib.VESDE(0.01, 5.0, N=100),
+  "vp": lambda: sde_lib.VPSDE(0.1, 20.0, N=100),
+  "subvp": lambda: sde_lib.SubVPSDE(0.1, 20.0, N=100),
+}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +32,8 @@ def coefficients(sde, t):
 def exact_score(sde):
   def score(x, t):
     m, std = sde.marginal_prob(jnp.ones_like(x), t)
-    return -(x - m * MU) / (m ** 2 * S ** 2 + jnp.reshape(std, (-1, 1)) ** 2)
+    return -(x - m * MU) / (m**2 * S**2 + jnp.reshape(std, (-1, 1)) ** 2)
+
   return score
 
 
@@ -37,12 +42,13 @@ def exact_score(sde):
 def test_continuous_loss_of_the_exact_score(x0, name, likelihood_weighting):
   # Per element, E || s* + z/std ||^2 = m^2 S^2 / (std^2 (m^2 S^2 + std^2)) at time t, times lambda(t).
   sde, eps = SDES[name](), 0.05
-  loss = losses.continuous_dsm_loss(exact_score(sde), x0, jax.random.key(1), sde, eps=eps, reduce_mean=True,
-                                    likelihood_weighting=likelihood_weighting)
+  loss = losses.continuous_dsm_loss(
+    exact_score(sde), x0, jax.random.key(1), sde, eps=eps, reduce_mean=True, likelihood_weighting=likelihood_weighting
+  )
   t = np.linspace(eps, 1.0, 20_001)
   m, std, g2 = coefficients(sde, t)
-  per_t = m ** 2 * S ** 2 / (std ** 2 * (m ** 2 * S ** 2 + std ** 2))
-  expected = np.mean(per_t * (g2 if likelihood_weighting else std ** 2))
+  per_t = m**2 * S**2 / (std**2 * (m**2 * S**2 + std**2))
+  expected = np.mean(per_t * (g2 if likelihood_weighting else std**2))
   np.testing.assert_allclose(loss, expected, rtol=0.03)
 
 
@@ -50,16 +56,18 @@ def test_continuous_loss_of_the_exact_score(x0, name, likelihood_weighting):
 def test_sum_over_dimensions_is_dim_times_mean(x0, name):
   sde = SDES[name]()
   args = (exact_score(sde), x0[:1000], jax.random.key(2), sde, 1e-5)
-  np.testing.assert_allclose(losses.continuous_dsm_loss(*args, reduce_mean=False, likelihood_weighting=False),
-                             D * losses.continuous_dsm_loss(*args, reduce_mean=True, likelihood_weighting=False),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    losses.continuous_dsm_loss(*args, reduce_mean=False, likelihood_weighting=False),
+    D * losses.continuous_dsm_loss(*args, reduce_mean=True, likelihood_weighting=False),
+    rtol=1e-5,
+  )
 
 
 def test_smld_loss_of_the_exact_score(x0):
   # Level i carries noise sigma_i: per element the minimum is S^2 / (S^2 + sigma_i^2).
   sde = SDES["ve"]()
   sigmas = np.geomspace(0.01, 5.0, sde.N)
-  expected = np.mean(S ** 2 / (S ** 2 + sigmas ** 2))
+  expected = np.mean(S**2 / (S**2 + sigmas**2))
   loss = losses.discrete_dsm_loss(exact_score(sde), x0, jax.random.key(3), sde, reduce_mean=True)
   np.testing.assert_allclose(loss, expected, rtol=0.02)
 
@@ -69,7 +77,7 @@ def test_ddpm_loss_of_the_exact_score(x0):
   sde = SDES["vp"]()
   betas = np.linspace(0.1 / sde.N, 20.0 / sde.N, sde.N)
   ab = np.cumprod(1.0 - betas)
-  expected = np.mean(ab * S ** 2 / (ab * S ** 2 + 1 - ab))
+  expected = np.mean(ab * S**2 / (ab * S**2 + 1 - ab))
   loss = losses.discrete_dsm_loss(exact_score(sde), x0, jax.random.key(4), sde, reduce_mean=True)
   np.testing.assert_allclose(loss, expected, rtol=0.02)
 
@@ -102,7 +110,8 @@ def test_every_level_is_finite_and_conditioned_on_the_chains_own_noise(name):
   params = models.init_params(net, jax.random.key(0), (3, 3, 1))
   score_fn = models.get_score_fn(net, params, sde, prediction="noise")
   per_level = jax.vmap(lambda i, key: losses.level_dsm_loss(score_fn, x[:1], key, sde, i[None], True))(
-      levels, jax.random.split(jax.random.key(1), 1000))
+    levels, jax.random.split(jax.random.key(1), 1000)
+  )
   assert np.all(np.isfinite(per_level)), np.flatnonzero(~np.isfinite(per_level))
 
 
@@ -113,9 +122,11 @@ def test_loss_selection_follows_the_score_sde_flags():
   # With a zero score each loss is E||z||^2 per element = 1: a check that every path runs.
   for sde, continuous in ((ve, True), (ve, False), (vp, False), (subvp, True)):
     loss = losses.get_sde_loss_fn(sde, continuous=continuous, reduce_mean=True, likelihood_weighting=False)(
-        zero, x, rng)
-    np.testing.assert_allclose(loss, np.mean(np.square(jax.random.normal(jax.random.split(rng)[1], x.shape))),
-                               rtol=1e-5)
+      zero, x, rng
+    )
+    np.testing.assert_allclose(
+      loss, np.mean(np.square(jax.random.normal(jax.random.split(rng)[1], x.shape))), rtol=1e-5
+    )
   with pytest.raises(ValueError, match="VE \\(SMLD\\) or VP \\(DDPM\\), not SubVPSDE"):
     losses.get_sde_loss_fn(subvp, continuous=False, reduce_mean=True, likelihood_weighting=False)
   with pytest.raises(ValueError, match="needs training.continuous=True"):

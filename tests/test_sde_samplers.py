@@ -1,6 +1,7 @@
 """The SDE samplers (predictor-corrector, CAS, EDM, DDIM, DPM-Solver) driven by the exact score of the
 unequal-weight Gaussian mixture return the mixture; the ODE solvers converge to the probability flow at
 their order; each reports exactly the score evaluations of its one compiled program."""
+
 import re
 
 import jax
@@ -17,13 +18,16 @@ from scorejax.metrics import sliced_wasserstein
 NUM_SAMPLES = 6_000
 # sigma_max = 50: the prior N(0, sigma_max^2 I) misses the data mean (0.4, 0.8) by 0.016 standard
 # deviations, which a deterministic sampler carries straight into the mode weights (0.013 at sigma_max = 20).
-SDES = {"ve": lambda n: sde_lib.VESDE(0.01, 50.0, N=n), "vp": lambda n: sde_lib.VPSDE(0.1, 20.0, N=n),
-        "subvp": lambda n: sde_lib.SubVPSDE(0.1, 20.0, N=n)}
+SDES = {
+  "ve": lambda n: sde_lib.VESDE(0.01, 50.0, N=n),
+  "vp": lambda n: sde_lib.VPSDE(0.1, 20.0, N=n),
+  "subvp": lambda n: sde_lib.SubVPSDE(0.1, 20.0, N=n),
+}
 # Two true samples of 6000 lie 0.07-0.20 apart in sliced Wasserstein (median 0.11 over 20 seeds);
 # the equal-weight mixture lies ~0.9 from the true one.
 SW_BOUND = 0.25
-MEAN_ATOL = 0.08   # ~5 standard errors of the smallest mode's mean (600 samples of std 0.4)
-VAR_RTOL = 0.15    # ~3.5 standard errors of the smallest mode's variance
+MEAN_ATOL = 0.08  # ~5 standard errors of the smallest mode's mean (600 samples of std 0.4)
+VAR_RTOL = 0.15  # ~3.5 standard errors of the smallest mode's variance
 
 
 def build(method, sde, **fields):
@@ -60,27 +64,30 @@ def test_the_mixture_check_accepts_true_samples_and_rejects_wrong_weights_or_wid
 
 
 MIXTURE_CASES = [
-    ("pc", "ve", dict(predictor="reverse_diffusion", corrector="langevin", snr=0.16, n_steps_each=1)),
-    ("pc", "vp", dict(predictor="euler_maruyama", corrector="none")),
-    ("pc", "vp", dict(predictor="ancestral_sampling", corrector="none")),
-    ("pc", "ve", dict(predictor="ancestral_sampling", corrector="none")),
-    ("pc", "vp", dict(predictor="ancestral_sampling", corrector="none", time_grid="discrete")),
-    ("pc", "subvp", dict(predictor="ancestral_sampling", corrector="none")),
-    ("pc", "subvp", dict(predictor="reverse_diffusion", corrector="none")),
-    ("pc", "subvp", dict(predictor="euler_maruyama", corrector="none", probability_flow=True)),
-    ("cas", "ve", dict(step_lr=1e-5, n_steps_each=1)),
-    ("cas", "vp", dict(step_lr=5e-5, n_steps_each=1)),  # eta = step_lr / sigma_min^2 ~ 0.1, as for VE
-    ("edm", "ve", dict(num_steps=40)),
-    ("edm", "vp", dict(num_steps=40, s_churn=10.0)),
-    ("ddim", "vp", dict(num_steps=200)),
-    ("ddim", "subvp", dict(num_steps=200, ddim_eta=1.0)),
-    ("dpm_solver", "vp", dict(num_steps=25, dpm_solver_order=2)),
-    ("dpm_solver", "subvp", dict(num_steps=15, dpm_solver_order=3)),
+  ("pc", "ve", dict(predictor="reverse_diffusion", corrector="langevin", snr=0.16, n_steps_each=1)),
+  ("pc", "vp", dict(predictor="euler_maruyama", corrector="none")),
+  ("pc", "vp", dict(predictor="ancestral_sampling", corrector="none")),
+  ("pc", "ve", dict(predictor="ancestral_sampling", corrector="none")),
+  ("pc", "vp", dict(predictor="ancestral_sampling", corrector="none", time_grid="discrete")),
+  ("pc", "subvp", dict(predictor="ancestral_sampling", corrector="none")),
+  ("pc", "subvp", dict(predictor="reverse_diffusion", corrector="none")),
+  ("pc", "subvp", dict(predictor="euler_maruyama", corrector="none", probability_flow=True)),
+  ("cas", "ve", dict(step_lr=1e-5, n_steps_each=1)),
+  ("cas", "vp", dict(step_lr=5e-5, n_steps_each=1)),  # eta = step_lr / sigma_min^2 ~ 0.1, as for VE
+  ("edm", "ve", dict(num_steps=40)),
+  ("edm", "vp", dict(num_steps=40, s_churn=10.0)),
+  ("ddim", "vp", dict(num_steps=200)),
+  ("ddim", "subvp", dict(num_steps=200, ddim_eta=1.0)),
+  ("dpm_solver", "vp", dict(num_steps=25, dpm_solver_order=2)),
+  ("dpm_solver", "subvp", dict(num_steps=15, dpm_solver_order=3)),
 ]
 
 
-@pytest.mark.parametrize("method, sde_name, fields", MIXTURE_CASES,
-                         ids=[f"{m}-{s}-{'-'.join(map(str, f.values()))}" for m, s, f in MIXTURE_CASES])
+@pytest.mark.parametrize(
+  "method, sde_name, fields",
+  MIXTURE_CASES,
+  ids=[f"{m}-{s}-{'-'.join(map(str, f.values()))}" for m, s, f in MIXTURE_CASES],
+)
 def test_sampler_with_the_exact_score_returns_the_unequal_mixture(method, sde_name, fields):
   sde = SDES[sde_name](200)  # PC and CAS take N = 200 steps
   x, _ = run(method, sde, sde.prior_sample(jax.random.key(0), (NUM_SAMPLES, 2)), **fields)
@@ -102,6 +109,7 @@ def probability_flow_rk4(sde, score_fn, x, steps, eps=1e-3):
     k3 = drift(x + 0.5 * h * k2, t + 0.5 * h)
     k4 = drift(x + h * k3, t + h)
     return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4), None
+
   return jax.lax.scan(step, x, jnp.arange(steps))[0]
 
 
@@ -113,10 +121,15 @@ def flow_reference():
   return sde, x_init, jax.jit(lambda x: probability_flow_rk4(sde, gmm_sde_score(sde), x, 500))(x_init)
 
 
-@pytest.mark.parametrize("method, order, fields", [("ddim", 1, dict(num_steps=20)),
-                                                   ("dpm_solver", 2, dict(num_steps=10, dpm_solver_order=2)),
-                                                   ("dpm_solver", 3, dict(num_steps=10, dpm_solver_order=3))],
-                         ids=["ddim", "dpm_solver_2", "dpm_solver_3"])
+@pytest.mark.parametrize(
+  "method, order, fields",
+  [
+    ("ddim", 1, dict(num_steps=20)),
+    ("dpm_solver", 2, dict(num_steps=10, dpm_solver_order=2)),
+    ("dpm_solver", 3, dict(num_steps=10, dpm_solver_order=3)),
+  ],
+  ids=["ddim", "dpm_solver_2", "dpm_solver_3"],
+)
 def test_ode_solvers_converge_to_the_probability_flow_at_their_order(flow_reference, method, order, fields):
   # Measured on logSNR steps: error ratios ~2.1 (DDIM, 20 -> 40), ~5 (DPM-Solver-2, 10 -> 20) and
   # ~13 (DPM-Solver-3, 10 -> 20; ~8 from 20 -> 40), i.e. order 1, 2, 3.
@@ -154,32 +167,45 @@ def score_evaluations(jaxpr, name="counted_score"):
 
 
 NFE_CASES = [  # (method, sde, fields, expected nfe for N steps)
-    ("pc", "ve", dict(predictor="reverse_diffusion", corrector="langevin", n_steps_each=2), lambda n: 3 * n + 1),
-    ("pc", "vp", dict(predictor="ancestral_sampling", corrector="ald", n_steps_each=1, noise_removal=False),
-     lambda n: 2 * n),
-    ("pc", "ve", dict(predictor="ancestral_sampling", corrector="ald", n_steps_each=1, time_grid="discrete"),
-     lambda n: 2 * (n - 1) + 1),
-    ("pc", "subvp", dict(predictor="none", corrector="langevin", n_steps_each=3), lambda n: 3 * n + 1),
-    ("pc", "subvp", dict(predictor="euler_maruyama", corrector="none", probability_flow=True), lambda n: n + 1),
-    ("cas", "ve", dict(step_lr=1e-4, n_steps_each=2), lambda n: 2 * (n - 1) + 2),  # eta = 1
-    ("ald", "ve", dict(step_lr=1e-5, n_steps_each=2, noise_removal=True), lambda n: 2 * n + 1),
-    ("edm", "vp", dict(s_churn=5.0), lambda n: 2 * n - 1),
-    ("ddim", "subvp", dict(ddim_eta=1.0), lambda n: n),
-    ("dpm_solver", "ve", dict(dpm_solver_order=2), lambda n: 2 * n),
-    ("dpm_solver", "vp", dict(dpm_solver_order=3), lambda n: 3 * n),
+  ("pc", "ve", dict(predictor="reverse_diffusion", corrector="langevin", n_steps_each=2), lambda n: 3 * n + 1),
+  (
+    "pc",
+    "vp",
+    dict(predictor="ancestral_sampling", corrector="ald", n_steps_each=1, noise_removal=False),
+    lambda n: 2 * n,
+  ),
+  (
+    "pc",
+    "ve",
+    dict(predictor="ancestral_sampling", corrector="ald", n_steps_each=1, time_grid="discrete"),
+    lambda n: 2 * (n - 1) + 1,
+  ),
+  ("pc", "subvp", dict(predictor="none", corrector="langevin", n_steps_each=3), lambda n: 3 * n + 1),
+  ("pc", "subvp", dict(predictor="euler_maruyama", corrector="none", probability_flow=True), lambda n: n + 1),
+  ("cas", "ve", dict(step_lr=1e-4, n_steps_each=2), lambda n: 2 * (n - 1) + 2),  # eta = 1
+  ("ald", "ve", dict(step_lr=1e-5, n_steps_each=2, noise_removal=True), lambda n: 2 * n + 1),
+  ("edm", "vp", dict(s_churn=5.0), lambda n: 2 * n - 1),
+  ("ddim", "subvp", dict(ddim_eta=1.0), lambda n: n),
+  ("dpm_solver", "ve", dict(dpm_solver_order=2), lambda n: 2 * n),
+  ("dpm_solver", "vp", dict(dpm_solver_order=3), lambda n: 3 * n),
 ]
 
 
-@pytest.mark.parametrize("method, sde_name, fields, expected", NFE_CASES,
-                         ids=[f"{m}-{s}-{'-'.join(map(str, f.values()))}" for m, s, f, _ in NFE_CASES])
+@pytest.mark.parametrize(
+  "method, sde_name, fields, expected",
+  NFE_CASES,
+  ids=[f"{m}-{s}-{'-'.join(map(str, f.values()))}" for m, s, f, _ in NFE_CASES],
+)
 def test_nfe_counts_the_score_evaluations_of_one_program(method, sde_name, fields, expected):
   sizes = []
   for n in (4, 40):
     sde = SDES[sde_name](n)  # PC, CAS and ALD take N = sde.N steps; the others sampling.num_steps
     sample_fn = build(method, sde, num_steps=n, **fields)
 
-    def counted_score(x, t, score_fn=gmm_sde_score(sde)):
-      return score_fn(x, t)
+    exact_score = gmm_sde_score(sde)
+
+    def counted_score(x, t):
+      return exact_score(x, t)
 
     reported = []
 
@@ -187,6 +213,7 @@ def test_nfe_counts_the_score_evaluations_of_one_program(method, sde_name, field
       x, nfe = sample_fn(jax.jit(counted_score), x, rng)
       reported.append(nfe)  # a Python int, fixed when the sampler is built
       return x
+
     calls, size = score_evaluations(jax.make_jaxpr(program)(jnp.zeros((8, 2)), jax.random.key(0)).jaxpr)
     assert calls == reported[0] == expected(n), (calls, reported[0], expected(n))
     sizes.append(size)
@@ -196,9 +223,15 @@ def test_nfe_counts_the_score_evaluations_of_one_program(method, sde_name, field
 # ----------------------------------------------------------------------------- choices
 
 
-@pytest.mark.parametrize("method, sde_name, fields, message", [
-    ("pc", "vp", dict(predictor="heun"), "unknown sampling.predictor 'heun'; valid choices: "
-                                         "ancestral_sampling, euler_maruyama, none, reverse_diffusion"),
+@pytest.mark.parametrize(
+  "method, sde_name, fields, message",
+  [
+    (
+      "pc",
+      "vp",
+      dict(predictor="heun"),
+      "unknown sampling.predictor 'heun'; valid choices: ancestral_sampling, euler_maruyama, none, reverse_diffusion",
+    ),
     ("pc", "vp", dict(corrector="hmc"), "unknown sampling.corrector 'hmc'; valid choices: ald, langevin, none"),
     ("pc", "subvp", dict(time_grid="discrete"), "SubVPSDE has no discrete chain"),
     ("pc", "vp", dict(time_grid="levels"), "unknown sampling.time_grid 'levels'; valid choices: uniform, discrete"),
@@ -206,9 +239,14 @@ def test_nfe_counts_the_score_evaluations_of_one_program(method, sde_name, field
     ("cas", "subvp", dict(), "'cas' runs on the levels of a discrete chain, which SubVPSDE lacks"),
     ("cas", "ve", dict(step_lr=1.0), "breaks the consistency"),
     ("dpm_solver", "vp", dict(dpm_solver_order=4), "unknown sampling.dpm_solver_order 4; valid choices: 1, 2, 3"),
-    ("ddim", "vp", dict(skip_type="quadratic"),
-     "unknown sampling.skip_type 'quadratic'; valid choices: logSNR, time_uniform"),
-])
+    (
+      "ddim",
+      "vp",
+      dict(skip_type="quadratic"),
+      "unknown sampling.skip_type 'quadratic'; valid choices: logSNR, time_uniform",
+    ),
+  ],
+)
 def test_unknown_or_unsupported_choices_fail_when_the_sampler_is_built(method, sde_name, fields, message):
   with pytest.raises(ValueError, match=re.escape(message)):
     build(method, SDES[sde_name](10), **fields)
@@ -219,7 +257,13 @@ def test_langevin_corrector_on_a_short_vp_grid_stays_finite(sde_name):
   # At N = 10 score_sde's step size 2 (1 - beta(t) / N) (...)^2 is negative and the chain NaN; the
   # chain's own alpha on the grid is a fraction at every N.
   sde = SDES[sde_name](10)
-  x, _ = run("pc", sde, sde.prior_sample(jax.random.key(0), (NUM_SAMPLES, 2)), predictor="reverse_diffusion",
-             corrector="langevin", n_steps_each=1)
+  x, _ = run(
+    "pc",
+    sde,
+    sde.prior_sample(jax.random.key(0), (NUM_SAMPLES, 2)),
+    predictor="reverse_diffusion",
+    corrector="langevin",
+    n_steps_each=1,
+  )
   assert np.all(np.isfinite(x))
   np.testing.assert_allclose(x.std(0), sample_gmm(np.random.default_rng(2), NUM_SAMPLES).std(0), rtol=0.25)

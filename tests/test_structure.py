@@ -1,6 +1,7 @@
 """The layering that keeps the method readable: losses and samplers ask the SDE instead of testing its
 type, and no sampler imports another (they meet only through `score_fn`; shared numerics live in
 `samplers/integrators.py`, names in `samplers/registry.py`)."""
+
 import ast
 import pathlib
 

@@ -1,4 +1,5 @@
 """End-to-end training, resume, data parallelism, outputs and faults, in process."""
+
 import json
 import os
 
@@ -7,11 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from scorejax.checkpointing import Checkpointer
 from scorejax.run.evaluate import evaluate
 from scorejax.run.experiment import Experiment, TrainingDiverged
 from scorejax.run.sample import sample
 from scorejax.run.train import train
-from scorejax.checkpointing import Checkpointer
+
 from helpers import override, tiny_digits, tiny_toy
 
 quiet = lambda *a, **k: None
@@ -46,16 +48,18 @@ def test_resume_is_bit_exact(toy_run, tmp_path):
 def test_four_devices_train_like_one(toy_run, tmp_path):
   assert len(jax.devices()) == 4
   _, four = toy_run
-  one = train(tiny_toy(**{"training.snapshot_sampling": False}), str(tmp_path),
-                      devices=jax.devices()[:1], print_fn=quiet)
+  one = train(
+    tiny_toy(**{"training.snapshot_sampling": False}), str(tmp_path), devices=jax.devices()[:1], print_fn=quiet
+  )
   for a, b in zip(leaves(four.params), leaves(one.params)):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
 
 
 def test_several_steps_per_dispatch_train_like_one(toy_run, tmp_path):
   _, single = toy_run
-  multi = train(tiny_toy(**{"training.n_jitted_steps": 5, "training.snapshot_sampling": False}),
-                        str(tmp_path), print_fn=quiet)
+  multi = train(
+    tiny_toy(**{"training.n_jitted_steps": 5, "training.snapshot_sampling": False}), str(tmp_path), print_fn=quiet
+  )
   for a, b in zip(leaves(single.params), leaves(multi.params)):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
 
@@ -74,8 +78,7 @@ def test_training_writes_logs_checkpoints_and_pictures(toy_run):
 
 def test_sample_and_eval_modes(toy_run):
   workdir, _ = toy_run
-  samples = sample(tiny_toy(**{"sampling.num_samples": 300, "sampling.batch_size": 128}),
-                           workdir, print_fn=quiet)
+  samples = sample(tiny_toy(**{"sampling.num_samples": 300, "sampling.batch_size": 128}), workdir, print_fn=quiet)
   saved = np.load(os.path.join(workdir, "samples", "samples_40.npz"))["samples"]
   assert samples.shape == saved.shape == (300, 2) and np.all(np.isfinite(saved))
   result = evaluate(tiny_toy(), workdir, print_fn=quiet)
@@ -86,11 +89,22 @@ def test_sample_and_eval_modes(toy_run):
 
 
 def test_a_trained_model_learns_the_mixture_score(tmp_path):
-  config = tiny_toy(**{"training.n_iters": 600, "training.log_freq": 100, "training.snapshot_freq": 600,
-                       "training.batch_size": 256, "data.num_train": 20_000, "model.nf": 64,
-                       "model.num_scales": 20, "sampling.n_steps_each": 20, "sampling.step_lr": 5e-5,
-                       "sampling.num_samples": 2_000, "sampling.batch_size": 2_000,
-                       "training.snapshot_sampling": False})
+  config = tiny_toy(
+    **{
+      "training.n_iters": 600,
+      "training.log_freq": 100,
+      "training.snapshot_freq": 600,
+      "training.batch_size": 256,
+      "data.num_train": 20_000,
+      "model.nf": 64,
+      "model.num_scales": 20,
+      "sampling.n_steps_each": 20,
+      "sampling.step_lr": 5e-5,
+      "sampling.num_samples": 2_000,
+      "sampling.batch_size": 2_000,
+      "training.snapshot_sampling": False,
+    }
+  )
   workdir = str(tmp_path)
   train(config, workdir, print_fn=quiet)
   result = evaluate(config, workdir, print_fn=quiet)
@@ -98,8 +112,9 @@ def test_a_trained_model_learns_the_mixture_score(tmp_path):
   assert mid and max(mid) < 0.1, result["per_sigma"]
   # The probability-flow ODE likelihood of held-out points is close to the true one (1.27 nats/dim;
   # the zero score of an untrained network gives the prior's, ~2.7; 600 steps get within 0.1).
-  with_nll = evaluate(override(config, **{"eval.enable_bpd": True, "eval.bpd_num_examples": 500}),
-                              workdir, print_fn=quiet)
+  with_nll = evaluate(
+    override(config, **{"eval.enable_bpd": True, "eval.bpd_num_examples": 500}), workdir, print_fn=quiet
+  )
   assert abs(with_nll["nll_nats_per_dim"] - with_nll["true_nll_nats_per_dim"]) < 0.15, with_nll
   # An untrained score gives relative error ~1 and samples at the prior, N(0, 6^2 I), far from the data
   # (SW > 3); two fresh samples of the mixture are ~0.15 apart at this size. 600 steps get within 0.35.
@@ -109,9 +124,18 @@ def test_a_trained_model_learns_the_mixture_score(tmp_path):
 def test_nan_loss_stops_with_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
   workdir = str(tmp_path)
   train(tiny_toy(**{"training.n_iters": 20, "training.snapshot_sampling": False}), workdir, print_fn=quiet)
-  bad = tiny_toy(**{"optim.lr": 1e12, "optim.grad_clip": 0.0, "optim.warmup": 0,
-                    "training.snapshot_sampling": False, "training.n_iters": 200})
-  with pytest.raises(TrainingDiverged, match=r"NaN/inf at step (2\d|[3-9]\d|1\d\d); the last good checkpoint \(step 20\)"):
+  bad = tiny_toy(
+    **{
+      "optim.lr": 1e12,
+      "optim.grad_clip": 0.0,
+      "optim.warmup": 0,
+      "training.snapshot_sampling": False,
+      "training.n_iters": 200,
+    }
+  )
+  with pytest.raises(
+    TrainingDiverged, match=r"NaN/inf at step (2\d|[3-9]\d|1\d\d); the last good checkpoint \(step 20\)"
+  ):
     train(bad, workdir, print_fn=quiet)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   assert ckpt.all_steps() == [20]
@@ -126,12 +150,24 @@ def test_digits_end_to_end(tmp_path):
   samples = np.load(os.path.join(workdir, "samples", "samples_4.npz"))["samples"]
   assert samples.shape == (16, 8, 8, 1)
   from PIL import Image
+
   grid = Image.open(os.path.join(workdir, "samples", "samples_4.png"))
   assert grid.size == (4 * (4 * 9 + 1),) * 2
   # The bits/dim plumbing only (the likelihood itself is checked against closed forms elsewhere):
   # a few fixed Euler steps, since the untrained network's flow is stiff for an adaptive solver.
-  result = evaluate(tiny_digits(**{"eval.enable_bpd": True, "eval.batch_size": 8, "eval.bpd_num_examples": 8,
-                                           "eval.ode_solver": "euler", "eval.ode_steps": 4}), workdir, print_fn=quiet)
+  result = evaluate(
+    tiny_digits(
+      **{
+        "eval.enable_bpd": True,
+        "eval.batch_size": 8,
+        "eval.bpd_num_examples": 8,
+        "eval.ode_solver": "euler",
+        "eval.ode_steps": 4,
+      }
+    ),
+    workdir,
+    print_fn=quiet,
+  )
   on_disk = json.load(open(os.path.join(workdir, "eval", "eval_4.json")))
   # An untrained network: far from the ~1-2 bits/dim of a trained one, but a finite positive value.
   assert on_disk["bpd"] == result["bpd"] and 0 < result["bpd"] < 30 and result["bpd_num_examples"] == 8
