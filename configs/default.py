@@ -82,6 +82,7 @@ def get_default_config():
   data.uniform_dequantization = False # (k + u) / 256 instead of k / 255 for training images
   data.root = "data"                  # where file-backed datasets (cifar10) live
   data.verify_checksum = True
+  data.download = False               # cifar10: download a missing archive into data.root (needs network)
 
   config.model = model = ml_collections.ConfigDict()
   model.name = "ncsn_small"

@@ -36,23 +36,32 @@ def load_image(path, shape):
 @register_dataset("folder")
 def folder(root="data", shape=(64, 64, 3), num_test=None, **unused):
   """All images under `root` as uint8 pixel counts 0..255. A fixed 1% of them
-  (at least one; `num_test` to choose) is held out as the test split."""
+  (at least one; `num_test` to choose) is held out as the test split. A `root` that is not a folder
+  of at least 2 images, or an image that cannot be read (damaged, or larger than PIL's
+  decompression-bomb limit of `2 * Image.MAX_IMAGE_PIXELS` pixels), is a `ValueError` in one line
+  naming it: a dataset is never silently smaller than the folder."""
   if len(shape) != 3 or shape[2] not in (1, 3):
     raise ValueError(
       f"images must have 1 (grayscale) or 3 (RGB) channels for data.dataset='folder', got shape {tuple(shape)}"
     )
+  if os.path.exists(root) and not os.path.isdir(root):
+    raise ValueError(f"data.root={root!r} is a file, not a folder; set data.root to the folder that holds the images")
   paths = list_images(root) if os.path.isdir(root) else []
   if len(paths) < 2:
     raise ValueError(
       f"data.dataset='folder' needs at least 2 images ({', '.join(EXTENSIONS)}) under "
-      f"data.root={root!r}, found {len(paths)}"
+      f"data.root={root!r}, found {len(paths)}" + ("" if os.path.isdir(root) else " (the folder does not exist)")
     )
   images = []
   for path in paths:
     try:
       images.append(load_image(path, shape))
-    except OSError as e:
-      raise ValueError(f"cannot read image {path}: {e}") from None
+    except Image.DecompressionBombError as e:
+      raise ValueError(
+        f"image {path} is too large to decode safely ({e}); downscale it or remove it from data.root"
+      ) from None
+    except Exception as e:  # whatever a damaged or unsupported file raises in PIL's decoders
+      raise ValueError(f"cannot read image {path}: {' '.join(str(e).split()) or type(e).__name__}") from None
   x = np.stack(images).astype(np.uint8)
   order = np.random.default_rng(0).permutation(len(x))
   n_test = num_test if num_test is not None else max(1, len(x) // 100)

@@ -68,8 +68,11 @@ def data_shape(config):
 
 
 def load_dataset(config):
+  """The dataset `data.dataset` with the config's options, checked against the config: its examples
+  have the configured shape, and its splits are non-empty and hold at least one training batch.
+  Every problem with the data (a missing or unreadable file, too few examples) is a `UserError`."""
   data = config.data
-  options = {k: data[k] for k in ("num_train", "num_test", "root", "verify_checksum") if k in data}
+  options = {k: data[k] for k in ("num_train", "num_test", "root", "verify_checksum", "download") if k in data}
   expected = data_shape(config)
   ds = as_user_error(lambda: datasets.get_dataset(data.dataset, shape=expected, **options))
   if tuple(ds.shape) != expected:
@@ -77,6 +80,17 @@ def load_dataset(config):
     raise UserError(
       f"data.dataset={data.dataset!r} has examples of shape {tuple(ds.shape)}, but the config "
       f"says {expected}; set {fields} to match"
+    )
+  num_train, batch_size = len(ds.train), config.training.batch_size
+  more = " or raise data.num_train" if "num_train" in data else ""
+  if num_train == 0:
+    raise UserError(f"the training split of data.dataset={data.dataset!r} is empty; lower data.num_test{more}")
+  if len(ds.test) == 0:
+    raise UserError(f"the test split of data.dataset={data.dataset!r} is empty; set data.num_test >= 1")
+  if batch_size > num_train:
+    raise UserError(
+      f"training.batch_size={batch_size} is larger than the training set ({num_train} examples of "
+      f"data.dataset={data.dataset!r}); choose training.batch_size <= {num_train}{more}"
     )
   return ds
 
@@ -158,23 +172,146 @@ def build_optimizer(config):
   return optax.chain(clip, optax.adam(schedule, b1=o.beta1, eps=o.eps))
 
 
+def _is_int(value):
+  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value):
+  return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_int(name, value, low=1, high=None):
+  """`value` is an integer in `[low, high]`; else a `UserError` naming the field `name` and its range."""
+  if _is_int(value) and value >= low and (high is None or value <= high):
+    return
+  if high is not None:
+    domain = f"an integer in [{low}, {high}]"
+  else:
+    domain = {1: "a positive integer", 0: "a non-negative integer"}.get(low, f"an integer >= {low}")
+  raise UserError(f"{name} must be {domain}, got {value!r}")
+
+
+# Domains of real fields: the text of the range, and the test of a finite value.
+REAL_DOMAINS = {
+  "> 0": lambda v: v > 0,
+  ">= 0": lambda v: v >= 0,
+  "in (0, 1)": lambda v: 0 < v < 1,
+  "in [0, 1)": lambda v: 0 <= v < 1,
+  "in [0, 1]": lambda v: 0 <= v <= 1,
+}
+
+
+def check_real(name, value, domain):
+  """`value` is a finite real number in `domain` (a key of `REAL_DOMAINS`); else a `UserError` naming the
+  field `name` and its range."""
+  if _is_real(value) and np.isfinite(value) and REAL_DOMAINS[domain](value):
+    return
+  raise UserError(f"{name} must be a finite number {domain}, got {value!r}")
+
+
+def check_ints(name, value, empty=False):
+  """`value` is a tuple (or list) of positive integers, non-empty unless `empty`."""
+  if isinstance(value, (tuple, list)) and (empty or len(value)) and all(_is_int(v) and v >= 1 for v in value):
+    return
+  kind = "a tuple of positive integers" if empty else "a non-empty tuple of positive integers"
+  raise UserError(f"{name} must be {kind}, got {value!r}")
+
+
+# Integer fields and their least value; a config may lack some of them (data.num_train, data.image_size).
+INT_FIELDS = {
+  "training.batch_size": 1,
+  "training.n_iters": 1,
+  "training.log_freq": 1,
+  "training.snapshot_freq": 1,
+  "training.n_jitted_steps": 1,
+  "training.max_to_keep": 1,
+  "model.num_scales": 1,
+  "model.nf": 1,
+  "model.num_res_blocks": 1,
+  "model.num_layers": 1,
+  "sampling.n_steps_each": 1,
+  "sampling.num_samples": 1,
+  "sampling.batch_size": 1,
+  "sampling.num_steps": 1,
+  "sampling.ode_steps": 1,
+  "sampling.ode_max_steps": 1,
+  "eval.batch_size": 1,
+  "eval.num_levels": 1,
+  "eval.bpd_num_repeats": 1,
+  "eval.bpd_num_examples": 0,
+  "eval.ode_steps": 1,
+  "eval.ode_max_steps": 1,
+  "eval.num_probes": 1,
+  "data.num_train": 1,
+  "data.num_test": 1,
+  "data.image_size": 1,
+  "data.num_channels": 1,
+  "optim.warmup": 0,
+}
+REAL_FIELDS = {
+  "model.ema_rate": "in [0, 1)",
+  "model.dropout": "in [0, 1)",
+  "sampling.step_lr": "> 0",
+  "sampling.eps": "in (0, 1)",
+  "sampling.snr": ">= 0",
+  "sampling.rho": "> 0",
+  "sampling.s_churn": ">= 0",
+  "sampling.s_min": ">= 0",
+  "sampling.s_noise": ">= 0",
+  "sampling.ddim_eta": "in [0, 1]",
+  "sampling.rtol": "> 0",
+  "sampling.atol": "> 0",
+  "eval.eps": "in (0, 1)",
+  "eval.rtol": "> 0",
+  "eval.atol": "> 0",
+  "optim.lr": "> 0",
+  "optim.beta1": "in [0, 1)",
+  "optim.eps": "> 0",
+}
+
+
+def _present(config, names):
+  """`(name, value)` for each dotted field of `names` that `config` holds."""
+  for name in names:
+    node = config
+    try:
+      for part in name.split("."):
+        node = node[part]
+    except KeyError:
+      continue
+    yield name, node
+
+
 def validate_config(config, num_devices):
+  """Every field with a domain is checked here, before any data is read or anything compiled: counts,
+  seeds, noise ranges, tolerances, shapes, the registry names (SDE, sampler, prediction, dtype) and
+  the network the model fields build. A bad value is a `UserError` whose one line names the field and
+  its valid range. What needs the data (the batch against the size of the training set) is checked
+  by `load_dataset`."""
   t, m, s = config.training, config.model, config.sampling
-  positive = {
-    "training.batch_size": t.batch_size,
-    "training.n_iters": t.n_iters,
-    "training.log_freq": t.log_freq,
-    "training.snapshot_freq": t.snapshot_freq,
-    "training.n_jitted_steps": t.n_jitted_steps,
-    "model.num_scales": m.num_scales,
-    "model.nf": m.nf,
-    "sampling.n_steps_each": s.n_steps_each,
-    "sampling.num_samples": s.num_samples,
-    "sampling.batch_size": s.batch_size,
-  }
-  for name, value in positive.items():
-    if not isinstance(value, int) or value <= 0:
-      raise UserError(f"{name} must be a positive integer, got {value!r}")
+  if not (_is_int(config.seed) and 0 <= config.seed < 2**63):
+    raise UserError(f"seed must be a non-negative integer below 2**63, got {config.seed!r}")
+  for name, value in _present(config, INT_FIELDS):
+    if not (name == "data.num_test" and value is None):  # None: the dataset's own test split (folder: 1%)
+      check_int(name, value, INT_FIELDS[name])
+  for name, value in _present(config, REAL_FIELDS):
+    check_real(name, value, REAL_FIELDS[name])
+  if "s_max" in s and not (_is_real(s.s_max) and _is_real(s.s_min) and s.s_max >= s.s_min):
+    raise UserError(f"sampling.s_max must be a number >= sampling.s_min={s.s_min!r} (inf allowed), got {s.s_max!r}")
+  if "dpm_solver_order" in s:
+    check_int("sampling.dpm_solver_order", s.dpm_solver_order, 1, 3)
+  for name in ("sigma_min", "sigma_max", "beta_min", "beta_max"):
+    check_real(f"model.{name}", m[name], "> 0")
+  if not m.sigma_min < m.sigma_max:
+    raise UserError(f"need 0 < model.sigma_min < model.sigma_max, got {m.sigma_min} and {m.sigma_max}")
+  if not m.beta_min < m.beta_max:
+    raise UserError(f"need 0 < model.beta_min < model.beta_max, got {m.beta_min} and {m.beta_max}")
+  if "ch_mult" in m:
+    check_ints("model.ch_mult", m.ch_mult)
+  if "attn_resolutions" in m:
+    check_ints("model.attn_resolutions", m.attn_resolutions, empty=True)
+  if "image_size" not in config.data:
+    check_ints("data.shape", config.data.shape)
   if t.batch_size % num_devices:  # global devices: every process's included
     raise UserError(
       f"training.batch_size={t.batch_size} is not divisible by the number of devices "
@@ -184,18 +321,27 @@ def validate_config(config, num_devices):
     if t[name] % t.n_jitted_steps:
       raise UserError(f"training.{name}={t[name]} is not a multiple of training.n_jitted_steps={t.n_jitted_steps}")
   sde = build_sde(config)  # checks training.sde
-  if t.sde == "vesde" and not 0 < m.sigma_min < m.sigma_max:
-    raise UserError(f"need 0 < model.sigma_min < model.sigma_max, got {m.sigma_min} and {m.sigma_max}")
-  if t.sde != "vesde" and not 0 < m.beta_min < m.beta_max:
-    raise UserError(f"need 0 < model.beta_min < model.beta_max, got {m.beta_min} and {m.beta_max}")
   if t.dtype not in DTYPES:
     raise UserError(f"unknown training.dtype {t.dtype!r}; valid choices: {', '.join(DTYPES)}")
-  if not 0 <= m.ema_rate < 1:
-    raise UserError(f"model.ema_rate must lie in [0, 1), got {m.ema_rate}")
   as_user_error(models.get_score_fn, None, None, None, m.prediction)  # checks the name only
   build_sampler(config, sde)  # the name, its options and its SDE
-  if s.step_lr <= 0 or config.optim.lr <= 0:
-    raise UserError("sampling.step_lr and optim.lr must be positive")
+  check_network(config)
+
+
+def check_network(config):
+  """The network of `config.model` builds for the config's example shape (the divisibility of the
+  image size, the channel counts that its normalisation layers need): an abstract trace of its
+  initialisation (`jax.eval_shape`, no compilation). Any failure is a `UserError` in one line."""
+  shape = data_shape(config)
+  model = build_model(config, shape)
+  try:
+    models.utils.param_shapes(model, shape)
+  except Exception as e:  # the network's own checks: shapes, group counts
+    reason = " ".join(str(e).split()) or type(e).__name__
+    raise UserError(
+      f"model.name={config.model.name!r} cannot be built from the model fields (model.nf, model.ch_mult, ...) "
+      f"for examples of shape {shape}: {reason}"
+    ) from None
 
 
 class Experiment:

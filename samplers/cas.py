@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scorejax.samplers.registry import register_sampler
+from scorejax.samplers.registry import check_options, register_sampler
 
 
 def consistent_step_bounds(sigmas):
@@ -59,6 +59,7 @@ def build_cas(sde, *, step_lr, n_steps_each, noise_removal):
   authors' code interpolates the levels the same way; for VE these are the chain's own levels with
   `n_steps_each - 1` more between neighbours), in `x / m(t)`: `step_lr` (the step `epsilon`, where
   `eta = step_lr / sigma_min^2`), `noise_removal`."""
+  check_options(n_steps_each=(n_steps_each, "positive integer"), step_lr=(step_lr, "> 0"))
   if not sde.has_discrete_chain:
     raise ValueError(
       f"sampling.method='cas' runs on the levels of a discrete chain, which {type(sde).__name__} "

@@ -10,7 +10,7 @@ they are the same solvers of the VE probability flow (Karras et al. 2022, Sec. 3
 import jax
 import jax.numpy as jnp
 
-from scorejax.samplers.registry import register_sampler
+from scorejax.samplers.registry import check_options, register_sampler
 from scorejax.sde_lib import per_example
 
 SKIP_TYPES = ("logSNR", "time_uniform")
@@ -156,6 +156,7 @@ def dpm_solver(score_fn, x_init, rng, sde, num_steps, order, eps, skip_type):
 @register_sampler("ddim")
 def build_ddim(sde, *, num_steps, ddim_eta, eps, skip_type):
   """DDIM for VE, VP and sub-VP: `num_steps` (= nfe), `ddim_eta`, `skip_type`, `eps`."""
+  check_options(sde, num_steps=(num_steps, "positive integer"), ddim_eta=(ddim_eta, "[0, 1]"), eps=eps)
   kwargs = dict(num_steps=num_steps, eta=ddim_eta, eps=eps, skip_type=skip_type)
   time_steps(sde, num_steps, eps, skip_type)  # invalid choices fail here
 
@@ -169,6 +170,7 @@ def build_ddim(sde, *, num_steps, ddim_eta, eps, skip_type):
 def build_dpm_solver(sde, *, num_steps, dpm_solver_order, eps, skip_type):
   """Singlestep DPM-Solver for VE, VP and sub-VP: `dpm_solver_order`, `num_steps` (nfe = order x
   num_steps), `skip_type`, `eps`."""
+  check_options(sde, num_steps=(num_steps, "positive integer"), eps=eps)
   kwargs = dict(num_steps=num_steps, order=dpm_solver_order, eps=eps, skip_type=skip_type)
   dpm_solver_times(sde, **kwargs)  # invalid choices fail here
 

@@ -6,7 +6,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from scorejax.samplers.registry import register_sampler
+from scorejax.samplers.registry import check_options, register_sampler
 
 
 def karras_sigmas(sigma_min, sigma_max, num_steps, rho):
@@ -65,6 +65,14 @@ def build_edm(sde, *, num_steps, rho, s_churn, s_min, s_max, s_noise, eps):
   """Algorithm 2 in `x_hat = x / m(t)` between the noise levels of `eps` and `T` (`num_steps`, nfe
   `2 num_steps - 1`; `rho`; the churn `s_churn`, `s_min`, `s_max`, `s_noise`), through
   `sde.run_in_noise_levels`."""
+  check_options(
+    sde,
+    num_steps=(num_steps, "positive integer"),
+    rho=(rho, "> 0"),
+    s_churn=(s_churn, ">= 0"),
+    s_noise=(s_noise, ">= 0"),
+    eps=eps,
+  )
   sigma_min, sigma_max = (float(sde.noise_level(jnp.asarray(t))) for t in (eps, sde.T))
   sigmas = karras_sigmas(sigma_min, sigma_max, num_steps, rho)
   churn = dict(s_churn=s_churn, s_min=s_min, s_max=s_max, s_noise=s_noise)

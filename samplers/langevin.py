@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from scorejax.samplers.registry import register_sampler
+from scorejax.samplers.registry import check_options, register_sampler
 
 
 def langevin_step(score, x, z, step_size):
@@ -66,6 +66,7 @@ def build_ald(sde, *, n_steps_each, step_lr, noise_removal):
   """Annealed Langevin dynamics over the `N` levels of the SDE's discrete chain (SMLD's geometric levels
   for VE, DDPM's for VP), from the noisiest down, in `x / m(t)`: `n_steps_each`, `step_lr`,
   `noise_removal`."""
+  check_options(n_steps_each=(n_steps_each, "positive integer"), step_lr=(step_lr, "> 0"))
   if not sde.has_discrete_chain:
     raise ValueError(
       f"sampling.method='ald' runs on the levels of a discrete chain, which "

@@ -4,7 +4,7 @@ samplers/integrators.py."""
 import jax.numpy as jnp
 
 from scorejax.samplers.integrators import ODE_SOLVERS, integrate
-from scorejax.samplers.registry import register_sampler
+from scorejax.samplers.registry import check_options, register_sampler
 
 
 def ode_sampler(score_fn, sde, x_init, ode_solver, ode_steps, eps, rtol, atol, max_steps, noise_removal):
@@ -29,6 +29,14 @@ def build_ode(sde, *, ode_solver, ode_steps, eps, rtol, atol, ode_max_steps, noi
   """The probability-flow ODE sampler: `ode_solver` ('rk45', 'tsit5', 'euler', 'heun', 'rk4'),
   `ode_steps` (fixed-step solvers), `rtol`, `atol`, `ode_max_steps` (adaptive solvers), `eps` (end
   time), `noise_removal` (final Tweedie step)."""
+  check_options(
+    sde,
+    ode_steps=(ode_steps, "positive integer"),
+    rtol=(rtol, "> 0"),
+    atol=(atol, "> 0"),
+    ode_max_steps=(ode_max_steps, "positive integer"),
+    eps=eps,
+  )
   if ode_solver not in ODE_SOLVERS:
     raise ValueError(f"unknown sampling.ode_solver {ode_solver!r}; valid choices: {', '.join(ODE_SOLVERS)}")
   options = dict(

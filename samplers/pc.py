@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from scorejax.registry import Registry
-from scorejax.samplers.registry import register_sampler
+from scorejax.samplers.registry import check_options, register_sampler
 from scorejax.sde_lib import per_example
 
 _PREDICTORS = Registry("sampling.predictor")
@@ -187,6 +187,7 @@ def predictor_corrector(
 def build_pc(sde, *, predictor, corrector, snr, n_steps_each, probability_flow, noise_removal, eps, time_grid):
   """Predictor-corrector sampling: `predictor`, `corrector`, `snr`, `n_steps_each`, `probability_flow`,
   `noise_removal`, `eps` (end time of the uniform grid), `time_grid` ('uniform' or 'discrete')."""
+  check_options(sde, snr=(snr, ">= 0"), n_steps_each=(n_steps_each, "non-negative integer"), eps=eps)
   get_predictor(predictor)(sde, probability_flow)  # invalid choices fail here
   get_corrector(corrector)
   times = pc_times(sde, time_grid, eps)

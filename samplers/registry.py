@@ -12,6 +12,8 @@ of score evaluations per sample (a Python int or a scalar array for adaptive sol
 """
 
 import inspect
+import math
+import numbers
 
 from scorejax.registry import Registry
 
@@ -32,3 +34,36 @@ def get_sampling_fn(sde, method, /, **options):
   (others are ignored, so a whole `config.sampling` can be passed as `**sampling`)."""
   names = option_names(method)
   return get_sampler(method)(sde, **{k: v for k, v in options.items() if k in names})
+
+
+def _integer(value):
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _real(value):
+  return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# A builder's options as `config.sampling` names them, and their domains: the test, and its text.
+DOMAINS = {
+  "positive integer": (lambda v: _integer(v) and v >= 1, "a positive integer"),
+  "non-negative integer": (lambda v: _integer(v) and v >= 0, "a non-negative integer"),
+  "> 0": (lambda v: _real(v) and v > 0, "a finite number > 0"),
+  ">= 0": (lambda v: _real(v) and v >= 0, "a finite number >= 0"),
+  "[0, 1]": (lambda v: _real(v) and 0 <= v <= 1, "a finite number in [0, 1]"),
+}
+
+
+def check_options(sde=None, **options):
+  """A builder's check of its arguments, each `name=(value, domain)` with `domain` a key of `DOMAINS`,
+  or `eps=value` for an end time in `(0, sde.T)`: a `ValueError` that names the first bad one as the
+  `config.sampling` field and gives its range."""
+  for name, value in options.items():
+    if name == "eps":
+      if not (_real(value) and 0 < value < sde.T):
+        raise ValueError(f"sampling.eps must be a finite number in (0, {sde.T:g}), got {value!r}")
+      continue
+    value, domain = value
+    ok, text = DOMAINS[domain]
+    if not ok(value):
+      raise ValueError(f"sampling.{name} must be {text}, got {value!r}")
