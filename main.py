@@ -209,7 +209,11 @@ def define_config_flag(argv):
 def parse_flags(argv):
   """absl flag parsing with every failure turned into one line on stderr."""
   if any(arg in ("--help", "-h", "--helpshort", "-?") for arg in argv[1:]):
-    print(__doc__.strip() + "\n\nflags:" + FLAGS.main_module_help().split("main.py:", 1)[-1])  # absl would exit 1
+    try:
+      print(__doc__.strip() + "\n\nflags:" + FLAGS.main_module_help().split("main.py:", 1)[-1])  # absl: exit 1
+      sys.stdout.flush()
+    except BrokenPipeError:  # `--help | head`: the reader has what it wanted
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(0)
   try:
     rest = FLAGS(argv)
