@@ -14,8 +14,101 @@ Multi-host: run one process per host with --coordinator_address=<host0>:<port> -
 --process_id=i (under SLURM `srun` they are detected); see scripts/slurm_train.sh.
 """
 
+import errno
 import os
+import signal
 import sys
+import threading
+import time
+
+# ----------------------------------------------------------------------------- signals, first of all
+# SIGINT (Ctrl-C) and SIGTERM (a scheduler) end the process at once with one line and 128 + the signal's
+# number, whatever it is doing: importing jax, parsing the config, compiling, sampling, evaluating. The
+# training loop installs its own handlers while it runs (run/train.py `_StopSignal`: checkpoint, exit 0)
+# and puts these back when it returns. Installed before any heavy import, so an interrupt there is caught.
+
+_EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_phase = ["start-up", "nothing was written"]  # what the process is doing, and what an interrupt leaves behind
+_exiting = threading.Lock()
+_exiting_thread = []
+
+
+def _interrupted(signum, flush_stdout):
+  """Print one line and end the process now with 128 + `signum`. Files being written
+  (`logging_utils.atomic_output`) are removed first, so nothing half-written is left behind. Returns only
+  when it interrupted itself (a second signal in the same thread), so that the first call finishes."""
+  if not _exiting.acquire(blocking=False):  # already exiting
+    if _exiting_thread == [threading.get_ident()]:
+      return
+    time.sleep(5)  # the other thread exits in the meantime, unless something holds it (a stalled stdout)
+  else:
+    _exiting_thread.append(threading.get_ident())
+  outputs = sys.modules.get("scorejax.logging_utils")
+  if outputs is not None:
+    outputs.remove_partial_files()
+  if flush_stdout:  # only from the main thread: another thread could wait forever on the stdout lock
+    try:
+      sys.stdout.flush()
+    except Exception:  # a print that the signal interrupted (reentrant call), a closed pipe
+      pass
+  phase, left = _phase
+  try:
+    os.write(2, f"error: interrupted ({signal.Signals(signum).name}) during {phase}; {left}\n".encode())
+  except OSError:  # no stderr to write to
+    pass
+  os._exit(_EXIT_STATUS[signum])
+
+
+def _on_signal(signum, frame):
+  _interrupted(signum, flush_stdout=True)
+
+
+def _watch_signals(read_fd):
+  """A C call that holds the main thread (an XLA compile, a device computation) would delay the Python
+  handler until it returns. The C-level handler also writes the signal's number to `read_fd`'s pipe at
+  once, so this thread ends the process right away, unless the training loop's handler is in charge."""
+  while True:
+    try:
+      received = os.read(read_fd, 64)
+    except InterruptedError:
+      continue
+    except OSError:
+      return
+    for signum in received:
+      if signum in _EXIT_STATUS and signal.getsignal(signum) is _on_signal:
+        _interrupted(signum, flush_stdout=False)
+
+
+def _multi_process(argv):
+  """Whether this is one of several processes (--num_processes > 1, or a SLURM step of several tasks), where
+  jax's preemption service takes SIGTERM over: then we leave SIGTERM alone (see run/train.py `_StopSignal`)."""
+  for i, arg in enumerate(argv):
+    name, eq, value = arg.lstrip("-").partition("=")
+    if name == "num_processes":
+      value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+      return value.strip().isdigit() and int(value) > 1
+  slurm = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_PROCID")
+  return all(v in os.environ for v in slurm) and os.environ.get("SLURM_NTASKS", "1").strip() not in ("", "0", "1")
+
+
+def install_signal_handlers(argv):
+  """SIGINT, and SIGTERM unless several processes run, end the process with one line (`_interrupted`)."""
+  signals = (signal.SIGINT,) if _multi_process(argv[1:]) else (signal.SIGINT, signal.SIGTERM)
+  for sig in signals:
+    signal.signal(sig, _on_signal)
+  read_fd, write_fd = os.pipe()
+  os.set_blocking(write_fd, False)
+  signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+  threading.Thread(target=_watch_signals, args=(read_fd,), name="signal-watch", daemon=True).start()
+
+
+def set_phase(phase, left):
+  """What an interrupt from now on reports: `interrupted (SIG...) during <phase>; <left>`."""
+  _phase[:] = [phase, left]
+
+
+if __name__ == "__main__":
+  install_signal_handlers(sys.argv)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # `python main.py` puts this folder first on sys.path, where its `datasets/`, `models/`, ... would shadow
@@ -116,7 +209,11 @@ def define_config_flag(argv):
 def parse_flags(argv):
   """absl flag parsing with every failure turned into one line on stderr."""
   if any(arg in ("--help", "-h", "--helpshort", "-?") for arg in argv[1:]):
-    print(__doc__.strip() + "\n\nflags:" + FLAGS.main_module_help().split("main.py:", 1)[-1])  # absl would exit 1
+    try:
+      print(__doc__.strip() + "\n\nflags:" + FLAGS.main_module_help().split("main.py:", 1)[-1])  # absl: exit 1
+      sys.stdout.flush()
+    except BrokenPipeError:  # `--help | head`: the reader has what it wanted
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(0)
   try:
     rest = FLAGS(argv)
@@ -144,8 +241,44 @@ def default_workdir():
   return os.path.join("runs", f"{name}_{variant}" if variant else name)
 
 
+# What each mode writes, and where: checked before any work, so that a run does not compute for an hour
+# and then fail to write.
+OUTPUT_DIRS = {"train": "", "sample": "samples", "eval": "eval"}
+LEFT_BEHIND = {
+  "info": "nothing was written",
+  "train": "training had not started; nothing was written",
+  "sample": "nothing half-written was left in {workdir}/samples",
+  "eval": "nothing half-written was left in {workdir}/eval",
+}
+
+
+def check_workdir(mode, workdir):
+  """One line and exit status 2 if `mode` could not write its output under `workdir`: a path that is a
+  file, a read-only file system, no permission. Creates nothing."""
+  if mode not in OUTPUT_DIRS:
+    return
+  from scorejax.logging_utils import unwritable_reason
+
+  reason = unwritable_reason(os.path.join(workdir, OUTPUT_DIRS[mode]))
+  if reason:
+    fail(f"--workdir={workdir} cannot be written: {reason}; choose another --workdir")
+
+
+def os_error_message(e):
+  """An OSError that escaped (a full disk, a file system gone read-only mid-run) as one line."""
+  where = f"{e.filename}: " if e.filename else ""
+  text = f"{where}{e.strerror or e}"
+  if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    text += "; free some space and run the same command again (training resumes from its last checkpoint)"
+  elif e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+    text += "; choose a writable --workdir"
+  return text
+
+
 def main(argv):
   del argv
+  workdir = FLAGS.workdir or default_workdir()
+  check_workdir(FLAGS.mode, workdir)
   from absl import logging
 
   logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO
@@ -167,13 +300,19 @@ def main(argv):
     "info": ("info", "info"),
   }[FLAGS.mode]
   run = getattr(importlib.import_module(f"scorejax.run.{module}"), function)
-  workdir = FLAGS.workdir or default_workdir()
+  # From here an interrupt outside the training loop (whose own handlers take over while it runs) ends
+  # the run in the mode's phase.
+  set_phase(f"--mode={FLAGS.mode}", LEFT_BEHIND[FLAGS.mode].format(workdir=workdir))
   try:
     run(FLAGS.config, workdir)
   except TrainingDiverged as e:
     fail(str(e), code=3)
   except UserError as e:
     fail(str(e))
+  except OSError as e:
+    fail(os_error_message(e), code=1)
+  finally:
+    set_phase(f"the end of --mode={FLAGS.mode}", "what it wrote is complete")
 
 
 if __name__ == "__main__":

@@ -8,14 +8,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from scorejax import losses, metrics, sde_lib
+from scorejax.logging_utils import atomic_output
 from scorejax.run.experiment import EVAL, Experiment, as_user_error, restore_for_inference, seed_key
+from scorejax.run.sample import check_output_dir
 from scorejax.samplers import likelihood
 
 
 def evaluate(config, workdir, devices=None, print_fn=print):
   """`--mode=eval`: JSON in `workdir/eval/` with, per noise level, the weighted DSM loss on the test
   split and (where the data's score is known) the score error; and the sliced Wasserstein distance
-  between samples and fresh data."""
+  between samples and fresh data. A `workdir/eval` that cannot be written is a UserError before any
+  work; the JSON file is renamed into place only when complete."""
+  out = os.path.join(workdir, "eval")
+  check_output_dir(out)
   exp = Experiment(config, devices)
   state = restore_for_inference(exp, workdir)
   step = int(state.step)
@@ -67,9 +72,8 @@ def evaluate(config, workdir, devices=None, print_fn=print):
   if config.eval.enable_bpd:
     result.update(evaluate_likelihood(exp, state.ema_params, jax.random.fold_in(rng, 1 << 20)))
   if jax.process_index() == 0:
-    out = os.path.join(workdir, "eval")
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, f"eval_{step}.json"), "w") as f:
+    with atomic_output(os.path.join(out, f"eval_{step}.json")) as tmp, open(tmp, "w") as f:
       json.dump(result, f, indent=2)
     print_fn(
       f"wrote {out}/eval_{step}.json: sliced Wasserstein {result['sliced_wasserstein']:.4f} "

@@ -8,21 +8,26 @@ import numpy as np
 
 from scorejax import plotting
 from scorejax.datasets.toy2d import empirical_score
-from scorejax.run.experiment import Experiment, restore_for_inference
+from scorejax.logging_utils import atomic_output, unwritable_reason
+from scorejax.run.experiment import Experiment, UserError, restore_for_inference
 
 
 def write_samples(exp, params, step, out_dir, logger=None, progress=None):
-  """Samples to `out_dir/samples_<step>.npz` (key `samples`) and a picture next to it."""
+  """Samples to `out_dir/samples_<step>.npz` (key `samples`) and a picture next to it. Each file is written
+  under a temporary name and renamed when complete: an interrupt or a full disk leaves the files that were
+  there before, never a part of one."""
   if jax.process_index() != 0:
     exp.generate(params, step)  # every process takes part in the computation
     return None
   os.makedirs(out_dir, exist_ok=True)
   samples = exp.generate(params, step, progress=progress)
-  np.savez(os.path.join(out_dir, f"samples_{step}.npz"), samples=samples)
+  with atomic_output(os.path.join(out_dir, f"samples_{step}.npz")) as tmp:
+    np.savez(tmp, samples=samples)
   png = os.path.join(out_dir, f"samples_{step}.png")
   if exp.dataset.is_image:
     lo = -1.0 if exp.config.data.centered else 0.0
-    grid = plotting.save_image_grid((samples - lo) / (1.0 - lo), png)
+    with atomic_output(png) as tmp:
+      grid = plotting.save_image_grid((samples - lo) / (1.0 - lo), tmp)
     if logger is not None:
       logger.image("samples", step, grid)
   else:
@@ -34,20 +39,31 @@ def write_samples(exp, params, step, out_dir, logger=None, progress=None):
     label = "true score"
     if true is None:  # the exact score of the noisy empirical distribution of 5,000 training points
       true, label = empirical_score(exp.dataset.train[:5000]), "score of noisy training data"
-    plotting.plot_2d(
-      png,
-      samples,
-      scale * exp.dataset.train[:5000],
-      learned,
-      jax.jit(lambda x: true(x, jnp.full((x.shape[0],), std), scale=scale)),
-      std,
-      label,
-    )
+    with atomic_output(png) as tmp:
+      plotting.plot_2d(
+        tmp,
+        samples,
+        scale * exp.dataset.train[:5000],
+        learned,
+        jax.jit(lambda x: true(x, jnp.full((x.shape[0],), std), scale=scale)),
+        std,
+        label,
+      )
   return samples
 
 
+def check_output_dir(directory):
+  """A UserError if files cannot be created in `directory` (a path that is a file, a read-only file
+  system, no permission), so that a mode fails before it computes rather than after."""
+  reason = unwritable_reason(directory)
+  if reason:
+    raise UserError(f"cannot write to {directory}: {reason}; choose another --workdir")
+
+
 def sample(config, workdir, devices=None, print_fn=print):
-  """`--mode=sample`: samples from the EMA parameters of the latest checkpoint into `workdir/samples`."""
+  """`--mode=sample`: samples from the EMA parameters of the latest checkpoint into `workdir/samples`.
+  A `workdir/samples` that cannot be written is a UserError before any work."""
+  check_output_dir(os.path.join(workdir, "samples"))
   exp = Experiment(config, devices)
   state = restore_for_inference(exp, workdir)
   step = int(state.step)

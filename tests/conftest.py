@@ -1,4 +1,5 @@
-"""Shared set-up: 4 virtual CPU devices and a compilation cache shared with subprocesses."""
+"""Shared set-up: 4 virtual CPU devices, a compilation cache shared with subprocesses, and two test workers
+where pytest-xdist is installed."""
 
 import os
 import tempfile
@@ -17,3 +18,18 @@ def root():
   from helpers import ROOT
 
   return ROOT
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+  """Two workers, one test file each at a time (XLA compiles on one core, so two files overlap well), where
+  pytest-xdist is present and the command line chose nothing: not `-n`/`--dist`/`--tx`, `-p no:xdist`,
+  `--pdb` or `--collect-only`. In pyproject's `addopts` these options would break pytest without xdist."""
+  option = config.option
+  if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
+    return
+  if option.numprocesses is not None or option.dist != "no" or option.tx or getattr(option, "distload", False):
+    return
+  if config.getoption("usepdb", False) or config.getoption("collectonly", False):
+    return
+  option.numprocesses, option.dist = 2, "loadfile"
