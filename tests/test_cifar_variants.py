@@ -96,6 +96,7 @@ def test_folder_config_reads_its_images(tmp_path):
     **{
       "data.root": str(tmp_path),
       "data.image_size": 16,
+      "training.batch_size": 4,
       "model.nf": 8,
       "model.ch_mult": (1, 2),
       "model.num_res_blocks": 1,
