@@ -43,9 +43,8 @@ def hutchinson_divergence(fn, x, probes, mode="forward"):
   Both return `fn(x)` from the same pass. One probe (`K = 1`, the default) goes through plain
   `jax.jvp`/`jax.vjp`, no `jax.vmap`; `K > 1` probes are vmapped over one primal pass (one `jax.vjp`
   whose pullback is vmapped, in reverse mode). Forward is the default: bench/likelihood.py measured it
-  as fast as reverse on the MLPs (widths 128-1024) and 2-4% faster on the convolutional nets (XLA:CPU,
-  jax 0.10); on those, score_sde's form, which evaluates `fn(x)` apart from its gradient, costs ~1.5x.
-  Returns `(fn(x), divergence (batch,))`."""
+  as fast as reverse on the MLPs (widths 128-1024) and the digits net, and 4-13% faster on a wider
+  ncsn_small (XLA:CPU, jax 0.10; README). Returns `(fn(x), divergence (batch,))`."""
   if mode not in DIVERGENCE_MODES:
     raise ValueError(f"unknown divergence mode {mode!r}; valid choices: {', '.join(DIVERGENCE_MODES)}")
   probes = probes.astype(x.dtype)
