@@ -134,6 +134,56 @@ def test_hutchinson_estimator_is_unbiased():
   assert np.all(out["rademacher"][0].std(0) < out["gaussian"][0].std(0))  # no diagonal term in its variance
 
 
+def test_divergence_modes_agree_with_the_vmapped_form_and_the_exact_trace():
+  # fn(x) = A x + tanh(x) per example on (3, 2) inputs: J = A + diag(1 - tanh(x)^2), so that for any
+  # probe v^T J v = v^T A v + sum v^2 (1 - tanh(x)^2) and tr J = tr A + sum (1 - tanh(x)^2). With A = 0,
+  # J is diagonal and one Rademacher probe gives the trace exactly (v_i^2 = 1).
+  batch, shape, dim = 5, (3, 2), 6
+  a = jax.random.normal(jax.random.key(3), (dim, dim))
+  fn = lambda y: jnp.reshape(jnp.reshape(y, (batch, dim)) @ a.T, y.shape) + jnp.tanh(y)
+  x = jax.random.normal(jax.random.key(4), (batch,) + shape)
+  slope = jnp.reshape(1 - jnp.square(jnp.tanh(x)), (batch, dim))
+  quadratic = lambda v: jnp.einsum("bi,ij,bj->b", v, a, v) + jnp.sum(jnp.square(v) * slope, axis=-1)
+
+  @jax.jit
+  def estimates(x, rng):
+    out = {"exact": likelihood.exact_divergence(fn, x), "diagonal exact": likelihood.exact_divergence(jnp.tanh, x)[1]}
+    one = likelihood.hutchinson_probes(jax.random.fold_in(rng, 2), x.shape, "rademacher", 1)
+    for mode in likelihood.DIVERGENCE_MODES:
+      out[f"diagonal {mode}"] = likelihood.hutchinson_divergence(jnp.tanh, x, one, mode)[1]
+    for kind in likelihood.HUTCHINSON_TYPES:
+      one = likelihood.hutchinson_probes(jax.random.fold_in(rng, 0), x.shape, kind, 1)
+      many = likelihood.hutchinson_probes(jax.random.fold_in(rng, 1), x.shape, kind, 4096)
+      fx, jv = jax.vmap(lambda v: jax.jvp(fn, (x,), (v,)), out_axes=(None, 0))(one)  # the vmapped form
+      out[f"{kind} vmapped"] = fx, jnp.sum(jnp.reshape(one * jv, (batch, dim)), axis=-1)
+      out[f"{kind} closed form"] = quadratic(jnp.reshape(one[0], (batch, dim)))
+      out[f"{kind} closed form, mean"] = jnp.mean(jax.vmap(quadratic)(jnp.reshape(many, (-1, batch, dim))), axis=0)
+      for mode in likelihood.DIVERGENCE_MODES:
+        out[f"{kind} {mode}"] = likelihood.hutchinson_divergence(fn, x, one, mode)
+        out[f"{kind} {mode} mean"] = likelihood.hutchinson_divergence(fn, x, many, mode)[1]
+    return out
+
+  out = estimates(x, jax.random.key(5))
+  truth = jnp.trace(a) + jnp.sum(slope, axis=-1)
+  np.testing.assert_allclose(out["exact"][0], fn(x), rtol=1e-6)
+  np.testing.assert_allclose(out["exact"][1], truth, rtol=1e-5)
+  np.testing.assert_allclose(out["diagonal exact"], jnp.sum(slope, axis=-1), rtol=1e-5)
+  for mode in likelihood.DIVERGENCE_MODES:
+    np.testing.assert_allclose(out[f"diagonal {mode}"], out["diagonal exact"], rtol=1e-5, err_msg=mode)
+  for kind in likelihood.HUTCHINSON_TYPES:
+    assert np.all(np.abs(out[f"{kind} closed form"] - truth) > 1e-2), kind  # one probe is an estimate, not the trace
+    for form in ("vmapped",) + likelihood.DIVERGENCE_MODES:
+      fx, divergence = out[f"{kind} {form}"]
+      np.testing.assert_allclose(fx, fn(x), rtol=1e-6, err_msg=f"{kind} {form}")
+      np.testing.assert_allclose(divergence, out[f"{kind} closed form"], rtol=1e-5, atol=1e-5, err_msg=f"{kind} {form}")
+    for mode in likelihood.DIVERGENCE_MODES:  # K > 1 probes: the mean of the K single-probe estimates
+      mean = out[f"{kind} {mode} mean"]
+      np.testing.assert_allclose(mean, out[f"{kind} closed form, mean"], rtol=1e-5, atol=1e-5, err_msg=f"{kind} {mode}")
+      assert np.all(np.abs(mean - truth) < 0.5), (kind, mode)  # ~5 standard errors (<= 0.1) of the mean
+  with pytest.raises(ValueError, match="divergence mode"):
+    likelihood.hutchinson_divergence(fn, x, jnp.ones((1,) + x.shape), "backward")
+
+
 # ----------------------------------------------------------------------------- sampler
 
 
