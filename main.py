@@ -158,7 +158,7 @@ def main(argv):
   # Imported after flag parsing, so that bad flags fail fast; one module per mode.
   import importlib
 
-  from scorejax.run.experiment import TrainingDiverged, UserError
+  from scorejax.run.experiment import TrainingDiverged, UserError, resolve_config
 
   module, function = {
     "train": ("train", "train"),
@@ -168,8 +168,8 @@ def main(argv):
   }[FLAGS.mode]
   run = getattr(importlib.import_module(f"scorejax.run.{module}"), function)
   workdir = FLAGS.workdir or default_workdir()
-  try:
-    run(FLAGS.config, workdir)
+  try:  # without --config, a workdir's saved config (run/experiment.py)
+    run(resolve_config(FLAGS.config, workdir, _config_arg(sys.argv) is not None, FLAGS.mode, sys.argv), workdir)
   except TrainingDiverged as e:
     fail(str(e), code=3)
   except UserError as e:

@@ -9,6 +9,7 @@ import numpy as np
 from scorejax import plotting
 from scorejax.datasets.toy2d import empirical_score
 from scorejax.run.experiment import Experiment, restore_for_inference
+from scorejax.run.workdir import locks_workdir
 
 
 def write_samples(exp, params, step, out_dir, logger=None, progress=None):
@@ -46,6 +47,7 @@ def write_samples(exp, params, step, out_dir, logger=None, progress=None):
   return samples
 
 
+@locks_workdir("sample")
 def sample(config, workdir, devices=None, print_fn=print):
   """`--mode=sample`: samples from the EMA parameters of the latest checkpoint into `workdir/samples`."""
   exp = Experiment(config, devices)
