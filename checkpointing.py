@@ -101,9 +101,11 @@ def tree_checksum(tree):
 
 def step_dirs(directory):
   """`{step: path}` of the finished step directories (orbax names them `<step>`; tmp ones differ)."""
-  if not os.path.isdir(directory):
-    return {}
-  return {int(n): os.path.join(directory, n) for n in os.listdir(directory) if n.isdigit()}
+  try:
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+  except OSError:
+    names = []
+  return {int(n): os.path.join(directory, n) for n in names if n.isdigit()}
 
 
 def read_record(step_dir):
@@ -119,6 +121,8 @@ def read_record(step_dir):
   record = (metadata.get("custom_metadata") or {}).get(RECORD, {}) if isinstance(metadata, dict) else None
   if not isinstance(record, dict) or (record and not {"checksum", "signature"} <= set(record)):
     raise ValueError(f"its record in {STEP_METADATA} is malformed")
+  if record and not isinstance(record.get("config"), dict):
+    record["config"] = None  # saved without a config (the API's `save(step, state)`)
   return record
 
 

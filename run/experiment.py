@@ -318,7 +318,8 @@ def check_config_matches(saved, config, workdir, step):
   if conflicts:
     raise UserError(
       f"the config conflicts with checkpoint step {step} in {workdir}: {', '.join(conflicts)}; the network, "
-      "SDE and data must stay as trained: drop these overrides or choose another --workdir"
+      "SDE and data must stay as trained: drop these overrides (without --config the saved config is used) or "
+      "choose another --workdir"
     )
 
 
@@ -371,7 +372,7 @@ def resolve_config(given, workdir, config_was_given, mode="train", argv=None, pr
         saved, where = json.load(f), "config.json"
     except (OSError, ValueError):
       saved = None
-  if not saved:
+  if not isinstance(saved, dict) or not saved:
     return given
   from scorejax.configs.default import get_default_config
 

@@ -166,9 +166,11 @@ def release(workdir, me):
 @contextlib.contextmanager
 def workdir_lock(workdir, mode, create=True):
   """Hold `workdir/run.lock` for the block (released on every way out of it: return, exception,
-  KeyboardInterrupt, sys.exit). With `create=False` a workdir that does not exist is left alone and not
-  locked (sample and eval then report that it has no checkpoint)."""
+  KeyboardInterrupt, sys.exit; a workdir that it created and the run left empty is removed). With
+  `create=False` a workdir that does not exist is left alone and not locked (sample and eval then
+  report that it has no checkpoint)."""
   me, error = None, None
+  created = not os.path.exists(workdir)  # removed again if the run leaves it empty (a refused config)
   if create or os.path.isdir(workdir):
     if jax.process_index() == 0:
       try:
@@ -187,6 +189,9 @@ def workdir_lock(workdir, mode, create=True):
   finally:
     if me is not None:
       release(workdir, me)
+      if created:
+        with contextlib.suppress(OSError):
+          os.rmdir(workdir)
 
 
 def locks_workdir(mode, create=False):
