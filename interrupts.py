@@ -31,6 +31,9 @@ def _interrupted(signum, flush_stdout):
   outputs = sys.modules.get("scorejax.logging_utils")
   if outputs is not None:
     outputs.remove_partial_files()
+  locks = sys.modules.get("scorejax.run.workdir")
+  if locks is not None:  # the workdir's run.lock, so that the next run does not find it stale
+    locks.release_all()
   if flush_stdout:  # only from the main thread: another thread could wait forever on the stdout lock
     try:
       sys.stdout.flush()

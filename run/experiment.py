@@ -7,20 +7,23 @@ to one that never stopped.
 """
 
 import dataclasses
+import json
 import os
+import sys
 import time
 from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from scorejax import datasets, losses, models, samplers, sde_lib
-from scorejax.checkpointing import Checkpointer
+from scorejax.checkpointing import Checkpointer, CheckpointError, latest_record, step_dirs
 
 # Tags folded into the seed key so that each use of randomness has its own stream.
 INIT, TRAIN, SAMPLE, EVAL = 0, 1, 2, 3
@@ -415,15 +418,140 @@ class Experiment:
     return np.concatenate(chunks)
 
 
+# ----------------------------------------------------------------------------- the config of a checkpoint
+
+# Fields that give a checkpoint its meaning: the network (its parameter tree and what its output means),
+# the SDE and its noise levels, the loss's discretisation and the data. Resume, sample and eval refuse a
+# config that changes one of them; every other field (sampler, evaluation, number of steps, batch size,
+# learning rate, frequencies, seed, compute dtype) may change. An entry ending in "." covers a section.
+CHECKPOINT_FIELDS = ("model.", "data.", "training.sde", "training.continuous")
+FREE_FIELDS = ("model.ema_rate", "model.dropout", "data.root", "data.verify_checksum", "data.download", "data.num_test")
+
+
+def config_dict(config):
+  """The config as plain JSON data (tuples become lists), as it is saved with each checkpoint."""
+  return json.loads(config.to_json_best_effort())
+
+
+def _flatten(tree, prefix=""):
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def _is_checkpoint_field(name):
+  return name not in FREE_FIELDS and any(
+    name == f or (f.endswith(".") and name.startswith(f)) for f in CHECKPOINT_FIELDS
+  )
+
+
+def config_conflicts(saved, given):
+  """`field=<given> (checkpoint: <saved>)` for each checkpoint field that both configs (JSON data) have
+  and that differs. A field only one of them has (added or removed by a later version) is no conflict."""
+  s, g = _flatten(saved), _flatten(given)
+  return [
+    f"{k}={g[k]!r} (checkpoint: {s[k]!r})" for k in sorted(s) if k in g and _is_checkpoint_field(k) and s[k] != g[k]
+  ]
+
+
+def check_config_matches(saved, config, workdir, step):
+  """Raise UserError naming every checkpoint field where `config` differs from `saved` (JSON data)."""
+  conflicts = config_conflicts(saved, config_dict(config))
+  if conflicts:
+    raise UserError(
+      f"the config conflicts with checkpoint step {step} in {workdir}: {', '.join(conflicts)}; the network, "
+      "SDE and data must stay as trained: drop these overrides (without --config the saved config is used) or "
+      "choose another --workdir"
+    )
+
+
+def checks_config(config, workdir):
+  """`check(step, record)` for `Checkpointer.restore_latest`: the checkpoint's config must match."""
+
+  def check(step, record):
+    if record.get("config"):
+      check_config_matches(record["config"], config, workdir, step)
+
+  return check
+
+
+def _overridden_fields(argv):
+  """The fields that `--config.<field>=<value>` (or `--config.<field> <value>`) arguments set."""
+  return [a[len("--config.") :].split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+
+
+def _deep_update(base, other):
+  for key, value in other.items():
+    if isinstance(value, dict) and isinstance(base.get(key), dict):
+      _deep_update(base[key], value)
+    else:
+      base[key] = value
+  return base
+
+
+def resolve_config(given, workdir, config_was_given, mode="train", argv=None, print_fn=print):
+  """The config a mode runs with in `workdir`.
+
+  With `--config` given (`config_was_given`), `given` itself, refused with one line (UserError) if a
+  checkpoint field conflicts with the config saved with the newest checkpoint. Without it, and where
+  `workdir` holds a saved config (the newest checkpoint's, or `config.json` of a run without records),
+  that config: its fields missing from this version take their defaults (configs/default.py), and the
+  fields named by `--config.<field>=` overrides in `argv` take their values from `given` (checked
+  the same way). Otherwise `given`. `info` never looks at the workdir.
+  """
+  if mode == "info" or workdir is None:
+    return given
+  step, record = latest_record(os.path.join(workdir, "checkpoints"))
+  saved = record.get("config") if record else None
+  if config_was_given:
+    if saved:
+      check_config_matches(saved, given, workdir, step)
+    return given
+  where = f"checkpoint step {step}"
+  if not saved and step_dirs(os.path.join(workdir, "checkpoints")):
+    try:
+      with open(os.path.join(workdir, "config.json")) as f:
+        saved, where = json.load(f), "config.json"
+    except (OSError, ValueError):
+      saved = None
+  if not isinstance(saved, dict) or not saved:
+    return given
+  from scorejax.configs.default import get_default_config
+
+  merged = _deep_update(config_dict(get_default_config()), saved)
+  given_fields = _flatten(config_dict(given))
+  for field in _overridden_fields(sys.argv if argv is None else argv):
+    if field in given_fields:
+      node, (*parents, leaf) = merged, field.split(".")
+      for p in parents:
+        node = node.setdefault(p, {})
+      node[leaf] = given_fields[field]
+  config = ml_collections.ConfigDict(merged)
+  if record:
+    check_config_matches(saved, config, workdir, step)
+  print_fn(f"using the config saved with {where} in {workdir} (no --config given)")
+  return config
+
+
 def restore_for_inference(exp, workdir):
-  """The training state of the latest checkpoint in `workdir` (sample and eval modes)."""
+  """The training state of the newest checkpoint in `workdir` that proves itself (sample and eval
+  modes); a corrupt newer one is reported and moved aside (checkpointing.py). Raises UserError if there
+  is none, none is usable, or the checkpoint's config conflicts with `exp.config`."""
   ckpt_dir = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(ckpt_dir):
+  if not os.path.isdir(ckpt_dir) or not step_dirs(ckpt_dir):
     raise UserError(f"no checkpoint in {ckpt_dir}; train first with --mode=train --workdir={workdir}")
-  checkpointer = Checkpointer(ckpt_dir)
-  if checkpointer.latest_step() is None:
-    checkpointer.close()
+  try:
+    checkpointer = Checkpointer(ckpt_dir)
+    try:
+      state = checkpointer.restore_latest(exp.init_state(), check=checks_config(exp.config, workdir))
+    finally:
+      checkpointer.close(quiet=True)
+  except CheckpointError as e:
+    raise UserError(str(e)) from None
+  if state is None:
     raise UserError(f"no checkpoint in {ckpt_dir}; train first with --mode=train --workdir={workdir}")
-  state = checkpointer.restore(exp.init_state())
-  checkpointer.close()
   return state

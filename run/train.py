@@ -11,10 +11,20 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from scorejax import datasets, models
-from scorejax.checkpointing import Checkpointer
+from scorejax.checkpointing import Checkpointer, CheckpointError
 from scorejax.logging_utils import MetricsLogger
-from scorejax.run.experiment import TRAIN, Experiment, TrainingDiverged, TrainState, seed_key
+from scorejax.run.experiment import (
+  TRAIN,
+  Experiment,
+  TrainingDiverged,
+  TrainState,
+  UserError,
+  checks_config,
+  config_dict,
+  seed_key,
+)
 from scorejax.run.sample import write_samples
+from scorejax.run.workdir import workdir_lock
 
 # ----------------------------------------------------------------------------- training
 
@@ -110,29 +120,59 @@ def _check_finite(state, checkpointer, workdir):
     )
 
 
+def check_max_to_keep(config):
+  """`training.max_to_keep` must be a positive integer: orbax deletes every checkpoint at 0. (A field
+  check: it can move into `validate_config`, which runs after the workdir is locked.)"""
+  keep = config.training.max_to_keep
+  if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+    raise UserError(f"training.max_to_keep must be a positive integer (the checkpoints kept), got {keep!r}")
+
+
+def _write_config(config, workdir):
+  """`workdir/config.json`, replaced atomically (never a torn or half-written file)."""
+  path = os.path.join(workdir, "config.json")
+  try:
+    with open(path + ".tmp", "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+    os.replace(path + ".tmp", path)
+  except OSError as e:
+    raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+
+
 def train(config, workdir, devices=None, print_fn=print):
   """Train (or resume) in `workdir`; returns the final `TrainState`.
 
-  SIGTERM/SIGINT are caught from the start (set-up and compilation included): training stops at
-  the next step boundary with a checkpoint of that step.
+  The workdir is locked for the run (run/workdir.py). It resumes from the newest checkpoint that
+  proves itself (a corrupt newer one is reported and moved to `checkpoints/corrupt/`), refusing a
+  config whose network, SDE or data differ from the checkpoint's; `config.json` is written after that.
+  SIGTERM/SIGINT are caught from the start (set-up and compilation included): training stops at the
+  next step boundary with a checkpoint of that step. A checkpoint that cannot be written ends the run
+  with a UserError (one line).
   """
-  with _StopSignal() as stop:
-    return _train(config, workdir, devices, print_fn, stop)
+  check_max_to_keep(config)  # before anything touches the workdir
+  try:
+    with _StopSignal() as stop, workdir_lock(workdir, "train"):
+      return _train(config, workdir, devices, print_fn, stop)
+  except CheckpointError as e:
+    raise UserError(str(e)) from None
 
 
 def _train(config, workdir, devices, print_fn, stop):
   exp = Experiment(config, devices)
   t = config.training
   is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
-  if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=t.max_to_keep)
   state = exp.init_state()
-  if checkpointer.latest_step() is not None:
-    state = checkpointer.restore(state)
+  try:
+    restored = checkpointer.restore_latest(state, check=checks_config(config, workdir))
+  except BaseException:
+    checkpointer.close(quiet=True)
+    raise
+  if restored is not None:
+    state = restored
     print_fn(f"resumed from {workdir}/checkpoints at step {int(state.step)}")
+  if is_main:
+    _write_config(config, workdir)
   start = int(state.step)
   if start >= t.n_iters:
     print_fn(f"nothing to do: checkpoint step {start} >= training.n_iters={t.n_iters}")
@@ -155,33 +195,43 @@ def _train(config, workdir, devices, print_fn, stop):
     f"training {config.model.name} ({models.utils.param_count(state.params):,} parameters) on "
     f"{config.data.dataset} with {exp.mesh.size} device(s), steps {start} -> {t.n_iters}"
   )
-  window = []
-  step = start
   try:
-    while step < t.n_iters:
-      state, step_losses = train_step(state, next(loader))
-      step += t.n_jitted_steps
-      window.append(step_losses)
-      if step % t.log_freq == 0 or step == t.n_iters:
-        _check_finite(state, checkpointer, workdir)
-        logger.log(step, {"loss": float(jnp.mean(jnp.concatenate(window)))})
-        window = []
-      if step % t.snapshot_freq == 0 or step == t.n_iters:
-        _check_finite(state, checkpointer, workdir)
-        checkpointer.save(step, state)
-        if t.snapshot_sampling:
-          write_samples(exp, state.ema_params, step, os.path.join(workdir, "samples"), logger)
-      if stop.should_stop(step, t.n_jitted_steps) and step < t.n_iters:
-        _check_finite(state, checkpointer, workdir)
-        checkpointer.save(step, state)
-        checkpointer.wait()
-        print_fn(
-          f"received {stop.received} at step {step}: checkpoint saved in {workdir}/checkpoints; "
-          "run the same command again to resume"
-        )
-        return state
+    state = _loop(exp, state, start, train_step, loader, logger, checkpointer, workdir, print_fn, stop)
+  except BaseException:
+    checkpointer.close(quiet=True)  # the error on its way out is the one to report
+    raise
   finally:
     loader.close()
     logger.close()
-    checkpointer.close()
+  checkpointer.close()  # the last save is on disk, or its failure is reported
+  return state
+
+
+def _loop(exp, state, start, train_step, loader, logger, checkpointer, workdir, print_fn, stop):
+  config, t = exp.config, exp.config.training
+  saved = config_dict(config)
+  window = []
+  step = start
+  while step < t.n_iters:
+    state, step_losses = train_step(state, next(loader))
+    step += t.n_jitted_steps
+    window.append(step_losses)
+    if step % t.log_freq == 0 or step == t.n_iters:
+      _check_finite(state, checkpointer, workdir)
+      logger.log(step, {"loss": float(jnp.mean(jnp.concatenate(window)))})
+      window = []
+    if step % t.snapshot_freq == 0 or step == t.n_iters:
+      _check_finite(state, checkpointer, workdir)
+      checkpointer.save(step, state, saved)
+      if t.snapshot_sampling:
+        write_samples(exp, state.ema_params, step, os.path.join(workdir, "samples"), logger)
+    if stop.should_stop(step, t.n_jitted_steps) and step < t.n_iters:
+      _check_finite(state, checkpointer, workdir)
+      checkpointer.save(step, state, saved)
+      checkpointer.wait()
+      print_fn(
+        f"received {stop.received} at step {step}: checkpoint saved in {workdir}/checkpoints; "
+        "run the same command again to resume"
+      )
+      return state
   return state
