@@ -12,13 +12,14 @@ from jax.sharding import PartitionSpec as P
 
 from scorejax import datasets, models
 from scorejax.checkpointing import Checkpointer, CheckpointError
-from scorejax.logging_utils import MetricsLogger
+from scorejax.logging_utils import MetricsLogger, atomic_output
 from scorejax.run.experiment import (
   TRAIN,
   Experiment,
   TrainingDiverged,
   TrainState,
   UserError,
+  check_int,
   checks_config,
   config_dict,
   seed_key,
@@ -120,21 +121,12 @@ def _check_finite(state, checkpointer, workdir):
     )
 
 
-def check_max_to_keep(config):
-  """`training.max_to_keep` must be a positive integer: orbax deletes every checkpoint at 0. (A field
-  check: it can move into `validate_config`, which runs after the workdir is locked.)"""
-  keep = config.training.max_to_keep
-  if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-    raise UserError(f"training.max_to_keep must be a positive integer (the checkpoints kept), got {keep!r}")
-
-
 def _write_config(config, workdir):
   """`workdir/config.json`, replaced atomically (never a torn or half-written file)."""
   path = os.path.join(workdir, "config.json")
   try:
-    with open(path + ".tmp", "w") as f:
+    with atomic_output(path) as tmp, open(tmp, "w") as f:
       f.write(config.to_json_best_effort(indent=2))
-    os.replace(path + ".tmp", path)
   except OSError as e:
     raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
@@ -149,7 +141,9 @@ def train(config, workdir, devices=None, print_fn=print):
   next step boundary with a checkpoint of that step. A checkpoint that cannot be written ends the run
   with a UserError (one line).
   """
-  check_max_to_keep(config)  # before anything touches the workdir
+  # validate_config checks every field once the workdir is locked; this one first, as orbax would
+  # delete every checkpoint of the workdir at 0.
+  check_int("training.max_to_keep", config.training.max_to_keep)
   try:
     with _StopSignal() as stop, workdir_lock(workdir, "train"):
       return _train(config, workdir, devices, print_fn, stop)
