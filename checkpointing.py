@@ -254,7 +254,7 @@ class Checkpointer:
     abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
     return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
-  def restore_latest(self, like, check=None, warn=_warn):
+  def restore_latest(self, like, check=None, warn=_warn, move_aside=True):
     """The newest checkpoint that proves itself, restored into the structure of `like`; None if there
     is no checkpoint at all.
 
@@ -263,7 +263,8 @@ class Checkpointer:
     arrays do not match its checksum is skipped; once a good one is found, each skipped one is moved
     to `corrupt/<step>` and reported with `warn` in one line. If none is good, `CheckpointError` names
     each and nothing is moved. A checkpoint of another tree signature than `like` is not corrupt but
-    another model: `CheckpointError`, nothing moved.
+    another model: `CheckpointError`, nothing moved. With `move_aside=False` (sample and eval, which may
+    read a workdir that a training run owns) bad steps are only reported and skipped.
     """
     self.wait()
     dirs = step_dirs(self.directory)
@@ -302,9 +303,12 @@ class Checkpointer:
       if not record:
         warn(f"checkpoint step {step} has no checksum (written by an older version); restored unverified")
       for bad_step, reason in bad:
+        if not move_aside:
+          warn(f"checkpoint step {bad_step} is corrupt ({reason}); skipped; using step {step}")
+          continue
         moved = self._move_aside(bad_step, dirs.get(bad_step))
         warn(f"checkpoint step {bad_step} is corrupt ({reason}); moved to {moved}; resuming from step {step}")
-      if bad:
+      if bad and move_aside:
         self.manager.reload()
       return state
     if bad:

@@ -11,11 +11,9 @@ from scorejax import losses, metrics, sde_lib
 from scorejax.logging_utils import atomic_output
 from scorejax.run.experiment import EVAL, Experiment, as_user_error, restore_for_inference, seed_key
 from scorejax.run.sample import check_output_dir
-from scorejax.run.workdir import locks_workdir
 from scorejax.samplers import likelihood
 
 
-@locks_workdir("eval")
 def evaluate(config, workdir, devices=None, print_fn=print):
   """`--mode=eval`: JSON in `workdir/eval/` with, per noise level, the weighted DSM loss on the test
   split and (where the data's score is known) the score error; and the sliced Wasserstein distance

@@ -539,15 +539,16 @@ def resolve_config(given, workdir, config_was_given, mode="train", argv=None, pr
 
 def restore_for_inference(exp, workdir):
   """The training state of the newest checkpoint in `workdir` that proves itself (sample and eval
-  modes); a corrupt newer one is reported and moved aside (checkpointing.py). Raises UserError if there
-  is none, none is usable, or the checkpoint's config conflicts with `exp.config`."""
+  modes); a corrupt newer one is reported and skipped, not moved: a training run may own the workdir
+  (the training run moves it aside when it resumes). Raises UserError if there is none, none is
+  usable, or the checkpoint's config conflicts with `exp.config`."""
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(ckpt_dir) or not step_dirs(ckpt_dir):
     raise UserError(f"no checkpoint in {ckpt_dir}; train first with --mode=train --workdir={workdir}")
   try:
     checkpointer = Checkpointer(ckpt_dir)
     try:
-      state = checkpointer.restore_latest(exp.init_state(), check=checks_config(exp.config, workdir))
+      state = checkpointer.restore_latest(exp.init_state(), check=checks_config(exp.config, workdir), move_aside=False)
     finally:
       checkpointer.close(quiet=True)
   except CheckpointError as e:

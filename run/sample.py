@@ -10,7 +10,6 @@ from scorejax import plotting
 from scorejax.datasets.toy2d import empirical_score
 from scorejax.logging_utils import atomic_output, unwritable_reason
 from scorejax.run.experiment import Experiment, UserError, restore_for_inference
-from scorejax.run.workdir import locks_workdir
 
 
 def write_samples(exp, params, step, out_dir, logger=None, progress=None):
@@ -61,7 +60,6 @@ def check_output_dir(directory):
     raise UserError(f"cannot write to {directory}: {reason}; choose another --workdir")
 
 
-@locks_workdir("sample")
 def sample(config, workdir, devices=None, print_fn=print):
   """`--mode=sample`: samples from the EMA parameters of the latest checkpoint into `workdir/samples`.
   A `workdir/samples` that cannot be written is a UserError before any work."""

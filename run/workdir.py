@@ -9,7 +9,6 @@ a live one; the message says which file to delete if that run is gone. With seve
 """
 
 import contextlib
-import functools
 import json
 import os
 import socket
@@ -201,17 +200,3 @@ def workdir_lock(workdir, mode, create=True):
       if created:
         with contextlib.suppress(OSError):
           os.rmdir(workdir)
-
-
-def locks_workdir(mode, create=False):
-  """Decorator for a mode `fn(config, workdir, ...)` that writes into `workdir` (sample, eval)."""
-
-  def decorate(fn):
-    @functools.wraps(fn)
-    def locked(config, workdir, *args, **kwargs):
-      with workdir_lock(workdir, mode, create=create):
-        return fn(config, workdir, *args, **kwargs)
-
-    return locked
-
-  return decorate
