@@ -109,11 +109,15 @@ def dpm_solver_3_step(sde, eps_fn, x, s, t, s1, s2, r1=1.0 / 3.0, r2=2.0 / 3.0):
 
 
 def _solve(step, x_init, times, intermediates):
-  """One `lax.scan` of `step(x, i, s, t, *intermediates)` over the intervals of `times`."""
+  """One `lax.scan` of `step(x, i, s, t, *intermediates)` over the intervals of `times`, the times of
+  shape `(batch,)`. The scan carries them as scalars and broadcasts them inside the step, so that XLA
+  sees every example's time is the same and computes the kernel's coefficients once per step, not once
+  per example (scanning over `(steps, batch)` arrays made DDIM and DPM-Solver chains 10% slower)."""
   batch = x_init.shape[0]
-  vec = lambda a: jnp.broadcast_to(a[:, None], (a.shape[0], batch)).astype(x_init.dtype)
-  inputs = (jnp.arange(times.shape[0] - 1), vec(times[:-1]), vec(times[1:])) + tuple(map(vec, intermediates))
-  x, _ = jax.lax.scan(lambda x, a: (step(x, *a), None), x_init, inputs)
+  scalars = (times[:-1], times[1:]) + tuple(intermediates)
+  vec = lambda a: jnp.full((batch,), a, x_init.dtype)
+  inputs = (jnp.arange(times.shape[0] - 1),) + tuple(jnp.asarray(a, x_init.dtype) for a in scalars)
+  x, _ = jax.lax.scan(lambda x, a: (step(x, a[0], *map(vec, a[1:])), None), x_init, inputs)
   return x
 
 
