@@ -1,10 +1,22 @@
-"""Tiny configs for end-to-end runs, and where the repository is."""
+"""Tiny configs for end-to-end runs, `main.py` as a user runs it, and where the repository is."""
 
 import os
+import subprocess
+import sys
 
 from scorejax.configs import digits, toy2d
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# `main.py` flags for a small toy run (the subprocess tests of the command line).
+TOY_FLAGS = [
+  "--config=configs/toy2d.py",
+  "--config.training.batch_size=64",
+  "--config.data.num_train=2000",
+  "--config.model.nf=32",
+  "--config.model.num_layers=2",
+  "--config.model.num_scales=10",
+  "--config.training.log_freq=10",
+]
 
 
 def override(config, **fields):
@@ -59,3 +71,10 @@ def tiny_digits(**fields):
     },
   )
   return override(config, **fields)
+
+
+def run_main(*args, timeout=120, **kwargs):
+  """`python main.py args` in the repository, as a user types it: the completed process, output captured."""
+  return subprocess.run(
+    [sys.executable, "main.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kwargs
+  )

@@ -10,22 +10,9 @@ import time
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, TOY_FLAGS, run_main
 
-TOY = [
-  "--config=configs/toy2d.py",
-  "--config.training.batch_size=64",
-  "--config.data.num_train=2000",
-  "--config.model.nf=32",
-  "--config.model.num_layers=2",
-  "--config.model.num_scales=10",
-  "--config.training.snapshot_sampling=False",
-  "--config.training.log_freq=10",
-]
-
-
-def run_main(*args, timeout=120):
-  return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+TOY = [*TOY_FLAGS, "--config.training.snapshot_sampling=False"]
 
 
 @pytest.mark.parametrize(

@@ -17,23 +17,11 @@ import time
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, TOY_FLAGS, run_main
 
-TOY = [
-  "--config=configs/toy2d.py",
-  "--config.training.batch_size=64",
-  "--config.data.num_train=2000",
-  "--config.model.nf=32",
-  "--config.model.num_layers=2",
-  "--config.model.num_scales=10",
-  "--config.training.log_freq=10",
-]
+TOY = TOY_FLAGS
 STEPS = 20
 STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-def run_main(*args, timeout=120):
-  return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def spawn_main(*args):

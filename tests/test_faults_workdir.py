@@ -22,17 +22,12 @@ from scorejax.configs import digits
 from scorejax.run.experiment import Experiment, UserError, resolve_config
 from scorejax.run.workdir import LOCK
 
-from helpers import ROOT, override, tiny_toy
+import helpers
+from helpers import ROOT, TOY_FLAGS, override, tiny_toy
 
 TOY = [
-  "--config=configs/toy2d.py",
-  "--config.training.batch_size=64",
-  "--config.data.num_train=2000",
-  "--config.model.nf=32",
-  "--config.model.num_layers=2",
-  "--config.model.num_scales=10",
+  *TOY_FLAGS,
   "--config.training.snapshot_sampling=False",
-  "--config.training.log_freq=10",
   "--config.training.n_iters=40",
   "--config.training.snapshot_freq=10",
   "--config.training.max_to_keep=5",
@@ -40,9 +35,7 @@ TOY = [
 
 
 def run_main(*args, timeout=180, **kwargs):
-  return subprocess.run(
-    [sys.executable, "main.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kwargs
-  )
+  return helpers.run_main(*args, timeout=timeout, **kwargs)
 
 
 def one_error_line(result, code=2):
