@@ -138,5 +138,13 @@ def cifar10(root="data", verify_checksum=True, download=False, **unused):
       f"{path} has md5 {actual}, not the published {MD5}; replace the file, or set "
       "data.verify_checksum=False to use it anyway"
     )
-  train, _, test, _ = _readable(read_archive, path, verify_checksum)
-  return Dataset("cifar10", train=train, test=test, max_value=255)
+  train, train_labels, test, test_labels = _readable(read_archive, path, verify_checksum)
+  return Dataset(
+    "cifar10",
+    train=train,
+    test=test,
+    max_value=255,
+    train_labels=train_labels,
+    test_labels=test_labels,
+    num_classes=10,
+  )

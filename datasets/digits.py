@@ -20,7 +20,15 @@ def load_digits_raw():
 
 @register_dataset("digits")
 def digits(**unused):
-  """Images `(n, 8, 8, 1)` of pixel counts 0..16."""
-  images, _ = load_digits_raw()
+  """Images `(n, 8, 8, 1)` of pixel counts 0..16, and their labels 0..9."""
+  images, labels = load_digits_raw()
   x = images[..., None]
-  return Dataset("digits", train=x[:-NUM_TEST], test=x[-NUM_TEST:], max_value=16)
+  return Dataset(
+    "digits",
+    train=x[:-NUM_TEST],
+    test=x[-NUM_TEST:],
+    max_value=16,
+    train_labels=labels[:-NUM_TEST],
+    test_labels=labels[-NUM_TEST:],
+    num_classes=10,
+  )

@@ -22,6 +22,8 @@ class Dataset:
     score of the data carried by the SDE to time `t`.
   sample: draw `n` fresh examples from the true distribution, `sample(rng: np.random.Generator, n)`,
     when the dataset is synthetic.
+  train_labels, test_labels: integer class labels `(n,)` of the two splits, when the data has classes.
+  num_classes: how many classes the labels range over.
   """
 
   name: str
@@ -31,6 +33,9 @@ class Dataset:
   sample: Callable | None = None
   max_value: float | None = None
   log_prob: Callable | None = None  # exact `log p(x)` of the data, when known (JAX, `(batch, ...)` -> `(batch,)`)
+  train_labels: np.ndarray | None = None
+  test_labels: np.ndarray | None = None
+  num_classes: int | None = None
 
   @property
   def shape(self):
