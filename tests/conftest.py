@@ -4,8 +4,12 @@ where pytest-xdist is installed."""
 import os
 import tempfile
 
-# Before jax is imported anywhere: data-parallel code is tested on 4 host devices.
-os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+# Before jax is imported anywhere: data-parallel code is tested on 4 host devices. XLA:CPU's multi-threaded
+# Eigen pool can wedge under CPU oversubscription (two test workers, four devices and subprocesses on the
+# two cores of CI); single-threaded Eigen gives up little there.
+os.environ["XLA_FLAGS"] = (
+  os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4 --xla_cpu_multi_thread_eigen=false"
+)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "scorejax_test_jit_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
