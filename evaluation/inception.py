@@ -404,7 +404,11 @@ def main(argv):
   if len(argv) != 3:
     print(f"usage: python -m scorejax.evaluation.inception {WEIGHTS_FILE} OUT.npz", file=sys.stderr)
     return 2
-  convert_to_npz(argv[1], argv[2])
+  try:
+    convert_to_npz(argv[1], argv[2])
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   print(f"wrote {argv[2]}")
   return 0
 

@@ -45,6 +45,10 @@ _STORAGE_DTYPES = {
 _STORAGE_OF_DTYPE = {np.dtype(v): k for k, v in _STORAGE_DTYPES.items() if k != "BFloat16Storage"}
 
 
+class _Malformed(ValueError):
+  """What is wrong with a file, found by this module's own checks (other errors are reported as unreadable)."""
+
+
 class _StorageType:
   """Stands in for `torch.<X>Storage` inside a pickle: only its name is needed."""
 
@@ -64,7 +68,7 @@ class _TensorRef:
 
   def __init__(self, storage, offset, size, stride):
     if not isinstance(storage, _StorageRef):
-      raise ValueError("a tensor is rebuilt from something other than a storage")
+      raise _Malformed("a tensor is rebuilt from something other than a storage")
     self.storage, self.offset, self.size, self.stride = storage, int(offset), tuple(size), tuple(stride)
 
 
@@ -95,30 +99,30 @@ class _RestrictedUnpickler(pickle.Unpickler):
     try:
       return _ALLOWED_GLOBALS[(module, name)]
     except KeyError:
-      raise ValueError(f"refusing to unpickle {module}.{name}: not part of a tensor state dict") from None
+      raise _Malformed(f"refusing to unpickle {module}.{name}: not part of a tensor state dict") from None
 
   def persistent_load(self, pid):
     if self._persistent_load is None:
-      raise ValueError("unexpected persistent id in a plain pickle")
+      raise _Malformed("unexpected persistent id in a plain pickle")
     return self._persistent_load(pid)
 
 
 def _storage_from_pid(pid):
   """`('storage', StorageType, key, location, numel[, view_metadata])` -> a `_StorageRef`."""
   if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
-    raise ValueError(f"unsupported persistent id {pid!r:.80}")
+    raise _Malformed(f"unsupported persistent id {pid!r:.80}")
   if len(pid) > 5 and pid[5] is not None:
-    raise ValueError("storage views (torch < 0.4 files) are not supported")
+    raise _Malformed("storage views (torch < 0.4 files) are not supported")
   return _StorageRef(pid[1].name, pid[2], pid[4])
 
 
 def _unpickle(data, persistent_load=None):
   try:
     return _RestrictedUnpickler(io.BytesIO(data) if isinstance(data, bytes) else data, persistent_load).load()
-  except ValueError:
+  except _Malformed:  # a refused global, a malformed storage: already says what is wrong
     raise
   except Exception as e:  # truncated or garbled bytes: EOFError, UnpicklingError, ...
-    raise ValueError(f"unreadable pickle ({type(e).__name__}: {e})") from None
+    raise _Malformed(f"unreadable pickle ({type(e).__name__}: {e})") from None
 
 
 def _materialize(tensor, storage_bytes, byteorder="little"):
@@ -126,14 +130,14 @@ def _materialize(tensor, storage_bytes, byteorder="little"):
   storage = tensor.storage
   dtype = np.dtype(_STORAGE_DTYPES[storage.dtype_name]).newbyteorder("<" if byteorder == "little" else ">")
   if len(storage_bytes) < storage.numel * dtype.itemsize:
-    raise ValueError(f"storage {storage.key} holds {len(storage_bytes)} bytes, fewer than its {storage.numel} elements")
+    raise _Malformed(f"storage {storage.key} holds {len(storage_bytes)} bytes, fewer than its {storage.numel} elements")
   flat = np.frombuffer(storage_bytes, dtype, count=storage.numel)
   if any(s < 0 for s in tensor.size) or any(s < 0 for s in tensor.stride) or tensor.offset < 0:
-    raise ValueError(f"negative size, stride or offset in a view of storage {storage.key}")
+    raise _Malformed(f"negative size, stride or offset in a view of storage {storage.key}")
   if 0 not in tensor.size:
     last = tensor.offset + sum((n - 1) * s for n, s in zip(tensor.size, tensor.stride))
     if last >= storage.numel:
-      raise ValueError(f"a view reaches element {last} of storage {storage.key}, which has {storage.numel}")
+      raise _Malformed(f"a view reaches element {last} of storage {storage.key}, which has {storage.numel}")
   strided = np.lib.stride_tricks.as_strided(
     flat[tensor.offset :], tensor.size, tuple(s * dtype.itemsize for s in tensor.stride), writeable=False
   )
@@ -146,13 +150,13 @@ def _materialize(tensor, storage_bytes, byteorder="little"):
 def _tensors_of(obj, storages, byteorder="little"):
   """`{name: array}` from the unpickled state dict, its tensors filled from `storages[key]` (bytes)."""
   if not isinstance(obj, dict):
-    raise ValueError(f"the file holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors)")
+    raise _Malformed(f"the file holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors)")
   out = {}
   for name, value in obj.items():
     if not isinstance(value, _TensorRef):
-      raise ValueError(f"entry {name!r} is a {type(value).__name__}, not a tensor")
+      raise _Malformed(f"entry {name!r} is a {type(value).__name__}, not a tensor")
     if value.storage.key not in storages:
-      raise ValueError(f"the bytes of storage {value.storage.key} (entry {name!r}) are missing")
+      raise _Malformed(f"the bytes of storage {value.storage.key} (entry {name!r}) are missing")
     out[str(name)] = _materialize(value, storages[value.storage.key], byteorder)
   return out
 
@@ -164,7 +168,7 @@ def _load_zip(archive, path):
     if names and all(n.endswith(".npy") for n in names):
       with np.load(path, allow_pickle=False) as npz:
         return {k: np.asarray(npz[k]) for k in npz.files}
-    raise ValueError("a zip archive that is neither a torch file (one <name>/data.pkl) nor an .npz")
+    raise _Malformed("a zip archive that is neither a torch file (one <name>/data.pkl) nor an .npz")
   prefix = pickles[0][: -len("data.pkl")]
   byteorder = archive.read(prefix + "byteorder").decode().strip() if prefix + "byteorder" in names else "little"
   refs = {}
@@ -179,24 +183,25 @@ def _load_zip(archive, path):
   for key in refs:
     record = f"{prefix}data/{key}"
     if record not in names:
-      raise ValueError(f"record {record} is missing")
+      raise _Malformed(f"record {record} is missing")
     storages[key] = archive.read(record)
   return _tensors_of(obj, storages, byteorder)
 
 
 def _load_legacy(f):
+  file_size = os.fstat(f.fileno()).st_size
   try:
     magic = _unpickle(f)
-  except ValueError:
-    raise ValueError("neither a zip archive nor a legacy torch file (no magic number)") from None
+  except _Malformed:
+    raise _Malformed("neither a zip archive nor a legacy torch file (no magic number)") from None
   if magic != _LEGACY_MAGIC:
-    raise ValueError("neither a zip archive nor a legacy torch file (wrong magic number)")
+    raise _Malformed("neither a zip archive nor a legacy torch file (wrong magic number)")
   protocol = _unpickle(f)
   if protocol != _LEGACY_PROTOCOL:
-    raise ValueError(f"legacy torch file of protocol {protocol}, expected {_LEGACY_PROTOCOL}")
+    raise _Malformed(f"legacy torch file of protocol {protocol}, expected {_LEGACY_PROTOCOL}")
   sys_info = _unpickle(f)
-  if not sys_info.get("little_endian", True):
-    raise ValueError("big-endian legacy torch files are not supported")
+  if not isinstance(sys_info, dict) or not sys_info.get("little_endian", True):
+    raise _Malformed("legacy torch file of another system (big-endian, or no system facts)")
   refs = {}
 
   def persistent_load(pid):
@@ -210,14 +215,16 @@ def _load_legacy(f):
   for key in keys:
     header = f.read(8)
     if len(header) < 8:
-      raise ValueError(f"truncated before storage {key}")
+      raise _Malformed(f"truncated before storage {key}")
     (numel,) = struct.unpack("<q", header)
     if key not in refs:
-      raise ValueError(f"storage {key} is listed but no tensor uses it")
+      raise _Malformed(f"storage {key} is listed but no tensor uses it")
     nbytes = numel * np.dtype(_STORAGE_DTYPES[refs[key].dtype_name]).itemsize
+    if not 0 <= nbytes <= file_size - f.tell():
+      raise _Malformed(f"truncated inside storage {key}")
     storages[str(key)] = f.read(nbytes)
     if len(storages[str(key)]) < nbytes:
-      raise ValueError(f"truncated inside storage {key}")
+      raise _Malformed(f"truncated inside storage {key}")
   return _tensors_of(obj, storages)
 
 
@@ -234,13 +241,17 @@ def load_state_dict(path):
         return _load_zip(archive, path)
     with open(path, "rb") as f:
       if f.read(4) == b"PK\x03\x04":
-        raise ValueError("a damaged or truncated zip archive (no central directory)")
+        raise _Malformed("a damaged or truncated zip archive (no central directory)")
       f.seek(0)
       return _load_legacy(f)
-  except ValueError as e:
-    raise ValueError(f"{path}: {e}") from None
-  except (OSError, zipfile.BadZipFile, KeyError) as e:
-    raise ValueError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+  except _Malformed as e:
+    raise ValueError(f"{path}: {_first_line(e)}") from None
+  except Exception as e:  # OSError, BadZipFile, a garbled view (TypeError): whatever it is, one line naming the file
+    raise ValueError(f"{path}: unreadable ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _first_line(error):
+  return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 class _PickleWriter:

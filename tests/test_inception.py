@@ -247,6 +247,11 @@ def test_npz_files_read_as_state_dicts_and_convert_from_pth(tmp_path, weight_fil
   assert inception.main(["inception", weight_files["legacy"], str(npz)]) == 0
   original, converted = torch_file.load_state_dict(weight_files["legacy"]), torch_file.load_state_dict(npz)
   assert list(original) == list(converted) and all(np.array_equal(original[k], converted[k]) for k in original)
+  assert inception.main(["inception", str(npz), str(tmp_path / "again.npz")]) == 0  # .npz in, .npz out
+  foreign = tmp_path / "foreign.pth"
+  torch_file.save_state_dict(foreign, {"fc.weight": np.zeros((2, 2), np.float32)})
+  assert inception.main(["inception", str(foreign), str(tmp_path / "never.npz")]) == 1
+  assert not os.path.exists(tmp_path / "never.npz")
 
 
 class _Payload:
