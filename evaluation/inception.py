@@ -396,8 +396,8 @@ def load_inception(path, precision="highest"):
     weights_hash = hashlib.sha256(f.read()).hexdigest()
   variables = jax.tree.map(jnp.asarray, variables_from_state_dict(torch_file.load_state_dict(path)))
   model = FIDInceptionV3(precision=precision)
-  apply = lambda images: model.apply(variables, preprocess(images))
-  return FeatureNetwork("inception_v3_fid", weights_hash, NUM_FEATURES, NUM_CLASSES, apply)
+  apply = lambda variables, images: model.apply(variables, preprocess(images))
+  return FeatureNetwork("inception_v3_fid", weights_hash, NUM_FEATURES, NUM_CLASSES, apply, variables)
 
 
 def main(argv):
