@@ -38,7 +38,7 @@ def get_default_config():
                                       # auto: discrete when training.continuous=False, else uniform
   # pc: predictor-corrector (Song et al. 2021, Alg. 1-3)
   sampling.predictor = "reverse_diffusion"  # euler_maruyama | reverse_diffusion | ancestral_sampling | none
-  sampling.corrector = "langevin"     # langevin | ald | none
+  sampling.corrector = "langevin"     # langevin | ald | resample (RePaint's jumps, for constraints) | none
   sampling.snr = 0.16                 # Langevin corrector: signal-to-noise ratio of each step
   sampling.probability_flow = False   # pc predictor on the probability-flow ODE
   # edm, ddim, dpm_solver: few-step samplers over sampling.num_steps steps

@@ -36,6 +36,16 @@ def gmm_log_prob(x, sigma, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS, 
   return jax.nn.logsumexp(log_comp, axis=-1)
 
 
+def gmm_class_log_probs(x, sigma, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS, scale=1.0):
+  """`log p(k | x)` for each component `k`, shape `(batch, K)`: the log-responsibilities
+  `log w_k N(x; scale mu_k, v_k I) - log p(x)`, `v_k = scale^2 s_k^2 + sigma^2`. Where the components are
+  the classes, this is the exact classifier of noisy inputs at every noise level (Bayes' rule)."""
+  d = x.shape[-1]
+  var, diff = _gmm_components(x, sigma, scale, means, stds)
+  log_comp = -0.5 * jnp.sum(jnp.square(diff), -1) / var - 0.5 * d * jnp.log(var) + jnp.log(jnp.asarray(weights))
+  return jax.nn.log_softmax(log_comp, axis=-1)
+
+
 def gmm_score(x, sigma, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS, scale=1.0):
   """Exact score `grad_x log p(x) = sum_k r_k(x) (scale mu_k - x) / (scale^2 s_k^2 + sigma^2)`,
   with responsibilities `r_k` (softmax of the component log-densities)."""
@@ -65,6 +75,21 @@ def gmm_sde_log_prob(sde, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS):
     return gmm_log_prob(x, std, means, stds, weights, scale)
 
   return log_prob
+
+
+def gaussian_sde_score(sde, mean, cov):
+  """The exact score of Gaussian data `N(mean, cov)` (`cov` a NumPy array over the flattened example) carried
+  by `sde` to time `t`: `-(m^2 cov + std^2 I)^{-1} (x - m mean)`, through the eigenvectors of `cov`, with no
+  linear solve inside a sampler's loop."""
+  eigenvalues, eigenvectors = (jnp.asarray(a, jnp.float32) for a in np.linalg.eigh(np.asarray(cov, np.float64)))
+  mean = jnp.asarray(mean, jnp.float32).reshape(-1)
+
+  def score_fn(x, t):
+    scale, std = (c[:, None] for c in sde.marginal_coefficients(t))
+    coordinates = (x.reshape(x.shape[0], -1) - scale * mean) @ eigenvectors
+    return (-(coordinates / (scale**2 * eigenvalues + std**2)) @ eigenvectors.T).reshape(x.shape)
+
+  return score_fn
 
 
 def sample_gmm(rng, n, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS):
