@@ -25,6 +25,8 @@ def get_default_config():
   training.reduce_mean = True         # mean (not sum) of the squared error over data dimensions
   training.likelihood_weighting = False  # weight g(t)^2: a bound on the negative log-likelihood
   training.dtype = "float32"          # compute dtype of the network (bfloat16 on GPU/TPU); parameters stay float32
+  training.label_dropout = 0.1        # class-conditional models: fraction of labels dropped to the null label
+                                      # (classifier-free guidance, Ho & Salimans 2022)
 
   config.sampling = sampling = ml_collections.ConfigDict()
   sampling.method = "ald"             # annealed Langevin dynamics
@@ -57,6 +59,9 @@ def get_default_config():
   sampling.rtol = 1e-5
   sampling.atol = 1e-5
   sampling.ode_max_steps = 4096       # adaptive solvers: attempted steps before giving up
+  # class guidance (control/guidance.py)
+  sampling.class_label = -1           # the class to sample, or -1: unconditional
+  sampling.guidance_scale = 1.0       # w: classifier-free (1 + w) s(x, y) - w s(x), or s(x) + w grad log p(y | x)
 
   config.eval = evaluate = ml_collections.ConfigDict()
   evaluate.batch_size = 1_000         # test examples for the per-noise-level losses
@@ -99,6 +104,7 @@ def get_default_config():
   model.num_layers = 3                # MLP depth
   model.scale_by_sigma = True
   model.prediction = "score"          # or "noise": s = -eps_hat / sigma (scale_by_sigma is then moot)
+  model.num_classes = 0               # > 0: class-conditional network (mlp, ncsn_small, ncsnpp) for guidance
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.optimizer = "Adam"

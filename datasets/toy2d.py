@@ -92,9 +92,14 @@ def gaussian_sde_score(sde, mean, cov):
   return score_fn
 
 
-def sample_gmm(rng, n, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS):
+def sample_gmm_with_labels(rng, n, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS):
+  """`n` draws of the mixture and the component of each, its class label."""
   comp = rng.choice(len(weights), size=n, p=weights / weights.sum())
-  return (means[comp] + stds[comp, None] * rng.standard_normal((n, means.shape[1]))).astype(np.float32)
+  return (means[comp] + stds[comp, None] * rng.standard_normal((n, means.shape[1]))).astype(np.float32), comp
+
+
+def sample_gmm(rng, n, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS):
+  return sample_gmm_with_labels(rng, n, means, stds, weights)[0]
 
 
 def sample_swiss_roll(rng, n):
@@ -129,15 +134,21 @@ TOYS = {
   "checkerboard": (sample_checkerboard, None, None),
   "moons": (sample_moons, None, None),
 }
+# Toys whose examples have classes: their labelled sampler and number of classes (the mixture's components).
+LABELLED = {"gmm": (sample_gmm_with_labels, len(GMM_WEIGHTS))}
 
 
 def _register(name, sampler, score, log_prob):
   @register_dataset(name)
   def make(num_train: int = 50_000, num_test: int = 5_000, data_seed: int = 0, **unused):
     rng = np.random.default_rng(data_seed)
-    return Dataset(
-      name, train=sampler(rng, num_train), test=sampler(rng, num_test), score=score, sample=sampler, log_prob=log_prob
-    )
+    if name in LABELLED:
+      labelled, num_classes = LABELLED[name]
+      (train, train_labels), (test, test_labels) = labelled(rng, num_train), labelled(rng, num_test)
+      classes = dict(train_labels=train_labels, test_labels=test_labels, num_classes=num_classes)
+    else:
+      train, test, classes = sampler(rng, num_train), sampler(rng, num_test), {}
+    return Dataset(name, train=train, test=test, score=score, sample=sampler, log_prob=log_prob, **classes)
 
   return make
 

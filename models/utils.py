@@ -30,7 +30,8 @@ def get_score_fn(
   rng=None,
   model_state=None,
 ):
-  """Wrap `model.apply` as `score_fn(x, t) -> score`, `t` of shape `(batch,)`.
+  """Wrap `model.apply` as `score_fn(x, t, labels=None) -> score`, `t` of shape `(batch,)`; a class-conditional
+  network (`model.num_classes > 0`) takes `labels` `(batch,)`, and without them gives the unconditional score.
 
   prediction='score': the network output is the score, divided by `std(t)` if `scale_by_sigma`
     (NCSNv2, Song & Ermon 2020, technique 3: `s(x, sigma) = s(x) / sigma`; NCSN++ for VE).
@@ -43,11 +44,13 @@ def get_score_fn(
   if prediction not in PREDICTIONS:
     raise ValueError(f"unknown model.prediction {prediction!r}; valid choices: {', '.join(PREDICTIONS)}")
 
-  def score_fn(x, t):
+  def score_fn(x, t, labels=None):
     t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x.shape[0],))
     variables = {"params": params, **(model_state or {})}
     rngs = {"dropout": rng} if (train and rng is not None) else None
-    out = model.apply(variables, x, noise_conditioning(sde, t), train=train, rngs=rngs)
+    # Class labels `(batch,)` reach class-conditional networks only; None is the unconditional score.
+    conditioning = {} if labels is None else {"labels": labels}
+    out = model.apply(variables, x, noise_conditioning(sde, t), train=train, rngs=rngs, **conditioning)
     out = out.astype(x.dtype)
     _, std = sde.marginal_coefficients(t)
     if prediction == "noise":
