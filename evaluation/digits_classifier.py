@@ -151,20 +151,22 @@ def train_digits_classifier(train_images, train_labels, test_images, test_labels
   return params, _accuracy(params, test_images, test_labels, HYPERPARAMETERS.features)
 
 
+def _apply(variables, images):
+  """`(features, logits)` of images `(n, 8, 8, 1)` in [0, 1]; the weights are an argument, so that one compiled
+  program serves every classifier of this shape."""
+  if images.shape[1:] != IMAGE_SHAPE:
+    raise ValueError(f"the digits classifier takes images of shape (n, 8, 8, 1), got {images.shape}")
+  features = variables["params"]["features"]["kernel"].shape[1]
+  return DigitsCNN(features).apply(variables, images.astype(jnp.float32))
+
+
 def digits_feature_network(params):
   """The trained classifier as a `FeatureNetwork`: features are the penultimate (ReLU) layer, logits the 10 classes.
   `weights_hash` is the SHA-256 of the params serialized by flax (msgpack)."""
   params = jax.tree.map(np.asarray, params)
-  features = params["features"]["kernel"].shape[1]
-  model = DigitsCNN(features)
-
-  def apply(images):
-    if images.shape[1:] != IMAGE_SHAPE:
-      raise ValueError(f"the digits classifier takes images of shape (n, 8, 8, 1), got {images.shape}")
-    return model.apply({"params": params}, images.astype(jnp.float32))
-
   weights_hash = hashlib.sha256(flax.serialization.to_bytes(params)).hexdigest()
-  return FeatureNetwork("digits_classifier", weights_hash, features, NUM_CLASSES, apply)
+  features = params["features"]["kernel"].shape[1]
+  return FeatureNetwork("digits_classifier", weights_hash, features, NUM_CLASSES, _apply, {"params": params})
 
 
 def _cache_key(train_images, train_labels, test_images, test_labels, seed):
