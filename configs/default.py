@@ -73,6 +73,14 @@ def get_default_config():
   evaluate.hutchinson_type = "rademacher"  # or gaussian: probes of the divergence estimator
   evaluate.num_probes = 1             # Hutchinson probes per evaluation, drawn once per solve
   evaluate.exact_trace = False        # exact divergence (low dimension only)
+  # Sample quality (evaluation/): FID, Inception Score, KID, precision/recall against the training split
+  evaluate.num_samples = 1_000        # samples drawn with `sampling` (papers report 50_000 for CIFAR-10)
+  evaluate.begin_step = -1            # -1: the newest checkpoint; else every checkpoint from begin_step
+  evaluate.end_step = -1              # ... to end_step (-1: the newest), skipping those with an eval_<step>.json
+  evaluate.inception_weights = ""     # RGB images: pytorch-fid's pt_inception-2015-12-05-6726825d.pth, or an .npz of it
+  evaluate.stats_dir = ""             # cached statistics of real data; "": <workdir>/eval/stats
+  evaluate.feature_batch_size = 250   # images per feature-network call
+  evaluate.pr_max = 10_000            # precision/recall compare at most this many features per side
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = "digits"

@@ -245,6 +245,11 @@ INT_FIELDS = {
   "eval.ode_steps": 1,
   "eval.ode_max_steps": 1,
   "eval.num_probes": 1,
+  "eval.num_samples": 1,
+  "eval.begin_step": -1,
+  "eval.end_step": -1,
+  "eval.feature_batch_size": 1,
+  "eval.pr_max": 4,
   "data.num_train": 1,
   "data.num_test": 1,
   "data.image_size": 1,
@@ -537,18 +542,29 @@ def resolve_config(given, workdir, config_was_given, mode="train", argv=None, pr
   return config
 
 
-def restore_for_inference(exp, workdir):
+def checkpoint_steps(workdir):
+  """The steps of the complete checkpoints in `workdir`, oldest first."""
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  return sorted(step_dirs(ckpt_dir)) if os.path.isdir(ckpt_dir) else []
+
+
+def restore_for_inference(exp, workdir, step=None):
   """The training state of the newest checkpoint in `workdir` that proves itself (sample and eval
-  modes); a corrupt newer one is reported and skipped, not moved: a training run may own the workdir
-  (the training run moves it aside when it resumes). Raises UserError if there is none, none is
-  usable, or the checkpoint's config conflicts with `exp.config`."""
+  modes), or of checkpoint `step`; a corrupt newer one is reported and skipped, not moved: a training
+  run may own the workdir (the training run moves it aside when it resumes). Raises UserError if there
+  is none, none is usable, or the checkpoint's config conflicts with `exp.config`."""
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(ckpt_dir) or not step_dirs(ckpt_dir):
     raise UserError(f"no checkpoint in {ckpt_dir}; train first with --mode=train --workdir={workdir}")
   try:
     checkpointer = Checkpointer(ckpt_dir)
     try:
-      state = checkpointer.restore_latest(exp.init_state(), check=checks_config(exp.config, workdir), move_aside=False)
+      state = checkpointer.restore_latest(
+        exp.init_state(),
+        check=checks_config(exp.config, workdir),
+        move_aside=False,
+        steps=None if step is None else [step],
+      )
     finally:
       checkpointer.close(quiet=True)
   except CheckpointError as e:
