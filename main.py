@@ -164,7 +164,7 @@ LEFT_BEHIND = {
   "info": "nothing was written",
   "train": "training had not started; nothing was written",
   "sample": "nothing half-written was left in {workdir}/samples",
-  "eval": "nothing half-written was left in {workdir}/eval",
+  "eval": "nothing half-written was left in {workdir}/eval; run it again to reuse the finished sample batches",
 }
 
 

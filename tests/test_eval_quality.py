@@ -4,6 +4,10 @@ archive with Inception weights in pytorch-fid's file format (random values)."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +17,7 @@ from scorejax.evaluation import inception, torch_file
 from scorejax.run.evaluate import evaluate
 from scorejax.run.train import train
 
-from helpers import override, run_main, tiny_digits
+from helpers import ROOT, override, run_main, tiny_digits
 
 QUALITY = ("fid", "inception_score", "kid", "precision", "recall", "class_histogram")
 
@@ -95,6 +99,36 @@ def test_a_sweep_evaluates_each_checkpoint_once(untrained):
   bad = digits_config(**{"eval.begin_step": 5})
   with pytest.raises(Exception, match=r"no checkpoint .* from eval.begin_step=5 .* the steps there are: 2, 4"):
     evaluate(bad, untrained, print_fn=quiet)
+
+
+def test_main_eval_interrupted_by_sigint_resumes_from_its_saved_batches(untrained):
+  """Through main.py as a user runs it: Ctrl-C after two of ten batches, then the same command again."""
+  args = [
+    sys.executable,
+    "main.py",
+    "--mode=eval",
+    f"--workdir={untrained}",  # no --config: the config saved with the checkpoints
+    "--config.eval.num_samples=480",
+    "--config.sampling.batch_size=48",
+    "--config.sampling.n_steps_each=3",  # other settings than the tests above: fresh batches
+  ]
+  batches = os.path.join(untrained, "eval", "samples_4")
+  proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while not os.path.exists(os.path.join(batches, "batch_00001.npz")):
+    assert proc.poll() is None and time.time() < deadline, proc.communicate(timeout=60)
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, (out, err)
+  assert "interrupted (SIGINT) during --mode=eval" in err and "reuse the finished sample batches" in err, err
+  done = len([f for f in os.listdir(batches) if f.startswith("batch_")])
+  assert 2 <= done < 10, done
+  again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stderr
+  assert f"reused {done} of 10 sample batches" in again.stdout, again.stdout
+  result = json.load(open(os.path.join(untrained, "eval", "eval_4.json")))
+  assert result["sample_quality"]["samples"]["num_samples"] == 480
 
 
 # ----------------------------------------------------------------------------- CIFAR-10 format, Inception
