@@ -18,6 +18,7 @@ import score_sde_format as fmt
 
 from scorejax import models, sde_lib
 from scorejax.configs import cifar
+from scorejax.models import score_sde_params
 from scorejax.run import importer
 from scorejax.run.experiment import (
   UserError,
@@ -229,6 +230,64 @@ def test_fine_tuning_takes_the_adam_step_that_score_sde_would_take(imported):
 
 def optax_norm(tree):
   return float(jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree_util.tree_leaves(tree))))
+
+
+# ----------------------------------------------------------------------------- the released checkpoints
+
+
+def _ncsnpp(blocks, fourier):
+  return lambda: fmt.ncsnpp_shapes(128, (1, 2, 2, 2), blocks, (16,), 32, 3, fir_pyramid=True, fourier=fourier)
+
+
+def _ddpmpp(blocks):
+  return lambda: fmt.ncsnpp_shapes(128, (1, 2, 2, 2), blocks, (16,), 32, 3, fir_pyramid=False, fourier=False)
+
+
+def _ddpm():
+  return fmt.ddpm_shapes(128, (1, 2, 2, 2), 2, (16,), 32, 3)
+
+
+# From score_sde's configs/{ve,vp,subvp}/cifar10_*.py: SDE, continuous training, centred data, predictor,
+# corrector, and its network's tree at the published width.
+RD, EM, ANC = "reverse_diffusion", "euler_maruyama", "ancestral_sampling"
+RELEASED = {
+  "ve/cifar10_ncsnpp": ("vesde", False, False, RD, "langevin", _ncsnpp(4, fourier=False)),
+  "ve/cifar10_ncsnpp_continuous": ("vesde", True, False, RD, "langevin", _ncsnpp(4, fourier=True)),
+  "ve/cifar10_ncsnpp_deep_continuous": ("vesde", True, False, RD, "langevin", _ncsnpp(8, fourier=True)),
+  "vp/cifar10_ddpm": ("vpsde", False, True, ANC, "none", _ddpm),
+  "vp/cifar10_ddpm_continuous": ("vpsde", True, True, EM, "none", _ddpm),
+  "vp/cifar10_ddpmpp": ("vpsde", False, True, ANC, "none", _ddpmpp(4)),
+  "vp/cifar10_ddpmpp_continuous": ("vpsde", True, True, EM, "none", _ddpmpp(4)),
+  "vp/cifar10_ddpmpp_deep_continuous": ("vpsde", True, True, EM, "none", _ddpmpp(8)),
+  "subvp/cifar10_ddpm_continuous": ("subvpsde", True, True, EM, "none", _ddpm),
+  "subvp/cifar10_ddpmpp_continuous": ("subvpsde", True, True, EM, "none", _ddpmpp(4)),
+  "subvp/cifar10_ddpmpp_deep_continuous": ("subvpsde", True, True, EM, "none", _ddpmpp(8)),
+}
+
+
+def _zeros(shapes):
+  """Leaves of the shapes that take no memory (a broadcast zero): the map looks at names and shapes only."""
+  return {k: _zeros(v) if isinstance(v, dict) else np.broadcast_to(np.float32(0), v) for k, v in shapes.items()}
+
+
+def test_every_released_cifar10_checkpoint_maps_onto_its_variant_at_the_published_width():
+  """configs/cifar.py's SCORE_SDE_CHECKPOINTS: each variant with its overrides has score_sde's SDE, training,
+  data centring and sampler, and score_sde's parameter tree lands on its network leaf for leaf."""
+  assert set(cifar.SCORE_SDE_CHECKPOINTS) == set(RELEASED)
+  for checkpoint, (variant, fields) in cifar.SCORE_SDE_CHECKPOINTS.items():
+    sde, continuous, centered, predictor, corrector, shapes = RELEASED[checkpoint]
+    config = importer.score_sde_conventions(override(cifar.get_config(variant), **fields))
+    t, s = config.training, config.sampling
+    settings = (t.sde, t.continuous, config.data.centered, s.predictor, s.corrector)
+    assert settings == (sde, continuous, centered, predictor, corrector), checkpoint
+    assert config.model.input_transform == ("none" if centered else "2x-1")
+    shape = data_shape(config)
+    model = build_model(config, shape)
+    like = models.utils.param_shapes(model, shape)
+    rename, extra = score_sde_params.leaf_map(model, shape)
+    mapped = score_sde_params.map_tree(_zeros(shapes()), like, rename, extra, lambda name, like_module: like_module)
+    assert jax.tree_util.tree_structure(mapped) == jax.tree_util.tree_structure(like), checkpoint
+    assert len(extra) == (2 if config.model.name == "ddpm" else 0)
 
 
 # ----------------------------------------------------------------------------- what is refused
