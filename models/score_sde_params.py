@@ -143,7 +143,7 @@ def map_tree(theirs, like, rename, extra=(), fill=None, what="parameters"):
     if leaf.shape != tuple(expected[ours].shape) or not np.issubdtype(leaf.dtype, np.floating):
       misshaped.append((path, leaf.shape, leaf.dtype, tuple(expected[ours].shape)))
       continue
-    mapped[ours] = leaf.astype(np.float32)
+    mapped[ours] = leaf.astype(np.float32, copy=False)
   reported = {rename(path) for path, *_ in misshaped}
   missing = [path for path in expected if path not in mapped and path not in reported]
   problems = []

@@ -132,11 +132,10 @@ def convert(state, model, shape, optimizer, rng):
   moments = bool(adam_state.get("param_states"))
   if moments:
     trees = _split_moments(adam_state["param_states"])
-    mu = as_ours(trees["grad_ema"], "Adam moments (grad_ema)", zeros)
-    nu = as_ours(trees["grad_sq_ema"], "Adam moments (grad_sq_ema)", zeros)
+    ours = {MOMENTS[name]: as_ours(tree, f"Adam moments ({name})", zeros) for name, tree in trees.items()}
     # optax counts Adam's steps and the warm-up schedule's alike: both continue from score_sde's count.
     count = jnp.asarray(_step(adam_state.get("step", step), "optimizer.state.step"), jnp.int32)
-    opt_state = optax.tree_utils.tree_set(opt_state, mu=mu, nu=nu, count=count)
+    opt_state = optax.tree_utils.tree_set(opt_state, **ours, count=count)
   train_state = TrainState(
     step=jnp.asarray(step, jnp.int32),
     params=params,

@@ -232,6 +232,23 @@ def optax_norm(tree):
   return float(jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree_util.tree_leaves(tree))))
 
 
+def test_a_checkpoint_without_adam_moments_imports_for_inference():
+  """Without `optimizer.state` the parameters come from `optimizer.target`, without `optimizer` from the EMA;
+  Adam starts afresh (zero moments, count 0: bias correction and warm-up from the start); the step carries."""
+  config = importer.score_sde_conventions(case_config("ddpmpp"))
+  shape = data_shape(config)
+  model = build_model(config, shape)
+  theirs = fmt.training_state(CASES["ddpmpp"][2](), np.random.default_rng(2), STEP, moments=False)
+  inference_only = {**theirs, "optimizer": None}
+  for state_dict, params in ((theirs, theirs["optimizer"]["target"]), (inference_only, theirs["params_ema"])):
+    state, moments = importer.convert(state_dict, model, shape, build_optimizer(config), jax.random.key(0))
+    adam, schedule = state.opt_state[1]
+    assert not moments and int(state.step) == STEP and int(adam.count) == int(schedule.count) == 0
+    assert not any(np.any(leaf) for leaf in jax.tree_util.tree_leaves((adam.mu, adam.nu)))
+    assert_same_leaves(state.params, ours(params))
+    assert_same_leaves(state.ema_params, ours(theirs["params_ema"]))
+
+
 # ----------------------------------------------------------------------------- the released checkpoints
 
 
