@@ -11,6 +11,7 @@ def get_default_config():
   # fmt: off
   config = ml_collections.ConfigDict()
   config.seed = 42
+  config.import_from = ""             # --mode=import: the score_sde checkpoint file (checkpoint_<n>)
 
   config.training = training = ml_collections.ConfigDict()
   training.batch_size = 64
@@ -107,6 +108,8 @@ def get_default_config():
   model.num_layers = 3                # MLP depth
   model.scale_by_sigma = True
   model.prediction = "score"          # or "noise": s = -eps_hat / sigma (scale_by_sigma is then moot)
+  model.conditioning = "log_sigma"    # network input: log sigma(t), or score_sde's label (imported checkpoints)
+  model.input_transform = "none"      # or "2x-1": what score_sde's networks do to uncentred data
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.optimizer = "Adam"

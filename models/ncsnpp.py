@@ -51,12 +51,14 @@ _CHOICES = {
   "progressive_combine": ("sum", "cat"),
   "embedding_type": ("fourier", "positional"),
   "attention_type": ("ddpm",),
+  "conditioning": ("log_sigma", "score_sde"),
 }
 
 
 @register_model("ncsnpp")
 class NCSNpp(nn.Module):
-  """`net(x, c_noise, train)`: `x` of shape `(batch, H, W, C)`, `c_noise = log sigma` of shape `(batch,)`."""
+  """`net(x, c_noise, train)`: `x` of shape `(batch, H, W, C)`, `c_noise = log sigma` of shape `(batch,)`
+  (score_sde's label with `conditioning='score_sde'`)."""
 
   nf: int = 128
   ch_mult: Sequence[int] = (1, 2, 2, 2)
@@ -76,6 +78,7 @@ class NCSNpp(nn.Module):
   embedding_type: str = "fourier"
   fourier_scale: float = 16.0
   init_scale: float = 0.0
+  conditioning: str = "log_sigma"  # or "score_sde": `c_noise` is score_sde's label (models/utils.py)
   conv_size: int = 3  # a score_sde config field that its network ignores: every convolution is 3x3 or 1x1
   dtype: Any = jnp.float32
 
@@ -87,9 +90,14 @@ class NCSNpp(nn.Module):
       raise ValueError("NCSN++ uses 3x3 convolutions only (conv_size=3)")
 
   def _embedding(self, c_noise, act):
-    """Noise-level embedding `(batch, 4 nf)`: features of `log sigma`, then a two-layer MLP."""
+    """Noise-level embedding `(batch, 4 nf)`: features of `log sigma`, then a two-layer MLP. A score_sde label
+    `l` is embedded as score_sde's NCSN++ does: Fourier features of `log l`, or the sinusoids of `l` itself."""
+    score_sde = self.conditioning == "score_sde"
     if self.embedding_type == "fourier":
-      temb = layerspp.GaussianFourierProjection(embedding_size=self.nf, scale=self.fourier_scale)(c_noise)
+      features = layerspp.GaussianFourierProjection(embedding_size=self.nf, scale=self.fourier_scale)
+      temb = features(jnp.log(c_noise) if score_sde else c_noise)
+    elif score_sde:
+      temb = layerspp.timestep_embedding(c_noise, self.nf)
     else:
       temb = layerspp.positional_noise_embedding(c_noise, self.nf)
     temb = nn.Dense(4 * self.nf, kernel_init=layerspp.default_init(), dtype=self.dtype)(temb)

@@ -5,19 +5,56 @@ Every network has the signature `net(x, c_noise, train=False)`: `x` of shape `(b
 the networks (as in EDM, Karras et al. 2022): the conditioning input is `c_noise = log sigma(t)`,
 with `sigma(t) = std(t) / m(t)` the equivalent VE noise level of the SDE at time `t`, so one
 network definition serves VE, VP and sub-VP alike.
+
+Networks trained by score_sde (Song et al. 2021) saw other inputs, and an imported one must see
+exactly those (`model.conditioning`, `model.input_transform`):
+
+  conditioning='score_sde': the SDE's label (`sde.score_sde_label`): `sigma(t)` for continuous VE,
+    `999 t` for VP and sub-VP, the level's index for discrete training. The networks that take it
+    (NCSN++, DDPM: a `conditioning` field) embed it as score_sde's do: Fourier features of its log,
+    or DDPM's sinusoidal embedding of the label itself.
+  input_transform='2x-1': the network sees `2x - 1`; score_sde's networks compute it themselves
+    from data in [0, 1] (`data.centered=False`).
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 
+from scorejax.models.registry import get_model_class, model_names
 from scorejax.sde_lib import per_example
 
 PREDICTIONS = ("score", "noise")
+CONDITIONINGS = ("log_sigma", "score_sde")
+INPUT_TRANSFORMS = {"none": lambda x: x, "2x-1": lambda x: 2 * x - 1.0}
 
 
-def noise_conditioning(sde, t):
-  """`c_noise(t) = log(std(t) / m(t))`, shape `(batch,)`: what every network is conditioned on."""
+def noise_conditioning(sde, t, conditioning: str = "log_sigma", continuous: bool = True):
+  """The network's second input at time `t`, shape `(batch,)`: `c_noise(t) = log(std(t) / m(t))`, or with
+  `conditioning='score_sde'` score_sde's label for a network trained continuously or on the discrete chain."""
+  if conditioning == "score_sde":
+    return sde.score_sde_label(t, continuous)
   return jnp.log(sde.noise_level(t))
+
+
+def _network_conditioning(model):
+  """What `model` is conditioned on: its `conditioning` field, else `log sigma`."""
+  return getattr(model, "conditioning", "log_sigma")
+
+
+def check_conditioning(model, conditioning: str, input_transform: str = "none"):
+  """ValueError unless the names are known and `model` takes the conditioning `conditioning`."""
+  if conditioning not in CONDITIONINGS:
+    raise ValueError(f"unknown model.conditioning {conditioning!r}; valid choices: {', '.join(CONDITIONINGS)}")
+  if input_transform not in INPUT_TRANSFORMS:
+    raise ValueError(f"unknown model.input_transform {input_transform!r}; valid choices: {', '.join(INPUT_TRANSFORMS)}")
+  if model is not None and _network_conditioning(model) != conditioning:
+    takers = [n for n in model_names() if "conditioning" in {f.name for f in dataclasses.fields(get_model_class(n))}]
+    raise ValueError(
+      f"model.conditioning={conditioning!r} needs a network that embeds that input ({', '.join(takers)}); "
+      f"{type(model).__name__} is conditioned on {_network_conditioning(model)!r}"
+    )
 
 
 def get_score_fn(
@@ -29,6 +66,9 @@ def get_score_fn(
   train: bool = False,
   rng=None,
   model_state=None,
+  conditioning: str = "log_sigma",
+  input_transform: str = "none",
+  continuous: bool = True,
 ):
   """Wrap `model.apply` as `score_fn(x, t) -> score`, `t` of shape `(batch,)`.
 
@@ -38,16 +78,21 @@ def get_score_fn(
     `s_theta(x, t) = -eps_hat(x, t) / std(t)` (the score / DDPM identity, Vincent 2011;
     Ho et al. 2020; Song et al. 2021, Eq. 4 and App. C).
 
+  `conditioning` and `input_transform` say what the network sees (the module docstring); `continuous`
+  (`training.continuous`) picks score_sde's label of a network trained on the discrete chain.
   `train=True` turns on dropout, drawn from `rng`. `model_state` holds non-parameter collections.
   """
   if prediction not in PREDICTIONS:
     raise ValueError(f"unknown model.prediction {prediction!r}; valid choices: {', '.join(PREDICTIONS)}")
+  check_conditioning(model, conditioning, input_transform)
+  transform = INPUT_TRANSFORMS[input_transform]
 
   def score_fn(x, t):
     t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x.shape[0],))
     variables = {"params": params, **(model_state or {})}
     rngs = {"dropout": rng} if (train and rng is not None) else None
-    out = model.apply(variables, x, noise_conditioning(sde, t), train=train, rngs=rngs)
+    c_noise = noise_conditioning(sde, t, conditioning, continuous)
+    out = model.apply(variables, transform(x), c_noise, train=train, rngs=rngs)
     out = out.astype(x.dtype)
     _, std = sde.marginal_coefficients(t)
     if prediction == "noise":

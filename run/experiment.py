@@ -342,6 +342,8 @@ def check_network(config):
   initialisation (`jax.eval_shape`, no compilation). Any failure is a `UserError` in one line."""
   shape = data_shape(config)
   model = build_model(config, shape)
+  m = config.model
+  as_user_error(models.utils.check_conditioning, model, m.conditioning, m.input_transform)
   try:
     models.utils.param_shapes(model, shape)
   except Exception as e:  # the network's own checks: shapes, group counts
@@ -386,7 +388,16 @@ class Experiment:
     """`score_fn(x, t)` of the network with `params` (dropout on with `train`, drawn from `rng`)."""
     m = self.config.model
     return models.get_score_fn(
-      self.model, params, self.sde, prediction=m.prediction, scale_by_sigma=m.scale_by_sigma, train=train, rng=rng
+      self.model,
+      params,
+      self.sde,
+      prediction=m.prediction,
+      scale_by_sigma=m.scale_by_sigma,
+      train=train,
+      rng=rng,
+      conditioning=m.conditioning,
+      input_transform=m.input_transform,
+      continuous=self.config.training.continuous,
     )
 
   def init_state(self):
@@ -463,9 +474,18 @@ def config_conflicts(saved, given):
   ]
 
 
+def with_defaults(saved):
+  """A saved config (JSON data) with the fields it lacks, added by a later version, at their defaults
+  (configs/default.py): what a checkpoint written before a field existed was written with."""
+  from scorejax.configs.default import get_default_config
+
+  return _deep_update(config_dict(get_default_config()), saved)
+
+
 def check_config_matches(saved, config, workdir, step):
-  """Raise UserError naming every checkpoint field where `config` differs from `saved` (JSON data)."""
-  conflicts = config_conflicts(saved, config_dict(config))
+  """Raise UserError naming every checkpoint field where `config` differs from `saved` (JSON data), a field
+  that `saved` lacks counting as its default (`with_defaults`)."""
+  conflicts = config_conflicts(with_defaults(saved), config_dict(config))
   if conflicts:
     raise UserError(
       f"the config conflicts with checkpoint step {step} in {workdir}: {', '.join(conflicts)}; the network, "
@@ -506,9 +526,9 @@ def resolve_config(given, workdir, config_was_given, mode="train", argv=None, pr
   `workdir` holds a saved config (the newest checkpoint's, or `config.json` of a run without records),
   that config: its fields missing from this version take their defaults (configs/default.py), and the
   fields named by `--config.<field>=` overrides in `argv` take their values from `given` (checked
-  the same way). Otherwise `given`. `info` never looks at the workdir.
+  the same way). Otherwise `given`. `info` and `import` never look at the workdir.
   """
-  if mode == "info" or workdir is None:
+  if mode in ("info", "import") or workdir is None:  # import refuses a workdir with a checkpoint itself
     return given
   step, record = latest_record(os.path.join(workdir, "checkpoints"))
   saved = record.get("config") if record else None
@@ -525,9 +545,7 @@ def resolve_config(given, workdir, config_was_given, mode="train", argv=None, pr
       saved = None
   if not isinstance(saved, dict) or not saved:
     return given
-  from scorejax.configs.default import get_default_config
-
-  merged = _deep_update(config_dict(get_default_config()), saved)
+  merged = with_defaults(saved)
   given_fields = _flatten(config_dict(given))
   for field in _overridden_fields(sys.argv if argv is None else argv):
     if field in given_fields:
