@@ -50,7 +50,7 @@ def imported(tmp_path_factory):
   return workdir, path
 
 
-TINY_SAMPLING = ["--config.sampling.num_samples=4", "--config.sampling.batch_size=4"]
+TINY_SAMPLING = ["--config.sampling.num_samples=4", "--config.sampling.batch_size=4", "--config.eval.num_samples=4"]
 SAMPLERS = {
   "pc": [],  # the variant's Euler-Maruyama predictor over model.num_scales=10 steps
   "ode": ["--config.sampling.method=ode", "--config.sampling.ode_solver=euler", "--config.sampling.ode_steps=3"],
