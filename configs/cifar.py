@@ -80,6 +80,7 @@ def cifar10_defaults():
   evaluate = config.eval
   evaluate.batch_size = 1024
   evaluate.enable_bpd = False
+  evaluate.num_samples = 50_000  # FID/IS as published (needs eval.inception_weights)
 
   data = config.data
   del data["shape"]  # images: (image_size, image_size, num_channels), score_sde's fields
@@ -150,6 +151,7 @@ def get_config(variant="vp_ddpmpp"):
   if variant.startswith("ve_ncsnpp"):
     training.sde = "vesde"
     sampling.predictor, sampling.corrector = "reverse_diffusion", "langevin"
+    sampling.eps = 1e-5  # score_sde samples VE down to t = 1e-5 (run_lib: sampling_eps)
     _ncsnpp(model, deep)
     model.scale_by_sigma, model.prediction, model.ema_rate = True, "score", 0.999
   elif "ddpmpp" in variant:
