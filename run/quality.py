@@ -9,6 +9,7 @@ import zipfile
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from scorejax.evaluation import digits_classifier, inception, quality, statistics
 from scorejax.logging_utils import atomic_output
@@ -75,7 +76,8 @@ def draw_and_extract(exp, params, step, rng, network, directory, print_fn=print)
   """`eval.num_samples` samples as pixel counts, with their features and logits, drawn
   `sampling.batch_size` at a time with key `fold_in(rng, i)` for batch `i`. Each finished batch is saved
   in `directory`, so that an interrupted evaluation redoes only the unfinished ones; batches saved with
-  other sampler settings, seed or network are discarded. One progress line per batch, with an ETA."""
+  other sampler settings, seed or network are discarded. With several processes, a batch is reused only
+  if every process can read it (they draw together). One progress line per batch, with an ETA."""
   e, s = exp.config.eval, exp.config.sampling
   num, size = e.num_samples, s.batch_size
   meta = {
@@ -86,25 +88,30 @@ def draw_and_extract(exp, params, step, rng, network, directory, print_fn=print)
   }
   meta_path = os.path.join(directory, "meta.json")
   main = jax.process_index() == 0
+  num_batches = -(-num // size)
+  paths = [os.path.join(directory, f"batch_{i:05d}.npz") for i in range(num_batches)]
+  sizes = [min(size, num - i * size) for i in range(num_batches)]
+  same = False
   if os.path.exists(meta_path):
     try:
       with open(meta_path) as f:
         same = json.load(f) == meta
     except (OSError, ValueError):
-      same = False
+      pass
     if not same and main:
       print_fn(f"discarding the saved samples in {directory}: they were drawn with other settings")
-      shutil.rmtree(directory)
+  saved = [_read_batch(path, n) if same else None for path, n in zip(paths, sizes)]
+  if jax.process_count() > 1:  # sampling is collective: every process must redraw the same batches
+    readable = multihost_utils.process_allgather(np.asarray([b is not None for b in saved]))
+    saved = [b if ok else None for b, ok in zip(saved, np.all(readable, axis=0))]
   if main:
+    if not same and os.path.isdir(directory):
+      shutil.rmtree(directory)
     os.makedirs(directory, exist_ok=True)
     with atomic_output(meta_path) as tmp, open(tmp, "w") as f:
       json.dump(meta, f, indent=2)
   batches, fresh, reused, t0 = [], 0, 0, time.perf_counter()
-  num_batches = -(-num // size)
-  for i in range(num_batches):
-    n = min(size, num - i * size)
-    path = os.path.join(directory, f"batch_{i:05d}.npz")
-    batch = _read_batch(path, n)
+  for i, (path, n, batch) in enumerate(zip(paths, sizes, saved)):
     if batch is None:
       x, nfe = exp.sample(params, jax.random.fold_in(rng, i), n)
       images = to_pixels(x, exp.dataset.max_value, exp.config.data.centered)
