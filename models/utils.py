@@ -4,7 +4,8 @@ Every network has the signature `net(x, c_noise, train=False)`: `x` of shape `(b
 `c_noise` of shape `(batch,)`, output of the shape of `x`. Preconditioning lives here, apart from
 the networks (as in EDM, Karras et al. 2022): the conditioning input is `c_noise = log sigma(t)`,
 with `sigma(t) = std(t) / m(t)` the equivalent VE noise level of the SDE at time `t`, so one
-network definition serves VE, VP and sub-VP alike.
+network definition serves VE, VP and sub-VP alike. With `prediction='edm'` the wrapper is EDM's own
+preconditioning (`edm_preconditioning`): input `c_in x / m(t)`, conditioning `c_noise = ln(sigma) / 4`.
 
 Networks trained by score_sde (Song et al. 2021) saw other inputs, and an imported one must see
 exactly those (`model.conditioning`, `model.input_transform`):
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 from scorejax.models.registry import get_model_class, model_names
 from scorejax.sde_lib import per_example
 
-PREDICTIONS = ("score", "noise")
+PREDICTIONS = ("score", "noise", "edm")
 CONDITIONINGS = ("log_sigma", "score_sde")
 INPUT_TRANSFORMS = {"none": lambda x: x, "2x-1": lambda x: 2 * x - 1.0}
 
@@ -36,6 +37,35 @@ def noise_conditioning(sde, t, conditioning: str = "log_sigma", continuous: bool
   if conditioning == "score_sde":
     return sde.score_sde_label(t, continuous)
   return jnp.log(sde.noise_level(t))
+
+
+def edm_preconditioning(sigma, sigma_data):
+  """EDM's preconditioning at the noise level `sigma` for data of standard deviation `sigma_data`
+  (Karras et al. 2022, Table 1 and App. B.6): `(c_skip, c_out, c_in, c_noise)` with
+
+      c_skip = sigma_d^2 / (sigma^2 + sigma_d^2),  c_out = sigma sigma_d / sqrt(sigma^2 + sigma_d^2),
+      c_in = 1 / sqrt(sigma^2 + sigma_d^2),        c_noise = ln(sigma) / 4,
+
+  chosen so that the network's input `c_in x` and its training target `(y - c_skip x) / c_out` have unit
+  variance at every `sigma`, and `c_out` (the amplification of its errors) is as small as that allows."""
+  total = jnp.square(sigma) + sigma_data**2
+  return sigma_data**2 / total, sigma * sigma_data * jax.lax.rsqrt(total), jax.lax.rsqrt(total), 0.25 * jnp.log(sigma)
+
+
+def _preconditioned_score(network, sde, sigma_data, x, t):
+  """The score at `(x, t)` of EDM's denoiser `D(x_hat; sigma) = c_skip x_hat + c_out F(c_in x_hat, c_noise)`,
+  `network(input, c_noise) -> F`, posed in the VE variables `x_hat = x / m(t) = x_0 + sigma z`, `sigma =
+  std(t) / m(t)` (Karras et al. 2022, Eq. 3 and 7): `s_hat = (D - x_hat) / sigma^2`, and in `x`,
+  `s = s_hat / m(t)`. Written as `s_hat = (c_out / sigma^2) F - x_hat / (sigma^2 + sigma_d^2)`, since
+  `1 - c_skip = sigma^2 / (sigma^2 + sigma_d^2)`: no cancellation of `D - x_hat` at small `sigma`."""
+  scale, std = sde.marginal_coefficients(t)
+  sigma = std / scale
+  _, c_out, c_in, c_noise = edm_preconditioning(sigma, sigma_data)
+  x_hat = x / per_example(scale, x)
+  raw = network(per_example(c_in, x) * x_hat, c_noise).astype(x.dtype)
+  variance = jnp.square(sigma)
+  score_hat = per_example(c_out / variance, x) * raw - x_hat / per_example(variance + sigma_data**2, x)
+  return score_hat / per_example(scale, x)
 
 
 def _network_conditioning(model):
@@ -69,6 +99,7 @@ def get_score_fn(
   conditioning: str = "log_sigma",
   input_transform: str = "none",
   continuous: bool = True,
+  sigma_data: float | None = None,
 ):
   """Wrap `model.apply` as `score_fn(x, t) -> score`, `t` of shape `(batch,)`.
 
@@ -77,6 +108,10 @@ def get_score_fn(
   prediction='noise': the network predicts the noise `eps_hat` in `x_t = m(t) x_0 + std(t) eps`, and
     `s_theta(x, t) = -eps_hat(x, t) / std(t)` (the score / DDPM identity, Vincent 2011;
     Ho et al. 2020; Song et al. 2021, Eq. 4 and App. C).
+  prediction='edm': the network `F` is preconditioned as EDM's denoiser (Karras et al. 2022, Sec. 5):
+    `D(x_hat; sigma) = c_skip x_hat + c_out F(c_in x_hat, ln(sigma) / 4)` for data of standard deviation
+    `sigma_data` (`edm_preconditioning`), in `x_hat = x / m(t)`, `sigma = std(t) / m(t)`; the score is
+    `(D - x_hat) / (sigma^2 m(t))` (`_preconditioned_score`), so every SDE serves.
 
   `conditioning` and `input_transform` say what the network sees (the module docstring); `continuous`
   (`training.continuous`) picks score_sde's label of a network trained on the discrete chain.
@@ -85,12 +120,19 @@ def get_score_fn(
   if prediction not in PREDICTIONS:
     raise ValueError(f"unknown model.prediction {prediction!r}; valid choices: {', '.join(PREDICTIONS)}")
   check_conditioning(model, conditioning, input_transform)
+  if prediction == "edm" and conditioning != "log_sigma":
+    raise ValueError("model.prediction='edm' feeds the network ln(sigma) / 4; set model.conditioning='log_sigma'")
+  if prediction == "edm" and not (sigma_data is not None and sigma_data > 0):
+    raise ValueError(f"model.prediction='edm' needs model.sigma_data > 0, got {sigma_data!r}")
   transform = INPUT_TRANSFORMS[input_transform]
 
   def score_fn(x, t):
     t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x.shape[0],))
     variables = {"params": params, **(model_state or {})}
     rngs = {"dropout": rng} if (train and rng is not None) else None
+    if prediction == "edm":
+      network = lambda x_in, c: model.apply(variables, transform(x_in), c, train=train, rngs=rngs)
+      return _preconditioned_score(network, sde, sigma_data, x, t)
     c_noise = noise_conditioning(sde, t, conditioning, continuous)
     out = model.apply(variables, transform(x), c_noise, train=train, rngs=rngs)
     out = out.astype(x.dtype)
