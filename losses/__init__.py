@@ -1,7 +1,7 @@
 """Denoising score matching losses over a `score_fn`; they never see a network."""
 
 from scorejax.losses.dsm import multiscale_dsm_loss, sample_noise_levels, score_matching_loss
-from scorejax.losses.edm import denoiser, edm_loss, edm_weight, get_edm_loss_fn
+from scorejax.losses.edm import edm_loss, edm_weight, get_edm_loss_fn, tweedie_denoiser
 from scorejax.losses.sde_losses import (
   continuous_dsm_loss,
   denoising_loss_at_time,
@@ -21,6 +21,6 @@ __all__ = [
   "get_sde_loss_fn",
   "edm_loss",
   "edm_weight",
-  "denoiser",
+  "tweedie_denoiser",
   "get_edm_loss_fn",
 ]

@@ -15,7 +15,7 @@ def edm_weight(sigma, sigma_data):
   return (jnp.square(sigma) + sigma_data**2) / jnp.square(sigma * sigma_data)
 
 
-def denoiser(score_fn, sde, x_hat, sigma):
+def tweedie_denoiser(score_fn, sde, x_hat, sigma):
   """`D(x_hat; sigma) = x_hat + sigma^2 grad log p(x_hat; sigma)` (Karras et al. Eq. 3), `sigma` of shape
   `(batch,)`, through the SDE's time of `sigma`: `E[y | y + sigma n = x_hat]` when `score_fn` is exact."""
   return x_hat + per_example(jnp.square(sigma), x_hat) * sde.noise_level_score(score_fn)(x_hat, sigma)
@@ -33,7 +33,7 @@ def edm_loss(score_fn, y, rng, sde, p_mean, p_std, sigma_data, reduce_mean):
   rng_sigma, rng_n = jax.random.split(rng)
   sigma = jnp.exp(p_mean + p_std * jax.random.normal(rng_sigma, (y.shape[0],), y.dtype))
   n = per_example(sigma, y) * jax.random.normal(rng_n, y.shape, y.dtype)
-  sq = jnp.square(denoiser(score_fn, sde, y + n, sigma) - y)
+  sq = jnp.square(tweedie_denoiser(score_fn, sde, y + n, sigma) - y)
   axes = tuple(range(1, y.ndim))
   per_example_error = jnp.mean(sq, axis=axes) if reduce_mean else jnp.sum(sq, axis=axes)
   return jnp.mean(edm_weight(sigma, sigma_data) * per_example_error)
