@@ -111,7 +111,8 @@ def get_default_config():
   model.num_layers = 3                # MLP depth
   model.scale_by_sigma = True
   model.prediction = "score"          # or "noise": s = -eps_hat / sigma (scale_by_sigma is then moot), or "edm":
-                                      # EDM's preconditioned denoiser D, s = (D - x) / sigma^2 (Karras et al. 2022)
+                                      # EDM's preconditioned denoiser D, s = (D - x) / sigma^2 (Karras et al. 2022);
+                                      # edm_vp, edm_ve: EDM's VPPrecond, VEPrecond (its Table 1)
   model.sigma_data = 0.5              # prediction="edm": the data's standard deviation in EDM's preconditioning
   model.conditioning = "log_sigma"    # network input: log sigma(t), or score_sde's label (imported checkpoints)
   model.input_transform = "none"      # or "2x-1": what score_sde's networks do to uncentred data

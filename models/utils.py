@@ -19,6 +19,7 @@ exactly those (`model.conditioning`, `model.input_transform`):
 """
 
 import dataclasses
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,6 @@ import jax.numpy as jnp
 from scorejax.models.registry import get_model_class, model_names
 from scorejax.sde_lib import per_example
 
-PREDICTIONS = ("score", "noise", "edm")
 CONDITIONINGS = ("log_sigma", "score_sde")
 INPUT_TRANSFORMS = {"none": lambda x: x, "2x-1": lambda x: 2 * x - 1.0}
 
@@ -39,9 +39,20 @@ def noise_conditioning(sde, t, conditioning: str = "log_sigma", continuous: bool
   return jnp.log(sde.noise_level(t))
 
 
+class Preconditioning(typing.NamedTuple):
+  """The coefficients of `D(x; sigma) = c_skip x + c_out F(c_in x, c_noise)` at one noise level, and
+  `skip_deficit = (1 - c_skip) / sigma^2` written without cancellation (the score needs it at small sigma)."""
+
+  c_skip: jnp.ndarray
+  c_out: jnp.ndarray
+  c_in: jnp.ndarray
+  c_noise: jnp.ndarray
+  skip_deficit: jnp.ndarray
+
+
 def edm_preconditioning(sigma, sigma_data):
   """EDM's preconditioning at the noise level `sigma` for data of standard deviation `sigma_data`
-  (Karras et al. 2022, Table 1 and App. B.6): `(c_skip, c_out, c_in, c_noise)` with
+  (Karras et al. 2022, Table 1 and App. B.6):
 
       c_skip = sigma_d^2 / (sigma^2 + sigma_d^2),  c_out = sigma sigma_d / sqrt(sigma^2 + sigma_d^2),
       c_in = 1 / sqrt(sigma^2 + sigma_d^2),        c_noise = ln(sigma) / 4,
@@ -49,22 +60,54 @@ def edm_preconditioning(sigma, sigma_data):
   chosen so that the network's input `c_in x` and its training target `(y - c_skip x) / c_out` have unit
   variance at every `sigma`, and `c_out` (the amplification of its errors) is as small as that allows."""
   total = jnp.square(sigma) + sigma_data**2
-  return sigma_data**2 / total, sigma * sigma_data * jax.lax.rsqrt(total), jax.lax.rsqrt(total), 0.25 * jnp.log(sigma)
+  c_in = jax.lax.rsqrt(total)
+  return Preconditioning(sigma_data**2 / total, sigma * sigma_data * c_in, c_in, 0.25 * jnp.log(sigma), 1.0 / total)
 
 
-def _preconditioned_score(network, sde, sigma_data, x, t):
-  """The score at `(x, t)` of EDM's denoiser `D(x_hat; sigma) = c_skip x_hat + c_out F(c_in x_hat, c_noise)`,
-  `network(input, c_noise) -> F`, posed in the VE variables `x_hat = x / m(t) = x_0 + sigma z`, `sigma =
-  std(t) / m(t)` (Karras et al. 2022, Eq. 3 and 7): `s_hat = (D - x_hat) / sigma^2`, and in `x`,
-  `s = s_hat / m(t)`. Written as `s_hat = (c_out / sigma^2) F - x_hat / (sigma^2 + sigma_d^2)`, since
-  `1 - c_skip = sigma^2 / (sigma^2 + sigma_d^2)`: no cancellation of `D - x_hat` at small `sigma`."""
+# EDM's VPPrecond labels the noise level with the time of its own VP schedule (beta_min = 0.1, beta_d = 19.9,
+# M = 1000 steps), whatever SDE the score is then used with.
+EDM_VP_BETA_MIN, EDM_VP_BETA_D, EDM_VP_STEPS = 0.1, 19.9, 1000
+
+
+def edm_vp_preconditioning(sigma, sigma_data=None):
+  """EDM's `VPPrecond` (Karras et al. 2022, Table 1, column VP): score_sde's VP noise prediction as a denoiser,
+  `c_skip = 1`, `c_out = -sigma`, `c_in = 1 / sqrt(sigma^2 + 1)` (the VP input `x_t`), `c_noise = (M - 1) t(sigma)`
+  with `t(sigma) = (sqrt(beta_min^2 + 2 beta_d ln(1 + sigma^2)) - beta_min) / beta_d`. `sigma_data` is unused.
+  The label runs up to ~999, as DDPM's time step: the registry's log-sigma embeddings (`layers.noise_level_embedding`
+  scales `c_noise` by 250) are made for `ln sigma`, so a network for it needs an embedding of DDPM's scale."""
+  del sigma_data
+  integral = jnp.log1p(jnp.square(sigma))  # int_0^t beta, written below without cancellation at small sigma
+  t = 2.0 * integral / (EDM_VP_BETA_MIN + jnp.sqrt(EDM_VP_BETA_MIN**2 + 2.0 * EDM_VP_BETA_D * integral))
+  one, zero = jnp.ones_like(sigma), jnp.zeros_like(sigma)
+  return Preconditioning(one, -sigma, jax.lax.rsqrt(jnp.square(sigma) + 1.0), (EDM_VP_STEPS - 1) * t, zero)
+
+
+def edm_ve_preconditioning(sigma, sigma_data=None):
+  """EDM's `VEPrecond` (Karras et al. 2022, Table 1, column VE): score_sde's VE network as a denoiser,
+  `c_skip = 1`, `c_out = sigma`, `c_in = 1`, `c_noise = ln(sigma / 2)`. `sigma_data` is unused."""
+  del sigma_data
+  one, zero = jnp.ones_like(sigma), jnp.zeros_like(sigma)
+  return Preconditioning(one, sigma, one, jnp.log(0.5 * sigma), zero)
+
+
+# model.prediction: the preconditioned denoisers of EDM's Table 1 (its own, and score_sde's VP and VE as EDM
+# writes them).
+PRECONDITIONINGS = {"edm": edm_preconditioning, "edm_vp": edm_vp_preconditioning, "edm_ve": edm_ve_preconditioning}
+PREDICTIONS = ("score", "noise", *PRECONDITIONINGS)
+
+
+def _preconditioned_score(network, sde, precondition, sigma_data, x, t):
+  """The score at `(x, t)` of the denoiser `D(x_hat; sigma) = c_skip x_hat + c_out F(c_in x_hat, c_noise)`,
+  `network(input, c_noise) -> F`, coefficients from `precondition(sigma, sigma_data)`, posed in the VE variables
+  `x_hat = x / m(t) = x_0 + sigma z`, `sigma = std(t) / m(t)` (Karras et al. 2022, Eq. 3 and 7):
+  `s_hat = (D - x_hat) / sigma^2`, and in `x`, `s = s_hat / m(t)`. Written as
+  `s_hat = (c_out / sigma^2) F - ((1 - c_skip) / sigma^2) x_hat`: no cancellation of `D - x_hat` at small sigma."""
   scale, std = sde.marginal_coefficients(t)
   sigma = std / scale
-  _, c_out, c_in, c_noise = edm_preconditioning(sigma, sigma_data)
+  c = precondition(sigma, sigma_data)
   x_hat = x / per_example(scale, x)
-  raw = network(per_example(c_in, x) * x_hat, c_noise).astype(x.dtype)
-  variance = jnp.square(sigma)
-  score_hat = per_example(c_out / variance, x) * raw - x_hat / per_example(variance + sigma_data**2, x)
+  raw = network(per_example(c.c_in, x) * x_hat, c.c_noise).astype(x.dtype)
+  score_hat = per_example(c.c_out / jnp.square(sigma), x) * raw - per_example(c.skip_deficit, x) * x_hat
   return score_hat / per_example(scale, x)
 
 
@@ -112,6 +155,8 @@ def get_score_fn(
     `D(x_hat; sigma) = c_skip x_hat + c_out F(c_in x_hat, ln(sigma) / 4)` for data of standard deviation
     `sigma_data` (`edm_preconditioning`), in `x_hat = x / m(t)`, `sigma = std(t) / m(t)`; the score is
     `(D - x_hat) / (sigma^2 m(t))` (`_preconditioned_score`), so every SDE serves.
+  prediction='edm_vp', 'edm_ve': the same with EDM's `VPPrecond` and `VEPrecond` (`edm_vp_preconditioning`,
+    `edm_ve_preconditioning`): score_sde's VP and VE parameterisations as EDM's Table 2 trains them.
 
   `conditioning` and `input_transform` say what the network sees (the module docstring); `continuous`
   (`training.continuous`) picks score_sde's label of a network trained on the discrete chain.
@@ -120,8 +165,11 @@ def get_score_fn(
   if prediction not in PREDICTIONS:
     raise ValueError(f"unknown model.prediction {prediction!r}; valid choices: {', '.join(PREDICTIONS)}")
   check_conditioning(model, conditioning, input_transform)
-  if prediction == "edm" and conditioning != "log_sigma":
-    raise ValueError("model.prediction='edm' feeds the network ln(sigma) / 4; set model.conditioning='log_sigma'")
+  precondition = PRECONDITIONINGS.get(prediction)
+  if precondition is not None and conditioning != "log_sigma":
+    raise ValueError(
+      f"model.prediction={prediction!r} feeds the network its own c_noise; set model.conditioning='log_sigma'"
+    )
   if prediction == "edm" and not (sigma_data is not None and sigma_data > 0):
     raise ValueError(f"model.prediction='edm' needs model.sigma_data > 0, got {sigma_data!r}")
   transform = INPUT_TRANSFORMS[input_transform]
@@ -130,9 +178,9 @@ def get_score_fn(
     t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x.shape[0],))
     variables = {"params": params, **(model_state or {})}
     rngs = {"dropout": rng} if (train and rng is not None) else None
-    if prediction == "edm":
+    if precondition is not None:
       network = lambda x_in, c: model.apply(variables, transform(x_in), c, train=train, rngs=rngs)
-      return _preconditioned_score(network, sde, sigma_data, x, t)
+      return _preconditioned_score(network, sde, precondition, sigma_data, x, t)
     c_noise = noise_conditioning(sde, t, conditioning, continuous)
     out = model.apply(variables, transform(x), c_noise, train=train, rngs=rngs)
     out = out.astype(x.dtype)
