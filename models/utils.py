@@ -5,7 +5,8 @@ Every network has the signature `net(x, c_noise, train=False)`: `x` of shape `(b
 the networks (as in EDM, Karras et al. 2022): the conditioning input is `c_noise = log sigma(t)`,
 with `sigma(t) = std(t) / m(t)` the equivalent VE noise level of the SDE at time `t`, so one
 network definition serves VE, VP and sub-VP alike. With `prediction='edm'` the wrapper is EDM's own
-preconditioning (`edm_preconditioning`): input `c_in x / m(t)`, conditioning `c_noise = ln(sigma) / 4`.
+preconditioning (`edm_preconditioning`): input `c_in x / m(t)`, conditioning `c_noise = ln(sigma) / 4`;
+`edm_vp` and `edm_ve` are its VP and VE ones (`PRECONDITIONINGS`).
 
 Networks trained by score_sde (Song et al. 2021) saw other inputs, and an imported one must see
 exactly those (`model.conditioning`, `model.input_transform`):
