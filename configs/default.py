@@ -25,6 +25,9 @@ def get_default_config():
   training.continuous = False         # False: the discrete SMLD (VE) / DDPM (VP) loss over num_scales levels
   training.reduce_mean = True         # mean (not sum) of the squared error over data dimensions
   training.likelihood_weighting = False  # weight g(t)^2: a bound on the negative log-likelihood
+  training.loss = "sde"               # sde: score_sde's losses (above) | edm: Karras et al. 2022 (log-normal sigma)
+  training.p_mean = -1.2              # edm: ln sigma ~ N(p_mean, p_std^2)
+  training.p_std = 1.2
   training.dtype = "float32"          # compute dtype of the network (bfloat16 on GPU/TPU); parameters stay float32
 
   config.sampling = sampling = ml_collections.ConfigDict()
@@ -107,7 +110,10 @@ def get_default_config():
   model.num_res_blocks = 1
   model.num_layers = 3                # MLP depth
   model.scale_by_sigma = True
-  model.prediction = "score"          # or "noise": s = -eps_hat / sigma (scale_by_sigma is then moot)
+  model.prediction = "score"          # or "noise": s = -eps_hat / sigma (scale_by_sigma is then moot), or "edm":
+                                      # EDM's preconditioned denoiser D, s = (D - x) / sigma^2 (Karras et al. 2022);
+                                      # edm_vp, edm_ve: EDM's VPPrecond, VEPrecond (its Table 1)
+  model.sigma_data = 0.5              # prediction="edm": the data's standard deviation in EDM's preconditioning
   model.conditioning = "log_sigma"    # network input: log sigma(t), or score_sde's label (imported checkpoints)
   model.input_transform = "none"      # or "2x-1": what score_sde's networks do to uncentred data
 

@@ -201,6 +201,7 @@ REAL_DOMAINS = {
   "in (0, 1)": lambda v: 0 < v < 1,
   "in [0, 1)": lambda v: 0 <= v < 1,
   "in [0, 1]": lambda v: 0 <= v <= 1,
+  "(any sign)": lambda v: True,
 }
 
 
@@ -259,6 +260,9 @@ INT_FIELDS = {
 REAL_FIELDS = {
   "model.ema_rate": "in [0, 1)",
   "model.dropout": "in [0, 1)",
+  "model.sigma_data": "> 0",
+  "training.p_mean": "(any sign)",
+  "training.p_std": "> 0",
   "sampling.step_lr": "> 0",
   "sampling.eps": "in (0, 1)",
   "sampling.snr": ">= 0",
@@ -288,6 +292,9 @@ def _present(config, names):
     except KeyError:
       continue
     yield name, node
+
+
+LOSSES = ("sde", "edm")  # training.loss: score_sde's losses (get_sde_loss_fn) or EDM's (get_edm_loss_fn)
 
 
 def validate_config(config, num_devices):
@@ -331,7 +338,13 @@ def validate_config(config, num_devices):
   sde = build_sde(config)  # checks training.sde
   if t.dtype not in DTYPES:
     raise UserError(f"unknown training.dtype {t.dtype!r}; valid choices: {', '.join(DTYPES)}")
-  as_user_error(models.get_score_fn, None, None, None, m.prediction)  # checks the name only
+  # The names, and what prediction='edm' needs (sigma_data, the log-sigma conditioning), without a network.
+  edm_fields = dict(conditioning=m.conditioning, sigma_data=m.sigma_data)
+  as_user_error(models.get_score_fn, None, None, None, m.prediction, **edm_fields)
+  if t.loss not in LOSSES:
+    raise UserError(f"unknown training.loss {t.loss!r}; valid choices: {', '.join(LOSSES)}")
+  if t.loss == "edm" and not t.continuous:
+    raise UserError("training.loss='edm' trains at continuous noise levels: set training.continuous=True")
   build_sampler(config, sde)  # the name, its options and its SDE
   check_network(config)
 
@@ -367,7 +380,12 @@ class Experiment:
     self.model = build_model(config, self.dataset.shape)
     self.sde = build_sde(config)
     t = config.training
-    self.loss_fn = as_user_error(losses.get_sde_loss_fn, self.sde, t.continuous, t.reduce_mean, t.likelihood_weighting)
+    if t.loss == "edm":
+      self.loss_fn = losses.get_edm_loss_fn(self.sde, t.p_mean, t.p_std, config.model.sigma_data, t.reduce_mean)
+    else:
+      self.loss_fn = as_user_error(
+        losses.get_sde_loss_fn, self.sde, t.continuous, t.reduce_mean, t.likelihood_weighting
+      )
     self.sampling_fn = build_sampler(config, self.sde)
     self.optimizer = build_optimizer(config)
     # `num` fixes the sample shape; replicated samples can be read on every host, not only their shard.
@@ -398,6 +416,7 @@ class Experiment:
       conditioning=m.conditioning,
       input_transform=m.input_transform,
       continuous=self.config.training.continuous,
+      sigma_data=m.sigma_data,
     )
 
   def init_state(self):
