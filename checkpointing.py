@@ -254,7 +254,7 @@ class Checkpointer:
     abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
     return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
-  def restore_latest(self, like, check=None, warn=_warn, move_aside=True):
+  def restore_latest(self, like, check=None, warn=_warn, move_aside=True, steps=None):
     """The newest checkpoint that proves itself, restored into the structure of `like`; None if there
     is no checkpoint at all.
 
@@ -264,11 +264,13 @@ class Checkpointer:
     to `corrupt/<step>` and reported with `warn` in one line. If none is good, `CheckpointError` names
     each and nothing is moved. A checkpoint of another tree signature than `like` is not corrupt but
     another model: `CheckpointError`, nothing moved. With `move_aside=False` (sample and eval, which may
-    read a workdir that a training run owns) bad steps are only reported and skipped.
+    read a workdir that a training run owns) bad steps are only reported and skipped. `steps` limits
+    the candidates to those steps (one, to verify and restore a given checkpoint).
     """
     self.wait()
     dirs = step_dirs(self.directory)
-    steps = sorted(set(self.manager.all_steps()) | set(dirs), reverse=True)
+    candidates = set(self.manager.all_steps()) | set(dirs)
+    steps = sorted(candidates if steps is None else candidates & set(steps), reverse=True)
     signature = tree_signature(like)
     bad = []
     for step in steps:

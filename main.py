@@ -6,6 +6,8 @@
   python main.py --mode=sample --workdir=runs/digits   # samples from the latest checkpoint
   python main.py --mode=eval --workdir=runs/digits     # metrics as JSON in workdir/eval/
   python main.py --mode=info --config=configs/cifar.py:vp_ddpm   # the network and its parameter count
+  python main.py --mode=import --config=configs/cifar.py:vp_ddpmpp_deep --workdir=runs/vp_deep
+      --config.import_from=score_sde/checkpoint_19   # a score_sde checkpoint, then sample/eval/train as usual
 
 Any config field can be overridden as --config.<section>.<field>=<value>. Re-running a training
 command resumes from the latest checkpoint in --workdir; SIGTERM/SIGINT checkpoint and exit.
@@ -34,7 +36,7 @@ if __name__ == "__main__":
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-MODES = ("train", "sample", "eval", "info")
+MODES = ("train", "sample", "eval", "info", "import")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory for checkpoints, samples, logs (default: runs/<config name>).")
@@ -159,12 +161,13 @@ def default_workdir():
 
 # What each mode writes, and where: checked before any work, so that a run does not compute for an hour
 # and then fail to write.
-OUTPUT_DIRS = {"train": "", "sample": "samples", "eval": "eval"}
+OUTPUT_DIRS = {"train": "", "sample": "samples", "eval": "eval", "import": "checkpoints"}
 LEFT_BEHIND = {
   "info": "nothing was written",
+  "import": "no checkpoint was completed in {workdir}/checkpoints",
   "train": "training had not started; nothing was written",
   "sample": "nothing half-written was left in {workdir}/samples",
-  "eval": "nothing half-written was left in {workdir}/eval",
+  "eval": "nothing half-written was left in {workdir}/eval; run it again to reuse the finished sample batches",
 }
 
 
@@ -214,6 +217,7 @@ def main(argv):
     "sample": ("sample", "sample"),
     "eval": ("evaluate", "evaluate"),
     "info": ("info", "info"),
+    "import": ("importer", "import_checkpoint"),
   }[FLAGS.mode]
   run = getattr(importlib.import_module(f"scorejax.run.{module}"), function)
   # From here an interrupt outside the training loop (whose own handlers take over while it runs) ends

@@ -123,6 +123,17 @@ class SDE:
     float64). At these times the continuous kernel equals the chain's: `m(t_i)^2 = alpha_bar_i` for DDPM."""
     return jnp.asarray(self.time_of_noise_level(self._chain_sigmas(), xp=np), jnp.float32)
 
+  def level_index(self, t):
+    """The level of the discrete chain at time `t` as a fractional index: exactly `i` at `discrete_times[i]`,
+    linear in `t` between two levels."""
+    return jnp.interp(t, self.discrete_times, jnp.arange(self.N, dtype=jnp.float32))
+
+  # --------------------------------------------------------------- score_sde's conditioning
+  def score_sde_label(self, t, continuous: bool):
+    """The label that score_sde's networks take at time `t` (its `models/utils.get_score_fn`), for networks
+    trained there continuously or on the discrete chain; shape of `t`. It depends on the SDE."""
+    raise ValueError(f"{type(self).__name__} has no score_sde conditioning")
+
   # --------------------------------------------------------------- steps between two times
   def transition(self, t, s):
     """The exact kernel from time `s` up to `t > s`: `x_t = a x_s + G z` with `a = m(t) / m(s)`,
@@ -256,6 +267,14 @@ class VESDE(SDE):
     """`t = log(sigma / sigma_min) / log(sigma_max / sigma_min)`."""
     return xp.log(xp.asarray(sigma) / self.sigma_min) / math.log(self.sigma_max / self.sigma_min)
 
+  def score_sde_label(self, t, continuous: bool):
+    """Continuous: the noise level `sigma(t)` itself (NCSN++ cont. embeds `log sigma` and divides by `sigma`).
+    Discrete: the level's index in SMLD's decreasing order `sigma_max .. sigma_min`, `round((T - t)(N - 1))`,
+    which is `N - 1 - i` at `discrete_times[i] = i / (N - 1)`."""
+    if continuous:
+      return self.marginal_coefficients(t)[1]
+    return jnp.round((self.T - t) * (self.N - 1))
+
   def prior_sample(self, rng, shape):
     return self.sigma_max * jax.random.normal(rng, shape)
 
@@ -311,6 +330,15 @@ class VPSDE(SDE):
     """`m = 1 / sqrt(1 + sigma^2)` (`std^2 = 1 - m^2`), so `int_0^t beta = -2 log m = log(1 + sigma^2)`."""
     return self._time_of_log_mean(xp.log1p(xp.square(xp.asarray(sigma))), xp)
 
+  def score_sde_label(self, t, continuous: bool):
+    """Continuous: `999 t` (score_sde's time label, whatever N). Discrete: the index `i` of DDPM's level
+    (`level_index`), the label that level was trained with. score_sde itself feeds `(N - 1) t`, because its
+    chain puts level `i` at `t = i / (N - 1)`; here level `i` lies at `discrete_times[i]`, the time of its
+    own noise level, so the index is what keeps label and noise together."""
+    if continuous:
+      return 999.0 * t
+    return self.level_index(t)
+
   def prior_sample(self, rng, shape):
     return jax.random.normal(rng, shape)
 
@@ -336,6 +364,10 @@ class SubVPSDE(VPSDE):
 
   has_discrete_chain = False
   _chain_sigmas = SDE._chain_sigmas
+
+  def score_sde_label(self, t, continuous: bool):
+    """`999 t`: score_sde treats every sub-VP network as continuous."""
+    return 999.0 * t
 
   def sde(self, x, t):
     drift, _ = super().sde(x, t)

@@ -14,6 +14,13 @@ the configs of yang-song/score_sde; NCSN: Song & Ermon 2019; NCSNv2: Song & Ermo
   ncsn               NCSN, 10 noise levels         (configs/ve/ncsn/cifar10.py)
 
 The data is the standard `cifar-10-python.tar.gz` in `data.root` (default `data/`).
+
+score_sde's released checkpoints import into these variants (`--mode=import`, run/importer.py), with the
+overrides of `SCORE_SDE_CHECKPOINTS` where score_sde's config differs (discrete training, the embedding, the
+sampler). Imported, a network is told what score_sde told it (`model.conditioning='score_sde'`: `sigma(t)`
+for VE, `999 t` for VP and sub-VP, the level index for discrete training) and sees `2x - 1` where the data
+is not centred (`model.input_transform='2x-1'`: the VE NCSN++ ones); training from scratch keeps
+`log sigma(t)` and the data as it is.
 """
 
 from scorejax.configs.default import get_default_config
@@ -29,6 +36,24 @@ VARIANTS = (
   "ncsnv2",
   "ncsn",
 )
+
+# score_sde's checkpoint folder (its README) -> (variant, overrides) that reproduce its config.
+SCORE_SDE_CHECKPOINTS = {
+  "ve/cifar10_ncsnpp": ("ve_ncsnpp", {"training.continuous": False, "model.embedding_type": "positional"}),
+  "ve/cifar10_ncsnpp_continuous": ("ve_ncsnpp", {}),
+  "ve/cifar10_ncsnpp_deep_continuous": ("ve_ncsnpp_deep", {}),
+  "vp/cifar10_ddpm": ("vp_ddpm", {}),
+  "vp/cifar10_ddpm_continuous": ("vp_ddpm", {"training.continuous": True, "sampling.predictor": "euler_maruyama"}),
+  "vp/cifar10_ddpmpp": ("vp_ddpmpp", {"training.continuous": False, "sampling.predictor": "ancestral_sampling"}),
+  "vp/cifar10_ddpmpp_continuous": ("vp_ddpmpp", {}),
+  "vp/cifar10_ddpmpp_deep_continuous": ("vp_ddpmpp_deep", {}),
+  "subvp/cifar10_ddpm_continuous": (
+    "vp_ddpm",
+    {"training.sde": "subvpsde", "training.continuous": True, "sampling.predictor": "euler_maruyama"},
+  ),
+  "subvp/cifar10_ddpmpp_continuous": ("subvp_ddpmpp", {}),
+  "subvp/cifar10_ddpmpp_deep_continuous": ("subvp_ddpmpp_deep", {}),
+}
 
 
 def cifar10_defaults():
@@ -55,6 +80,7 @@ def cifar10_defaults():
   evaluate = config.eval
   evaluate.batch_size = 1024
   evaluate.enable_bpd = False
+  evaluate.num_samples = 50_000  # FID/IS as published (needs eval.inception_weights)
 
   data = config.data
   del data["shape"]  # images: (image_size, image_size, num_channels), score_sde's fields
@@ -125,6 +151,7 @@ def get_config(variant="vp_ddpmpp"):
   if variant.startswith("ve_ncsnpp"):
     training.sde = "vesde"
     sampling.predictor, sampling.corrector = "reverse_diffusion", "langevin"
+    sampling.eps = 1e-5  # score_sde samples VE down to t = 1e-5 (run_lib: sampling_eps)
     _ncsnpp(model, deep)
     model.scale_by_sigma, model.prediction, model.ema_rate = True, "score", 0.999
   elif "ddpmpp" in variant:

@@ -11,6 +11,7 @@ def get_default_config():
   # fmt: off
   config = ml_collections.ConfigDict()
   config.seed = 42
+  config.import_from = ""             # --mode=import: the score_sde checkpoint file (checkpoint_<n>)
 
   config.training = training = ml_collections.ConfigDict()
   training.batch_size = 64
@@ -24,6 +25,9 @@ def get_default_config():
   training.continuous = False         # False: the discrete SMLD (VE) / DDPM (VP) loss over num_scales levels
   training.reduce_mean = True         # mean (not sum) of the squared error over data dimensions
   training.likelihood_weighting = False  # weight g(t)^2: a bound on the negative log-likelihood
+  training.loss = "sde"               # sde: score_sde's losses (above) | edm: Karras et al. 2022 (log-normal sigma)
+  training.p_mean = -1.2              # edm: ln sigma ~ N(p_mean, p_std^2)
+  training.p_std = 1.2
   training.dtype = "float32"          # compute dtype of the network (bfloat16 on GPU/TPU); parameters stay float32
   training.label_dropout = 0.1        # class-conditional models: fraction of labels dropped to the null label
                                       # (classifier-free guidance, Ho & Salimans 2022)
@@ -78,6 +82,14 @@ def get_default_config():
   evaluate.hutchinson_type = "rademacher"  # or gaussian: probes of the divergence estimator
   evaluate.num_probes = 1             # Hutchinson probes per evaluation, drawn once per solve
   evaluate.exact_trace = False        # exact divergence (low dimension only)
+  # Sample quality (evaluation/): FID, Inception Score, KID, precision/recall against the training split
+  evaluate.num_samples = 1_000        # samples drawn with `sampling` (papers report 50_000 for CIFAR-10)
+  evaluate.begin_step = -1            # -1: the newest checkpoint; else every checkpoint from begin_step
+  evaluate.end_step = -1              # ... to end_step (-1: the newest), skipping those with an eval_<step>.json
+  evaluate.inception_weights = ""     # RGB images: pytorch-fid's pt_inception-2015-12-05-6726825d.pth, or an .npz of it
+  evaluate.stats_dir = ""             # cached statistics of real data; "": <workdir>/eval/stats
+  evaluate.feature_batch_size = 250   # images per feature-network call
+  evaluate.pr_max = 10_000            # precision/recall compare at most this many features per side
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = "digits"
@@ -103,7 +115,12 @@ def get_default_config():
   model.num_res_blocks = 1
   model.num_layers = 3                # MLP depth
   model.scale_by_sigma = True
-  model.prediction = "score"          # or "noise": s = -eps_hat / sigma (scale_by_sigma is then moot)
+  model.prediction = "score"          # or "noise": s = -eps_hat / sigma (scale_by_sigma is then moot), or "edm":
+                                      # EDM's preconditioned denoiser D, s = (D - x) / sigma^2 (Karras et al. 2022);
+                                      # edm_vp, edm_ve: EDM's VPPrecond, VEPrecond (its Table 1)
+  model.sigma_data = 0.5              # prediction="edm": the data's standard deviation in EDM's preconditioning
+  model.conditioning = "log_sigma"    # network input: log sigma(t), or score_sde's label (imported checkpoints)
+  model.input_transform = "none"      # or "2x-1": what score_sde's networks do to uncentred data
   model.num_classes = 0               # > 0: class-conditional network (mlp, ncsn_small, ncsnpp) for guidance
 
   config.optim = optim = ml_collections.ConfigDict()

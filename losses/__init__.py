@@ -1,6 +1,7 @@
 """Denoising score matching losses over a `score_fn`; they never see a network."""
 
 from scorejax.losses.dsm import multiscale_dsm_loss, sample_noise_levels, score_matching_loss
+from scorejax.losses.edm import edm_loss, edm_weight, get_edm_loss_fn, tweedie_denoiser
 from scorejax.losses.sde_losses import (
   continuous_dsm_loss,
   denoising_loss_at_time,
@@ -18,4 +19,8 @@ __all__ = [
   "level_dsm_loss",
   "denoising_loss_at_time",
   "get_sde_loss_fn",
+  "edm_loss",
+  "edm_weight",
+  "tweedie_denoiser",
+  "get_edm_loss_fn",
 ]

@@ -9,8 +9,9 @@ the sinusoidal embedding of `250 * log sigma` and a two-layer MLP.
 
 At the CIFAR-10 settings (the defaults) the network has 35,746,307 parameters: the published 35.7M
 (Ho et al. 2020, App. B; `diffusion_tf/models/unet.py`). score_sde's port attends only once per
-resolution on the way up (35,218,947 parameters, so its `vp/cifar10_ddpm` checkpoints do not load
-here); this module follows Ho et al.
+resolution on the way up (35,218,947 parameters); this module follows Ho et al. Its checkpoints still
+import exactly (`--mode=import`, models/score_sde_params.py): each of its attention blocks lands on the
+last of ours at that place, and our extra ones start as the identity.
 
 Images must have sides divisible by `2 ** (len(ch_mult) - 1)`; attention resolutions refer to the
 height of the feature map.
@@ -28,7 +29,8 @@ from scorejax.models.registry import register_model
 
 @register_model("ddpm")
 class DDPM(nn.Module):
-  """`net(x, c_noise, train)`: `x` of shape `(batch, H, W, C)`, `c_noise = log sigma` of shape `(batch,)`."""
+  """`net(x, c_noise, train)`: `x` of shape `(batch, H, W, C)`, `c_noise = log sigma` of shape `(batch,)`
+  (score_sde's label with `conditioning='score_sde'`)."""
 
   nf: int = 128
   ch_mult: Sequence[int] = (1, 2, 2, 2)
@@ -37,6 +39,7 @@ class DDPM(nn.Module):
   dropout: float = 0.1
   resamp_with_conv: bool = True
   conditional: bool = True
+  conditioning: str = "log_sigma"  # or "score_sde": `c_noise` is score_sde's label (models/utils.py)
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -50,7 +53,12 @@ class DDPM(nn.Module):
 
     temb = None
     if self.conditional:
-      temb = layerspp.positional_noise_embedding(c_noise, self.nf)
+      if self.conditioning not in ("log_sigma", "score_sde"):
+        raise ValueError(f"unknown model.conditioning {self.conditioning!r}; valid choices: log_sigma, score_sde")
+      if self.conditioning == "score_sde":  # score_sde's label, embedded as its DDPM does
+        temb = layerspp.timestep_embedding(c_noise, self.nf)
+      else:
+        temb = layerspp.positional_noise_embedding(c_noise, self.nf)
       temb = nn.Dense(4 * self.nf, kernel_init=layerspp.default_init(), dtype=dtype)(temb)
       temb = nn.Dense(4 * self.nf, kernel_init=layerspp.default_init(), dtype=dtype)(act(temb))
 

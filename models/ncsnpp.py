@@ -52,13 +52,15 @@ _CHOICES = {
   "progressive_combine": ("sum", "cat"),
   "embedding_type": ("fourier", "positional"),
   "attention_type": ("ddpm",),
+  "conditioning": ("log_sigma", "score_sde"),
 }
 
 
 @register_model("ncsnpp")
 class NCSNpp(nn.Module):
   """`net(x, c_noise, train, labels=None)`: `x` of shape `(batch, H, W, C)`, `c_noise = log sigma` of shape
-  `(batch,)`; with `num_classes > 0` the class labels `(batch,)` join the noise embedding."""
+  `(batch,)` (score_sde's label with `conditioning='score_sde'`); with `num_classes > 0` the class labels
+  `(batch,)` join the noise embedding."""
 
   nf: int = 128
   ch_mult: Sequence[int] = (1, 2, 2, 2)
@@ -78,6 +80,7 @@ class NCSNpp(nn.Module):
   embedding_type: str = "fourier"
   fourier_scale: float = 16.0
   init_scale: float = 0.0
+  conditioning: str = "log_sigma"  # or "score_sde": `c_noise` is score_sde's label (models/utils.py)
   conv_size: int = 3  # a score_sde config field that its network ignores: every convolution is 3x3 or 1x1
   num_classes: int = 0  # > 0: class-conditional (labels in 0..num_classes-1, num_classes the null label)
   dtype: Any = jnp.float32
@@ -92,9 +95,14 @@ class NCSNpp(nn.Module):
       raise ValueError("a class label joins the noise embedding: model.num_classes > 0 needs model.conditional=True")
 
   def _embedding(self, c_noise, act):
-    """Noise-level embedding `(batch, 4 nf)`: features of `log sigma`, then a two-layer MLP."""
+    """Noise-level embedding `(batch, 4 nf)`: features of `log sigma`, then a two-layer MLP. A score_sde label
+    `l` is embedded as score_sde's NCSN++ does: Fourier features of `log l`, or the sinusoids of `l` itself."""
+    score_sde = self.conditioning == "score_sde"
     if self.embedding_type == "fourier":
-      temb = layerspp.GaussianFourierProjection(embedding_size=self.nf, scale=self.fourier_scale)(c_noise)
+      features = layerspp.GaussianFourierProjection(embedding_size=self.nf, scale=self.fourier_scale)
+      temb = features(jnp.log(c_noise) if score_sde else c_noise)
+    elif score_sde:
+      temb = layerspp.timestep_embedding(c_noise, self.nf)
     else:
       temb = layerspp.positional_noise_embedding(c_noise, self.nf)
     temb = nn.Dense(4 * self.nf, kernel_init=layerspp.default_init(), dtype=self.dtype)(temb)

@@ -4,20 +4,131 @@ Every network has the signature `net(x, c_noise, train=False)`: `x` of shape `(b
 `c_noise` of shape `(batch,)`, output of the shape of `x`. Preconditioning lives here, apart from
 the networks (as in EDM, Karras et al. 2022): the conditioning input is `c_noise = log sigma(t)`,
 with `sigma(t) = std(t) / m(t)` the equivalent VE noise level of the SDE at time `t`, so one
-network definition serves VE, VP and sub-VP alike.
+network definition serves VE, VP and sub-VP alike. With `prediction='edm'` the wrapper is EDM's own
+preconditioning (`edm_preconditioning`): input `c_in x / m(t)`, conditioning `c_noise = ln(sigma) / 4`;
+`edm_vp` and `edm_ve` are its VP and VE ones (`PRECONDITIONINGS`).
+
+Networks trained by score_sde (Song et al. 2021) saw other inputs, and an imported one must see
+exactly those (`model.conditioning`, `model.input_transform`):
+
+  conditioning='score_sde': the SDE's label (`sde.score_sde_label`): `sigma(t)` for continuous VE,
+    `999 t` for VP and sub-VP, the level's index for discrete training. The networks that take it
+    (NCSN++, DDPM: a `conditioning` field) embed it as score_sde's do: Fourier features of its log,
+    or DDPM's sinusoidal embedding of the label itself.
+  input_transform='2x-1': the network sees `2x - 1`; score_sde's networks compute it themselves
+    from data in [0, 1] (`data.centered=False`).
 """
+
+import dataclasses
+import typing
 
 import jax
 import jax.numpy as jnp
 
+from scorejax.models.registry import get_model_class, model_names
 from scorejax.sde_lib import per_example
 
-PREDICTIONS = ("score", "noise")
+CONDITIONINGS = ("log_sigma", "score_sde")
+INPUT_TRANSFORMS = {"none": lambda x: x, "2x-1": lambda x: 2 * x - 1.0}
 
 
-def noise_conditioning(sde, t):
-  """`c_noise(t) = log(std(t) / m(t))`, shape `(batch,)`: what every network is conditioned on."""
+def noise_conditioning(sde, t, conditioning: str = "log_sigma", continuous: bool = True):
+  """The network's second input at time `t`, shape `(batch,)`: `c_noise(t) = log(std(t) / m(t))`, or with
+  `conditioning='score_sde'` score_sde's label for a network trained continuously or on the discrete chain."""
+  if conditioning == "score_sde":
+    return sde.score_sde_label(t, continuous)
   return jnp.log(sde.noise_level(t))
+
+
+class Preconditioning(typing.NamedTuple):
+  """The coefficients of `D(x; sigma) = c_skip x + c_out F(c_in x, c_noise)` at one noise level, and
+  `skip_deficit = (1 - c_skip) / sigma^2` written without cancellation (the score needs it at small sigma)."""
+
+  c_skip: jnp.ndarray
+  c_out: jnp.ndarray
+  c_in: jnp.ndarray
+  c_noise: jnp.ndarray
+  skip_deficit: jnp.ndarray
+
+
+def edm_preconditioning(sigma, sigma_data):
+  """EDM's preconditioning at the noise level `sigma` for data of standard deviation `sigma_data`
+  (Karras et al. 2022, Table 1 and App. B.6):
+
+      c_skip = sigma_d^2 / (sigma^2 + sigma_d^2),  c_out = sigma sigma_d / sqrt(sigma^2 + sigma_d^2),
+      c_in = 1 / sqrt(sigma^2 + sigma_d^2),        c_noise = ln(sigma) / 4,
+
+  chosen so that the network's input `c_in x` and its training target `(y - c_skip x) / c_out` have unit
+  variance at every `sigma`, and `c_out` (the amplification of its errors) is as small as that allows."""
+  total = jnp.square(sigma) + sigma_data**2
+  c_in = jax.lax.rsqrt(total)
+  return Preconditioning(sigma_data**2 / total, sigma * sigma_data * c_in, c_in, 0.25 * jnp.log(sigma), 1.0 / total)
+
+
+# EDM's VPPrecond labels the noise level with the time of its own VP schedule (beta_min = 0.1, beta_d = 19.9,
+# M = 1000 steps), whatever SDE the score is then used with.
+EDM_VP_BETA_MIN, EDM_VP_BETA_D, EDM_VP_STEPS = 0.1, 19.9, 1000
+
+
+def edm_vp_preconditioning(sigma, sigma_data=None):
+  """EDM's `VPPrecond` (Karras et al. 2022, Table 1, column VP): score_sde's VP noise prediction as a denoiser,
+  `c_skip = 1`, `c_out = -sigma`, `c_in = 1 / sqrt(sigma^2 + 1)` (the VP input `x_t`), `c_noise = (M - 1) t(sigma)`
+  with `t(sigma) = (sqrt(beta_min^2 + 2 beta_d ln(1 + sigma^2)) - beta_min) / beta_d`. `sigma_data` is unused.
+  The label runs up to ~999, as DDPM's time step: the registry's log-sigma embeddings (`layers.noise_level_embedding`
+  scales `c_noise` by 250) are made for `ln sigma`, so a network for it needs an embedding of DDPM's scale."""
+  del sigma_data
+  integral = jnp.log1p(jnp.square(sigma))  # int_0^t beta, written below without cancellation at small sigma
+  t = 2.0 * integral / (EDM_VP_BETA_MIN + jnp.sqrt(EDM_VP_BETA_MIN**2 + 2.0 * EDM_VP_BETA_D * integral))
+  one, zero = jnp.ones_like(sigma), jnp.zeros_like(sigma)
+  return Preconditioning(one, -sigma, jax.lax.rsqrt(jnp.square(sigma) + 1.0), (EDM_VP_STEPS - 1) * t, zero)
+
+
+def edm_ve_preconditioning(sigma, sigma_data=None):
+  """EDM's `VEPrecond` (Karras et al. 2022, Table 1, column VE): score_sde's VE network as a denoiser,
+  `c_skip = 1`, `c_out = sigma`, `c_in = 1`, `c_noise = ln(sigma / 2)`. `sigma_data` is unused."""
+  del sigma_data
+  one, zero = jnp.ones_like(sigma), jnp.zeros_like(sigma)
+  return Preconditioning(one, sigma, one, jnp.log(0.5 * sigma), zero)
+
+
+# model.prediction: the preconditioned denoisers of EDM's Table 1 (its own, and score_sde's VP and VE as EDM
+# writes them).
+PRECONDITIONINGS = {"edm": edm_preconditioning, "edm_vp": edm_vp_preconditioning, "edm_ve": edm_ve_preconditioning}
+PREDICTIONS = ("score", "noise", *PRECONDITIONINGS)
+
+
+def _preconditioned_score(network, sde, precondition, sigma_data, x, t):
+  """The score at `(x, t)` of the denoiser `D(x_hat; sigma) = c_skip x_hat + c_out F(c_in x_hat, c_noise)`,
+  `network(input, c_noise) -> F`, coefficients from `precondition(sigma, sigma_data)`, posed in the VE variables
+  `x_hat = x / m(t) = x_0 + sigma z`, `sigma = std(t) / m(t)` (Karras et al. 2022, Eq. 3 and 7):
+  `s_hat = (D - x_hat) / sigma^2`, and in `x`, `s = s_hat / m(t)`. Written as
+  `s_hat = (c_out / sigma^2) F - ((1 - c_skip) / sigma^2) x_hat`: no cancellation of `D - x_hat` at small sigma."""
+  scale, std = sde.marginal_coefficients(t)
+  sigma = std / scale
+  c = precondition(sigma, sigma_data)
+  x_hat = x / per_example(scale, x)
+  raw = network(per_example(c.c_in, x) * x_hat, c.c_noise).astype(x.dtype)
+  score_hat = per_example(c.c_out / jnp.square(sigma), x) * raw - per_example(c.skip_deficit, x) * x_hat
+  return score_hat / per_example(scale, x)
+
+
+def _network_conditioning(model):
+  """What `model` is conditioned on: its `conditioning` field, else `log sigma`."""
+  return getattr(model, "conditioning", "log_sigma")
+
+
+def check_conditioning(model, conditioning: str, input_transform: str = "none"):
+  """ValueError unless the names are known and `model` takes the conditioning `conditioning`."""
+  if conditioning not in CONDITIONINGS:
+    raise ValueError(f"unknown model.conditioning {conditioning!r}; valid choices: {', '.join(CONDITIONINGS)}")
+  if input_transform not in INPUT_TRANSFORMS:
+    raise ValueError(f"unknown model.input_transform {input_transform!r}; valid choices: {', '.join(INPUT_TRANSFORMS)}")
+  if model is not None and _network_conditioning(model) != conditioning:
+    takers = [n for n in model_names() if "conditioning" in {f.name for f in dataclasses.fields(get_model_class(n))}]
+    raise ValueError(
+      f"model.conditioning={conditioning!r} needs a network that embeds that input ({', '.join(takers)}); "
+      f"{type(model).__name__} is conditioned on {_network_conditioning(model)!r}"
+    )
 
 
 def get_score_fn(
@@ -29,6 +140,10 @@ def get_score_fn(
   train: bool = False,
   rng=None,
   model_state=None,
+  conditioning: str = "log_sigma",
+  input_transform: str = "none",
+  continuous: bool = True,
+  sigma_data: float | None = None,
 ):
   """Wrap `model.apply` as `score_fn(x, t, labels=None) -> score`, `t` of shape `(batch,)`; a class-conditional
   network (`model.num_classes > 0`) takes `labels` `(batch,)`, and without them gives the unconditional score.
@@ -38,19 +153,40 @@ def get_score_fn(
   prediction='noise': the network predicts the noise `eps_hat` in `x_t = m(t) x_0 + std(t) eps`, and
     `s_theta(x, t) = -eps_hat(x, t) / std(t)` (the score / DDPM identity, Vincent 2011;
     Ho et al. 2020; Song et al. 2021, Eq. 4 and App. C).
+  prediction='edm': the network `F` is preconditioned as EDM's denoiser (Karras et al. 2022, Sec. 5):
+    `D(x_hat; sigma) = c_skip x_hat + c_out F(c_in x_hat, ln(sigma) / 4)` for data of standard deviation
+    `sigma_data` (`edm_preconditioning`), in `x_hat = x / m(t)`, `sigma = std(t) / m(t)`; the score is
+    `(D - x_hat) / (sigma^2 m(t))` (`_preconditioned_score`), so every SDE serves.
+  prediction='edm_vp', 'edm_ve': the same with EDM's `VPPrecond` and `VEPrecond` (`edm_vp_preconditioning`,
+    `edm_ve_preconditioning`): score_sde's VP and VE parameterisations as EDM's Table 2 trains them.
 
+  `conditioning` and `input_transform` say what the network sees (the module docstring); `continuous`
+  (`training.continuous`) picks score_sde's label of a network trained on the discrete chain.
   `train=True` turns on dropout, drawn from `rng`. `model_state` holds non-parameter collections.
   """
   if prediction not in PREDICTIONS:
     raise ValueError(f"unknown model.prediction {prediction!r}; valid choices: {', '.join(PREDICTIONS)}")
+  check_conditioning(model, conditioning, input_transform)
+  precondition = PRECONDITIONINGS.get(prediction)
+  if precondition is not None and conditioning != "log_sigma":
+    raise ValueError(
+      f"model.prediction={prediction!r} feeds the network its own c_noise; set model.conditioning='log_sigma'"
+    )
+  if prediction == "edm" and not (sigma_data is not None and sigma_data > 0):
+    raise ValueError(f"model.prediction='edm' needs model.sigma_data > 0, got {sigma_data!r}")
+  transform = INPUT_TRANSFORMS[input_transform]
 
   def score_fn(x, t, labels=None):
     t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x.shape[0],))
     variables = {"params": params, **(model_state or {})}
     rngs = {"dropout": rng} if (train and rng is not None) else None
     # Class labels `(batch,)` reach class-conditional networks only; None is the unconditional score.
-    conditioning = {} if labels is None else {"labels": labels}
-    out = model.apply(variables, x, noise_conditioning(sde, t), train=train, rngs=rngs, **conditioning)
+    labelled = {} if labels is None else {"labels": labels}
+    if precondition is not None:
+      network = lambda x_in, c: model.apply(variables, transform(x_in), c, train=train, rngs=rngs, **labelled)
+      return _preconditioned_score(network, sde, precondition, sigma_data, x, t)
+    c_noise = noise_conditioning(sde, t, conditioning, continuous)
+    out = model.apply(variables, transform(x), c_noise, train=train, rngs=rngs, **labelled)
     out = out.astype(x.dtype)
     _, std = sde.marginal_coefficients(t)
     if prediction == "noise":

@@ -1,4 +1,5 @@
-"""`--mode=eval`: per-noise-level losses, sample statistics and the likelihood of the test split."""
+"""`--mode=eval`: per-noise-level losses, sample quality (FID/IS/KID/precision-recall or the digits
+classifier's), sample statistics and the likelihood of the test split, for one checkpoint or a sweep."""
 
 import json
 import os
@@ -9,20 +10,57 @@ import numpy as np
 
 from scorejax import losses, metrics, sde_lib
 from scorejax.logging_utils import atomic_output
-from scorejax.run.experiment import EVAL, Experiment, as_user_error, restore_for_inference, seed_key
+from scorejax.run import quality
+from scorejax.run.experiment import (
+  EVAL,
+  Experiment,
+  UserError,
+  as_user_error,
+  checkpoint_steps,
+  restore_for_inference,
+  seed_key,
+)
 from scorejax.run.sample import check_output_dir
 from scorejax.samplers import likelihood
 
 
 def evaluate(config, workdir, devices=None, print_fn=print):
-  """`--mode=eval`: JSON in `workdir/eval/` with, per noise level, the weighted DSM loss on the test
-  split and (where the data's score is known) the score error; and the sliced Wasserstein distance
-  between samples and fresh data. A `workdir/eval` that cannot be written is a UserError before any
-  work; the JSON file is renamed into place only when complete."""
+  """`--mode=eval`: `workdir/eval/eval_<step>.json` for the newest checkpoint, or with
+  `eval.begin_step >= 0` for every checkpoint from `eval.begin_step` to `eval.end_step` (oldest first,
+  skipping those already evaluated, so that a sweep resumes). Returns the result of the last one
+  evaluated. A `workdir/eval` that cannot be written is a UserError before any work."""
   out = os.path.join(workdir, "eval")
   check_output_dir(out)
   exp = Experiment(config, devices)
-  state = restore_for_inference(exp, workdir)
+  e = config.eval
+  steps = [None]
+  if e.begin_step >= 0:
+    end = e.end_step if e.end_step >= 0 else float("inf")
+    available = checkpoint_steps(workdir)
+    steps = [s for s in available if e.begin_step <= s <= end]
+    if not steps:
+      raise UserError(
+        f"no checkpoint in {workdir}/checkpoints with a step from eval.begin_step={e.begin_step} to "
+        f"eval.end_step={e.end_step}; the steps there are: {', '.join(map(str, available)) or 'none'}"
+      )
+  network, network_info = quality.feature_network(exp, workdir, print_fn)
+  result = None
+  for step in steps:
+    path = os.path.join(out, f"eval_{step}.json")
+    if step is not None and os.path.exists(path):
+      print_fn(f"eval step {step}: {path} exists; skipped")
+      with open(path) as f:
+        result = json.load(f)
+      continue
+    state = restore_for_inference(exp, workdir, step)
+    result = evaluate_checkpoint(exp, state, workdir, network, network_info, print_fn)
+  return result
+
+
+def evaluate_checkpoint(exp, state, workdir, network=None, network_info=None, print_fn=print):
+  """The evaluation of one restored checkpoint, written to `workdir/eval/eval_<step>.json` (renamed
+  into place only when complete)."""
+  config, out = exp.config, os.path.join(workdir, "eval")
   step = int(state.step)
   rng = jax.random.fold_in(seed_key(config, EVAL), step)
   test = jnp.asarray(exp.model_space(exp.dataset.test[: config.eval.batch_size]))
@@ -53,28 +91,37 @@ def evaluate(config, workdir, devices=None, print_fn=print):
     }
     for i, t in enumerate(times)
   }
-  samples = exp.generate(state.ema_params, step)
+  result = {"step": step, "dataset": config.data.dataset, "per_sigma": per_sigma}
+  if network is not None:
+    result["sample_quality"], pixels = quality.sample_quality(
+      exp, state.ema_params, step, jax.random.fold_in(rng, 2), network, workdir, print_fn
+    )
+    result["sample_quality"].update(network_info or {})
+    samples = exp.model_space(pixels)
+  else:
+    samples = exp.generate(state.ema_params, step)
   if exp.dataset.sample is not None:
     reference = exp.dataset.sample(np.random.default_rng([config.seed, step]), len(samples))
   else:
     reference = exp.model_space(exp.dataset.test)
   n = min(len(samples), len(reference))
-  result = {
-    "step": step,
-    "dataset": config.data.dataset,
-    "per_sigma": per_sigma,
-    "sliced_wasserstein": metrics.sliced_wasserstein(samples[:n], reference[:n]),
-    "sliced_wasserstein_data_to_data": metrics.sliced_wasserstein(
-      exp.model_space(exp.dataset.train[:n]), reference[:n]
-    ),
-    "num_samples": n,
-  }
+  result.update(
+    {
+      "sliced_wasserstein": metrics.sliced_wasserstein(samples[:n], reference[:n]),
+      "sliced_wasserstein_data_to_data": metrics.sliced_wasserstein(
+        exp.model_space(exp.dataset.train[:n]), reference[:n]
+      ),
+      "num_samples": n,
+    }
+  )
   if config.eval.enable_bpd:
     result.update(evaluate_likelihood(exp, state.ema_params, jax.random.fold_in(rng, 1 << 20)))
   if jax.process_index() == 0:
     os.makedirs(out, exist_ok=True)
     with atomic_output(os.path.join(out, f"eval_{step}.json")) as tmp, open(tmp, "w") as f:
       json.dump(result, f, indent=2)
+    if "sample_quality" in result:
+      print_fn(f"eval step {step}: " + quality.summary(result["sample_quality"]))
     print_fn(
       f"wrote {out}/eval_{step}.json: sliced Wasserstein {result['sliced_wasserstein']:.4f} "
       f"(training data vs the same reference: {result['sliced_wasserstein_data_to_data']:.4f})"

@@ -201,6 +201,7 @@ REAL_DOMAINS = {
   "in (0, 1)": lambda v: 0 < v < 1,
   "in [0, 1)": lambda v: 0 <= v < 1,
   "in [0, 1]": lambda v: 0 <= v <= 1,
+  "(any sign)": lambda v: True,
 }
 
 
@@ -245,6 +246,11 @@ INT_FIELDS = {
   "eval.ode_steps": 1,
   "eval.ode_max_steps": 1,
   "eval.num_probes": 1,
+  "eval.num_samples": 1,
+  "eval.begin_step": -1,
+  "eval.end_step": -1,
+  "eval.feature_batch_size": 1,
+  "eval.pr_max": 4,
   "data.num_train": 1,
   "data.num_test": 1,
   "data.image_size": 1,
@@ -254,6 +260,9 @@ INT_FIELDS = {
 REAL_FIELDS = {
   "model.ema_rate": "in [0, 1)",
   "model.dropout": "in [0, 1)",
+  "model.sigma_data": "> 0",
+  "training.p_mean": "(any sign)",
+  "training.p_std": "> 0",
   "sampling.step_lr": "> 0",
   "sampling.eps": "in (0, 1)",
   "sampling.snr": ">= 0",
@@ -283,6 +292,9 @@ def _present(config, names):
     except KeyError:
       continue
     yield name, node
+
+
+LOSSES = ("sde", "edm")  # training.loss: score_sde's losses (get_sde_loss_fn) or EDM's (get_edm_loss_fn)
 
 
 def validate_config(config, num_devices):
@@ -326,7 +338,13 @@ def validate_config(config, num_devices):
   sde = build_sde(config)  # checks training.sde
   if t.dtype not in DTYPES:
     raise UserError(f"unknown training.dtype {t.dtype!r}; valid choices: {', '.join(DTYPES)}")
-  as_user_error(models.get_score_fn, None, None, None, m.prediction)  # checks the name only
+  # The names, and what prediction='edm' needs (sigma_data, the log-sigma conditioning), without a network.
+  edm_fields = dict(conditioning=m.conditioning, sigma_data=m.sigma_data)
+  as_user_error(models.get_score_fn, None, None, None, m.prediction, **edm_fields)
+  if t.loss not in LOSSES:
+    raise UserError(f"unknown training.loss {t.loss!r}; valid choices: {', '.join(LOSSES)}")
+  if t.loss == "edm" and not t.continuous:
+    raise UserError("training.loss='edm' trains at continuous noise levels: set training.continuous=True")
   build_sampler(config, sde)  # the name, its options and its SDE
   check_conditioning(config)
   check_network(config)
@@ -372,6 +390,8 @@ def check_network(config):
   initialisation (`jax.eval_shape`, no compilation). Any failure is a `UserError` in one line."""
   shape = data_shape(config)
   model = build_model(config, shape)
+  m = config.model
+  as_user_error(models.utils.check_conditioning, model, m.conditioning, m.input_transform)
   try:
     models.utils.param_shapes(model, shape)
   except Exception as e:  # the network's own checks: shapes, group counts
@@ -397,7 +417,12 @@ class Experiment:
     self.model = build_model(config, self.dataset.shape)
     self.sde = build_sde(config)
     t = config.training
-    self.loss_fn = as_user_error(losses.get_sde_loss_fn, self.sde, t.continuous, t.reduce_mean, t.likelihood_weighting)
+    if t.loss == "edm":
+      self.loss_fn = losses.get_edm_loss_fn(self.sde, t.p_mean, t.p_std, config.model.sigma_data, t.reduce_mean)
+    else:
+      self.loss_fn = as_user_error(
+        losses.get_sde_loss_fn, self.sde, t.continuous, t.reduce_mean, t.likelihood_weighting
+      )
     self.sampling_fn = build_sampler(config, self.sde)
     self.optimizer = build_optimizer(config)
     # `num` fixes the sample shape; replicated samples can be read on every host, not only their shard.
@@ -418,7 +443,17 @@ class Experiment:
     """`score_fn(x, t)` of the network with `params` (dropout on with `train`, drawn from `rng`)."""
     m = self.config.model
     return models.get_score_fn(
-      self.model, params, self.sde, prediction=m.prediction, scale_by_sigma=m.scale_by_sigma, train=train, rng=rng
+      self.model,
+      params,
+      self.sde,
+      prediction=m.prediction,
+      scale_by_sigma=m.scale_by_sigma,
+      train=train,
+      rng=rng,
+      conditioning=m.conditioning,
+      input_transform=m.input_transform,
+      continuous=self.config.training.continuous,
+      sigma_data=m.sigma_data,
     )
 
   def init_state(self):
@@ -512,9 +547,18 @@ def config_conflicts(saved, given):
   ]
 
 
+def with_defaults(saved):
+  """A saved config (JSON data) with the fields it lacks, added by a later version, at their defaults
+  (configs/default.py): what a checkpoint written before a field existed was written with."""
+  from scorejax.configs.default import get_default_config
+
+  return _deep_update(config_dict(get_default_config()), saved)
+
+
 def check_config_matches(saved, config, workdir, step):
-  """Raise UserError naming every checkpoint field where `config` differs from `saved` (JSON data)."""
-  conflicts = config_conflicts(saved, config_dict(config))
+  """Raise UserError naming every checkpoint field where `config` differs from `saved` (JSON data), a field
+  that `saved` lacks counting as its default (`with_defaults`)."""
+  conflicts = config_conflicts(with_defaults(saved), config_dict(config))
   if conflicts:
     raise UserError(
       f"the config conflicts with checkpoint step {step} in {workdir}: {', '.join(conflicts)}; the network, "
@@ -555,9 +599,9 @@ def resolve_config(given, workdir, config_was_given, mode="train", argv=None, pr
   `workdir` holds a saved config (the newest checkpoint's, or `config.json` of a run without records),
   that config: its fields missing from this version take their defaults (configs/default.py), and the
   fields named by `--config.<field>=` overrides in `argv` take their values from `given` (checked
-  the same way). Otherwise `given`. `info` never looks at the workdir.
+  the same way). Otherwise `given`. `info` and `import` never look at the workdir.
   """
-  if mode == "info" or workdir is None:
+  if mode in ("info", "import") or workdir is None:  # import refuses a workdir with a checkpoint itself
     return given
   step, record = latest_record(os.path.join(workdir, "checkpoints"))
   saved = record.get("config") if record else None
@@ -574,9 +618,7 @@ def resolve_config(given, workdir, config_was_given, mode="train", argv=None, pr
       saved = None
   if not isinstance(saved, dict) or not saved:
     return given
-  from scorejax.configs.default import get_default_config
-
-  merged = _deep_update(config_dict(get_default_config()), saved)
+  merged = with_defaults(saved)
   given_fields = _flatten(config_dict(given))
   for field in _overridden_fields(sys.argv if argv is None else argv):
     if field in given_fields:
@@ -591,18 +633,29 @@ def resolve_config(given, workdir, config_was_given, mode="train", argv=None, pr
   return config
 
 
-def restore_for_inference(exp, workdir):
+def checkpoint_steps(workdir):
+  """The steps of the complete checkpoints in `workdir`, oldest first."""
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  return sorted(step_dirs(ckpt_dir)) if os.path.isdir(ckpt_dir) else []
+
+
+def restore_for_inference(exp, workdir, step=None):
   """The training state of the newest checkpoint in `workdir` that proves itself (sample and eval
-  modes); a corrupt newer one is reported and skipped, not moved: a training run may own the workdir
-  (the training run moves it aside when it resumes). Raises UserError if there is none, none is
-  usable, or the checkpoint's config conflicts with `exp.config`."""
+  modes), or of checkpoint `step`; a corrupt newer one is reported and skipped, not moved: a training
+  run may own the workdir (the training run moves it aside when it resumes). Raises UserError if there
+  is none, none is usable, or the checkpoint's config conflicts with `exp.config`."""
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(ckpt_dir) or not step_dirs(ckpt_dir):
     raise UserError(f"no checkpoint in {ckpt_dir}; train first with --mode=train --workdir={workdir}")
   try:
     checkpointer = Checkpointer(ckpt_dir)
     try:
-      state = checkpointer.restore_latest(exp.init_state(), check=checks_config(exp.config, workdir), move_aside=False)
+      state = checkpointer.restore_latest(
+        exp.init_state(),
+        check=checks_config(exp.config, workdir),
+        move_aside=False,
+        steps=None if step is None else [step],
+      )
     finally:
       checkpointer.close(quiet=True)
   except CheckpointError as e:
