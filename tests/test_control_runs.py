@@ -195,3 +195,12 @@ def test_control_fields_out_of_their_domain_are_one_line(fields, expected):
   with pytest.raises(UserError) as error:
     validate_config(tiny_digits(**{"sampling.method": "pc", **fields}), 1)
   assert str(error.value).startswith(expected), str(error.value)
+
+
+def test_the_shipped_classifier_config_is_a_classifier_of_the_default_digits_model():
+  from scorejax.configs import digits, digits_classifier
+  from scorejax.run.classifier import _sde_and_data
+
+  config = digits_classifier.get_config()
+  validate_config(config, 1)
+  assert config.model.name == "classifier_conv" and _sde_and_data(config) == _sde_and_data(digits.get_config())
