@@ -29,6 +29,8 @@ def get_default_config():
   training.p_mean = -1.2              # edm: ln sigma ~ N(p_mean, p_std^2)
   training.p_std = 1.2
   training.dtype = "float32"          # compute dtype of the network (bfloat16 on GPU/TPU); parameters stay float32
+  training.label_dropout = 0.1        # class-conditional models: fraction of labels dropped to the null label
+                                      # (classifier-free guidance, Ho & Salimans 2022)
 
   config.sampling = sampling = ml_collections.ConfigDict()
   sampling.method = "ald"             # annealed Langevin dynamics
@@ -42,7 +44,7 @@ def get_default_config():
                                       # auto: discrete when training.continuous=False, else uniform
   # pc: predictor-corrector (Song et al. 2021, Alg. 1-3)
   sampling.predictor = "reverse_diffusion"  # euler_maruyama | reverse_diffusion | ancestral_sampling | none
-  sampling.corrector = "langevin"     # langevin | ald | none
+  sampling.corrector = "langevin"     # langevin | ald | resample (RePaint's jumps, for constraints) | none
   sampling.snr = 0.16                 # Langevin corrector: signal-to-noise ratio of each step
   sampling.probability_flow = False   # pc predictor on the probability-flow ODE
   # edm, ddim, dpm_solver: few-step samplers over sampling.num_steps steps
@@ -61,6 +63,9 @@ def get_default_config():
   sampling.rtol = 1e-5
   sampling.atol = 1e-5
   sampling.ode_max_steps = 4096       # adaptive solvers: attempted steps before giving up
+  # class guidance (control/guidance.py)
+  sampling.class_label = -1           # the class to sample, or -1: unconditional
+  sampling.guidance_scale = 1.0       # w: classifier-free (1 + w) s(x, y) - w s(x), or s(x) + w grad log p(y | x)
 
   config.eval = evaluate = ml_collections.ConfigDict()
   evaluate.batch_size = 1_000         # test examples for the per-noise-level losses
@@ -116,6 +121,7 @@ def get_default_config():
   model.sigma_data = 0.5              # prediction="edm": the data's standard deviation in EDM's preconditioning
   model.conditioning = "log_sigma"    # network input: log sigma(t), or score_sde's label (imported checkpoints)
   model.input_transform = "none"      # or "2x-1": what score_sde's networks do to uncentred data
+  model.num_classes = 0               # > 0: class-conditional network (mlp, ncsn_small, ncsnpp) for guidance
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.optimizer = "Adam"

@@ -33,7 +33,8 @@ class BatchLoader:
   """Iterates from `start_step` over batches of shape `(steps_per_call, local_batch, *shape)`.
 
   `sharding` places each batch on devices (global batch split along axis 1); the process keeps
-  rows `[process_index * local, (process_index + 1) * local)` of each global batch.
+  rows `[process_index * local, (process_index + 1) * local)` of each global batch. With `labels`
+  (`(n,)`, one per example of `data`), each item is the pair `(batch, labels of its examples)`.
   """
 
   def __init__(
@@ -47,12 +48,14 @@ class BatchLoader:
     process_index=0,
     process_count=1,
     prefetch=2,
+    labels=None,
   ):
     if global_batch_size > data.shape[0]:
       raise ValueError(
         f"training.batch_size={global_batch_size} is larger than the training set ({data.shape[0]} examples)"
       )
     self.data = data
+    self.labels = labels
     self.global_batch_size = global_batch_size
     self.local_batch_size = global_batch_size // process_count
     self.seed = seed
@@ -71,9 +74,12 @@ class BatchLoader:
       batch_indices(s, self.data.shape[0], self.global_batch_size, self.seed)[self.lo : self.lo + self.local_batch_size]
       for s in range(step, step + self.steps_per_call)
     ]
-    return self.data[np.stack(rows)]
+    rows = np.stack(rows)
+    return self.data[rows] if self.labels is None else (self.data[rows], self.labels[rows])
 
   def _place(self, batch):
+    if isinstance(batch, tuple):
+      return tuple(self._place(part) for part in batch)
     if self.sharding is None:
       return batch
     global_shape = (batch.shape[0], self.global_batch_size) + batch.shape[2:]

@@ -36,6 +36,16 @@ def gmm_log_prob(x, sigma, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS, 
   return jax.nn.logsumexp(log_comp, axis=-1)
 
 
+def gmm_class_log_probs(x, sigma, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS, scale=1.0):
+  """`log p(k | x)` for each component `k`, shape `(batch, K)`: the log-responsibilities
+  `log w_k N(x; scale mu_k, v_k I) - log p(x)`, `v_k = scale^2 s_k^2 + sigma^2`. Where the components are
+  the classes, this is the exact classifier of noisy inputs at every noise level (Bayes' rule)."""
+  d = x.shape[-1]
+  var, diff = _gmm_components(x, sigma, scale, means, stds)
+  log_comp = -0.5 * jnp.sum(jnp.square(diff), -1) / var - 0.5 * d * jnp.log(var) + jnp.log(jnp.asarray(weights))
+  return jax.nn.log_softmax(log_comp, axis=-1)
+
+
 def gmm_score(x, sigma, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS, scale=1.0):
   """Exact score `grad_x log p(x) = sum_k r_k(x) (scale mu_k - x) / (scale^2 s_k^2 + sigma^2)`,
   with responsibilities `r_k` (softmax of the component log-densities)."""
@@ -67,9 +77,29 @@ def gmm_sde_log_prob(sde, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS):
   return log_prob
 
 
-def sample_gmm(rng, n, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS):
+def gaussian_sde_score(sde, mean, cov):
+  """The exact score of Gaussian data `N(mean, cov)` (`cov` a NumPy array over the flattened example) carried
+  by `sde` to time `t`: `-(m^2 cov + std^2 I)^{-1} (x - m mean)`, through the eigenvectors of `cov`, with no
+  linear solve inside a sampler's loop."""
+  eigenvalues, eigenvectors = (jnp.asarray(a, jnp.float32) for a in np.linalg.eigh(np.asarray(cov, np.float64)))
+  mean = jnp.asarray(mean, jnp.float32).reshape(-1)
+
+  def score_fn(x, t):
+    scale, std = (c[:, None] for c in sde.marginal_coefficients(t))
+    coordinates = (x.reshape(x.shape[0], -1) - scale * mean) @ eigenvectors
+    return (-(coordinates / (scale**2 * eigenvalues + std**2)) @ eigenvectors.T).reshape(x.shape)
+
+  return score_fn
+
+
+def sample_gmm_with_labels(rng, n, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS):
+  """`n` draws of the mixture and the component of each, its class label."""
   comp = rng.choice(len(weights), size=n, p=weights / weights.sum())
-  return (means[comp] + stds[comp, None] * rng.standard_normal((n, means.shape[1]))).astype(np.float32)
+  return (means[comp] + stds[comp, None] * rng.standard_normal((n, means.shape[1]))).astype(np.float32), comp
+
+
+def sample_gmm(rng, n, means=GMM_MEANS, stds=GMM_STDS, weights=GMM_WEIGHTS):
+  return sample_gmm_with_labels(rng, n, means, stds, weights)[0]
 
 
 def sample_swiss_roll(rng, n):
@@ -104,15 +134,21 @@ TOYS = {
   "checkerboard": (sample_checkerboard, None, None),
   "moons": (sample_moons, None, None),
 }
+# Toys whose examples have classes: their labelled sampler and number of classes (the mixture's components).
+LABELLED = {"gmm": (sample_gmm_with_labels, len(GMM_WEIGHTS))}
 
 
 def _register(name, sampler, score, log_prob):
   @register_dataset(name)
   def make(num_train: int = 50_000, num_test: int = 5_000, data_seed: int = 0, **unused):
     rng = np.random.default_rng(data_seed)
-    return Dataset(
-      name, train=sampler(rng, num_train), test=sampler(rng, num_test), score=score, sample=sampler, log_prob=log_prob
-    )
+    if name in LABELLED:
+      labelled, num_classes = LABELLED[name]
+      (train, train_labels), (test, test_labels) = labelled(rng, num_train), labelled(rng, num_test)
+      classes = dict(train_labels=train_labels, test_labels=test_labels, num_classes=num_classes)
+    else:
+      train, test, classes = sampler(rng, num_train), sampler(rng, num_test), {}
+    return Dataset(name, train=train, test=test, score=score, sample=sampler, log_prob=log_prob, **classes)
 
   return make
 

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from scorejax.models.layers import NoiseEmbedding
+from scorejax.models.layers import NoiseEmbedding, add_label_embedding
 from scorejax.models.registry import register_model
 
 
@@ -35,16 +35,19 @@ class ResBlock(nn.Module):
 
 @register_model("ncsn_small")
 class NCSNSmall(nn.Module):
-  """`net(x, c_noise)` (`c_noise = log sigma`) for small images; `ch_mult` gives the width at each resolution."""
+  """`net(x, c_noise, labels=None)` (`c_noise = log sigma`) for small images; `ch_mult` gives the width at
+  each resolution; with `num_classes > 0` the class label's embedding joins the noise embedding."""
 
   nf: int = 32
   ch_mult: Sequence[int] = (1, 2)
   num_res_blocks: int = 2
+  num_classes: int = 0  # > 0: class-conditional (labels in 0..num_classes-1, num_classes the null label)
   dtype: Any = jnp.float32  # compute dtype; parameters stay float32
 
   @nn.compact
-  def __call__(self, x, c_noise, train: bool = False):
+  def __call__(self, x, c_noise, train: bool = False, labels=None):
     emb = NoiseEmbedding(4 * self.nf, self.dtype)(c_noise)
+    emb = add_label_embedding(emb, labels, self.num_classes, self.dtype)
     h = nn.Conv(self.nf, (3, 3), dtype=self.dtype)(x)
     skips = [h]
     for level, mult in enumerate(self.ch_mult):

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scorejax.models import layerspp
+from scorejax.models.layers import add_label_embedding
 from scorejax.models.registry import register_model
 
 _CHOICES = {
@@ -57,8 +58,9 @@ _CHOICES = {
 
 @register_model("ncsnpp")
 class NCSNpp(nn.Module):
-  """`net(x, c_noise, train)`: `x` of shape `(batch, H, W, C)`, `c_noise = log sigma` of shape `(batch,)`
-  (score_sde's label with `conditioning='score_sde'`)."""
+  """`net(x, c_noise, train, labels=None)`: `x` of shape `(batch, H, W, C)`, `c_noise = log sigma` of shape
+  `(batch,)` (score_sde's label with `conditioning='score_sde'`); with `num_classes > 0` the class labels
+  `(batch,)` join the noise embedding."""
 
   nf: int = 128
   ch_mult: Sequence[int] = (1, 2, 2, 2)
@@ -80,6 +82,7 @@ class NCSNpp(nn.Module):
   init_scale: float = 0.0
   conditioning: str = "log_sigma"  # or "score_sde": `c_noise` is score_sde's label (models/utils.py)
   conv_size: int = 3  # a score_sde config field that its network ignores: every convolution is 3x3 or 1x1
+  num_classes: int = 0  # > 0: class-conditional (labels in 0..num_classes-1, num_classes the null label)
   dtype: Any = jnp.float32
 
   def _check_options(self):
@@ -88,6 +91,8 @@ class NCSNpp(nn.Module):
         raise ValueError(f"unknown model.{field} {getattr(self, field)!r}; valid choices: {', '.join(choices)}")
     if self.conv_size != 3:
       raise ValueError("NCSN++ uses 3x3 convolutions only (conv_size=3)")
+    if self.num_classes and not self.conditional:
+      raise ValueError("a class label joins the noise embedding: model.num_classes > 0 needs model.conditional=True")
 
   def _embedding(self, c_noise, act):
     """Noise-level embedding `(batch, 4 nf)`: features of `log sigma`, then a two-layer MLP. A score_sde label
@@ -107,10 +112,12 @@ class NCSNpp(nn.Module):
     return (a + b) / np.sqrt(2.0) if self.skip_rescale else a + b
 
   @nn.compact
-  def __call__(self, x, c_noise, train: bool = False):
+  def __call__(self, x, c_noise, train: bool = False, labels=None):
     self._check_options()
     act, dtype = nn.swish, self.dtype
-    temb = self._embedding(c_noise, act) if self.conditional else None
+    temb = None
+    if self.conditional:
+      temb = add_label_embedding(self._embedding(c_noise, act), labels, self.num_classes, dtype)
     resample = dict(fir=self.fir, fir_kernel=tuple(self.fir_kernel), dtype=dtype)
     biggan = self.resblock_type == "biggan"
 

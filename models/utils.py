@@ -145,7 +145,8 @@ def get_score_fn(
   continuous: bool = True,
   sigma_data: float | None = None,
 ):
-  """Wrap `model.apply` as `score_fn(x, t) -> score`, `t` of shape `(batch,)`.
+  """Wrap `model.apply` as `score_fn(x, t, labels=None) -> score`, `t` of shape `(batch,)`; a class-conditional
+  network (`model.num_classes > 0`) takes `labels` `(batch,)`, and without them gives the unconditional score.
 
   prediction='score': the network output is the score, divided by `std(t)` if `scale_by_sigma`
     (NCSNv2, Song & Ermon 2020, technique 3: `s(x, sigma) = s(x) / sigma`; NCSN++ for VE).
@@ -175,15 +176,17 @@ def get_score_fn(
     raise ValueError(f"model.prediction='edm' needs model.sigma_data > 0, got {sigma_data!r}")
   transform = INPUT_TRANSFORMS[input_transform]
 
-  def score_fn(x, t):
+  def score_fn(x, t, labels=None):
     t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x.shape[0],))
     variables = {"params": params, **(model_state or {})}
     rngs = {"dropout": rng} if (train and rng is not None) else None
+    # Class labels `(batch,)` reach class-conditional networks only; None is the unconditional score.
+    labelled = {} if labels is None else {"labels": labels}
     if precondition is not None:
-      network = lambda x_in, c: model.apply(variables, transform(x_in), c, train=train, rngs=rngs)
+      network = lambda x_in, c: model.apply(variables, transform(x_in), c, train=train, rngs=rngs, **labelled)
       return _preconditioned_score(network, sde, precondition, sigma_data, x, t)
     c_noise = noise_conditioning(sde, t, conditioning, continuous)
-    out = model.apply(variables, transform(x), c_noise, train=train, rngs=rngs)
+    out = model.apply(variables, transform(x), c_noise, train=train, rngs=rngs, **labelled)
     out = out.astype(x.dtype)
     _, std = sde.marginal_coefficients(t)
     if prediction == "noise":

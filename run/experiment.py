@@ -22,7 +22,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from scorejax import datasets, losses, models, samplers, sde_lib
+from scorejax import control, datasets, losses, models, samplers, sde_lib
 from scorejax.checkpointing import Checkpointer, CheckpointError, latest_record, step_dirs
 
 # Tags folded into the seed key so that each use of randomness has its own stream.
@@ -346,7 +346,42 @@ def validate_config(config, num_devices):
   if t.loss == "edm" and not t.continuous:
     raise UserError("training.loss='edm' trains at continuous noise levels: set training.continuous=True")
   build_sampler(config, sde)  # the name, its options and its SDE
+  check_conditioning(config)
   check_network(config)
+
+
+def check_conditioning(config):
+  """The class fields: `model.num_classes` (a network that takes labels), `training.label_dropout`,
+  `sampling.class_label` (one of the model's classes, or -1) and `sampling.guidance_scale`."""
+  m, s = config.model, config.sampling
+  num_classes = m.get("num_classes", 0)
+  check_int("model.num_classes", num_classes, 0)
+  if "label_dropout" in config.training:
+    check_real("training.label_dropout", config.training.label_dropout, "in [0, 1)")
+  check_real("sampling.guidance_scale", s.get("guidance_scale", 0.0), ">= 0")
+  label = s.get("class_label", -1)
+  check_int("sampling.class_label", label, -1, num_classes - 1 if num_classes else None)
+  takes_labels = lambda cls: "num_classes" in {f.name for f in dataclasses.fields(cls)}
+  if num_classes and not takes_labels(as_user_error(models.get_model_class, m.name)):
+    conditional = [n for n in models.model_names() if takes_labels(models.get_model_class(n))]
+    raise UserError(
+      f"model.name={m.name!r} takes no class labels (model.num_classes={num_classes}); "
+      f"class-conditional networks: {', '.join(conditional)}"
+    )
+  if label >= 0 and not num_classes:
+    raise UserError(
+      f"sampling.class_label={label} needs a class-conditional model: train one with model.num_classes > 0"
+    )
+
+
+def check_dataset_classes(config, dataset):
+  """A class-conditional model's `model.num_classes` is the number of classes of its data's labels."""
+  num_classes = config.model.get("num_classes", 0)
+  if num_classes and (dataset.train_labels is None or dataset.num_classes != num_classes):
+    labelled = dataset.train_labels is not None
+    has = f"{dataset.num_classes} classes" if labelled else "no class labels"
+    fix = f"set model.num_classes={dataset.num_classes if labelled else 0}"
+    raise UserError(f"model.num_classes={num_classes}, but data.dataset={config.data.dataset!r} has {has}; {fix}")
 
 
 def check_network(config):
@@ -377,6 +412,8 @@ class Experiment:
     self.mesh = Mesh(np.array(devices), ("data",))
     self.replicated = NamedSharding(self.mesh, P())
     self.dataset = load_dataset(config)
+    check_dataset_classes(config, self.dataset)
+    self.num_classes = config.model.get("num_classes", 0)  # > 0: the network takes class labels
     self.model = build_model(config, self.dataset.shape)
     self.sde = build_sde(config)
     t = config.training
@@ -430,23 +467,40 @@ class Experiment:
     )
     return jax.device_put(state, self.replicated)
 
-  def _sample(self, params, rng, num):
+  def sampling_score_fn(self, params, labels=None):
+    """The score the sampler follows: the network's, or with class `labels` `(batch,)` the classifier-free
+    guided score `(1 + w) s(x, t, y) - w s(x, t, null)`, `w = sampling.guidance_scale` (control/guidance.py)."""
+    score_fn = self.score_fn(params)
+    if labels is None:
+      return score_fn
+    return control.classifier_free_guidance(score_fn, labels, self.config.sampling.guidance_scale, self.num_classes)
+
+  def sample_labels(self, num):
+    """The class label of each of `num` samples, `sampling.class_label`, or None: unconditional."""
+    label = self.config.sampling.get("class_label", -1)
+    return None if label < 0 else np.full((num,), label, np.int32)
+
+  def _sample(self, params, rng, num, labels=None):
     """Draw `num` samples with `sampling.method` from `x_init ~ p_T` (the SDE's prior): one program.
     Returns the samples and the number of score evaluations per sample."""
     x_init = self.sde.prior_sample(jax.random.fold_in(rng, 0), (num,) + self.dataset.shape)
     if num % self.mesh.size == 0:
       x_init = jax.lax.with_sharding_constraint(x_init, NamedSharding(self.mesh, P("data")))
-    return self.sampling_fn(self.score_fn(params), x_init, jax.random.fold_in(rng, 1))
+    return self.sampling_fn(self.sampling_score_fn(params, labels), x_init, jax.random.fold_in(rng, 1))
 
-  def generate(self, params, step, num=None, progress=None):
-    """`sampling.num_samples` samples (in chunks of `sampling.batch_size`) with the key of `step`.
-    `progress(done, total, nfe, seconds)` is called after each chunk."""
+  def generate(self, params, step, num=None, progress=None, labels=None):
+    """`sampling.num_samples` samples (in chunks of `sampling.batch_size`) with the key of `step`, of the
+    classes `labels` (`(num,)`; by default `sample_labels`). `progress(done, total, nfe, seconds)` is called
+    after each chunk."""
     s = self.config.sampling
     num = s.num_samples if num is None else num
+    labels = self.sample_labels(num) if labels is None else np.asarray(labels, np.int32)
     rng = jax.random.fold_in(seed_key(self.config, SAMPLE), step)
     chunks, t0 = [], time.perf_counter()
     for i, lo in enumerate(range(0, num, s.batch_size)):
-      x, nfe = self.sample(params, jax.random.fold_in(rng, i), min(s.batch_size, num - lo))
+      size = min(s.batch_size, num - lo)
+      chunk_labels = None if labels is None else labels[lo : lo + size]
+      x, nfe = self.sample(params, jax.random.fold_in(rng, i), size, chunk_labels)
       chunks.append(np.asarray(x))
       if progress is not None:
         progress(lo + len(x), num, float(np.mean(nfe)), time.perf_counter() - t0)

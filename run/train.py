@@ -1,6 +1,7 @@
 """`--mode=train`: the training loop, its compiled step, signals and the NaN check."""
 
 import collections
+import functools
 import os
 import signal
 
@@ -42,8 +43,13 @@ def make_train_step(exp):
   train_key = seed_key(config, TRAIN)
 
   def loss_fn(params, batch, rng):
-    x = exp.preprocess(batch, jax.random.fold_in(rng, 2))
+    images, labels = batch if exp.num_classes else (batch, None)
+    x = exp.preprocess(images, jax.random.fold_in(rng, 2))
     score_fn = exp.score_fn(params, train=True, rng=jax.random.fold_in(rng, 1))  # dropout
+    if labels is not None:
+      # Label dropout (Ho & Salimans 2022): one network learns s(x, t, y) and, on the null label, s(x, t).
+      dropped = jax.random.uniform(jax.random.fold_in(rng, 3), labels.shape) < config.training.label_dropout
+      score_fn = functools.partial(score_fn, labels=jnp.where(dropped, exp.num_classes, labels).astype(jnp.int32))
     return exp.loss_fn(score_fn, x, jax.random.fold_in(rng, 0))
 
   def one_step(state, batch):
@@ -61,8 +67,8 @@ def make_train_step(exp):
     # convolution 25-40x slower inside a loop body, even a fully unrolled scan. The program grows
     # with n_jitted_steps, which stays small.
     step_losses = []
-    for i in range(batches.shape[0]):
-      state, loss = one_step(state, batches[i])
+    for i in range(jax.tree_util.tree_leaves(batches)[0].shape[0]):
+      state, loss = one_step(state, jax.tree_util.tree_map(lambda b: b[i], batches))
       step_losses.append(loss)
     return state, jnp.stack(step_losses)
 
@@ -184,6 +190,7 @@ def _train(config, workdir, devices, print_fn, stop):
     sharding=NamedSharding(exp.mesh, P(None, "data")),
     process_index=jax.process_index(),
     process_count=jax.process_count(),
+    labels=exp.dataset.train_labels if exp.num_classes else None,
   )
   logger = MetricsLogger(workdir, t.n_iters, start, enabled=is_main, print_fn=print_fn)
   print_fn(

@@ -35,12 +35,13 @@ def register_predictor(name, score_calls=1):
   return wrap
 
 
-def register_corrector(name, score_calls=1):
+def register_corrector(name, score_calls=1, noise_draws=1):
   """Register `make(sde, snr) -> update(score_fn, x, t, t_prev, z) -> x`, one MCMC step at time `t`
-  (reached from `t_prev > t` by the predictor) that calls the score `score_calls` times."""
+  (reached from `t_prev > t` by the predictor) that calls the score `score_calls` times. `z` is a standard
+  normal draw of the shape of `x`, or of shape `(noise_draws, *x.shape)` where a step needs more than one."""
 
   def wrap(make):
-    make.score_calls = score_calls
+    make.score_calls, make.noise_draws = score_calls, noise_draws
     return _CORRECTORS.register(name)(make)
 
   return wrap
@@ -132,6 +133,23 @@ def annealed_langevin(sde, snr):
   return update
 
 
+@register_corrector("resample", noise_draws=2)
+def resample(sde, snr):
+  """RePaint's resampling (Lugmayr et al. 2022, Alg. 1, one jump of one step): back up to `t_prev` with
+  the exact forward kernel, `x' = x + f + G z_1` (`sde.forward_step`), then down to `t` again with the
+  ancestral step (`sde.ancestral_step`). Where the ancestral step is the true reverse kernel it leaves
+  `p_t` invariant; under a constraint it lets the free part of `x` agree with the known part, which
+  plain replacement at each step leaves out of step. `snr` is unused."""
+  del snr
+
+  def update(score_fn, x, t, t_prev, z):
+    f, G = sde.forward_step(x, t_prev, t)
+    x = x + f + per_example(G, x) * z[0]
+    return sde.ancestral_step(x, score_fn(x, t_prev), t_prev, t, z[1])
+
+  return update
+
+
 # ----------------------------------------------------------------------------- the sampler
 
 
@@ -153,7 +171,18 @@ def pc_nfe(predictor, corrector, num_steps, n_steps_each, noise_removal):
 
 
 def predictor_corrector(
-  score_fn, x_init, rng, sde, times, predictor, corrector, snr, n_steps_each, probability_flow, noise_removal
+  score_fn,
+  x_init,
+  rng,
+  sde,
+  times,
+  predictor,
+  corrector,
+  snr,
+  n_steps_each,
+  probability_flow,
+  noise_removal,
+  constraint=None,
 ):
   """Predictor-corrector sampling (Song et al. 2021, Algorithm 1) on the decreasing `times` (see
   `pc_times`): at each step the predictor from `t_k` to `t_{k+1}`, then `n_steps_each` corrector steps
@@ -161,12 +190,18 @@ def predictor_corrector(
   `E[x_0 | x_{t_K}]`, for every SDE (one more score call); on the discrete chains it is their last step
   to data without noise (score_sde's `denoise`).
 
+  `constraint(x, t, z) -> x`, if given, follows the predictor and every corrector step, with `t = t_{k+1}`
+  and a fresh `z ~ N(0, I)`, and the Tweedie step with `t = 0`, `z = 0` (score_sde's inpainter and
+  colorizer: control/constraints.py); what it means is not this sampler's business.
+
   One `lax.scan` over the steps (the corrector steps a `fori_loop` inside); call it inside `jax.jit`.
   Returns the final `x`. Step `i` draws its predictor's noise from `fold_in(fold_in(rng, i), 0)` and
-  that of its corrector step `j` from `fold_in(fold_in(rng, i), j + 1)`.
+  that of its corrector step `j` from `fold_in(fold_in(rng, i), j + 1)`; a constraint's noise after them
+  from the `n_steps_each + 1` keys that follow.
   """
   predict = get_predictor(predictor)(sde, probability_flow)
-  correct = get_corrector(corrector)(sde, snr)
+  make_corrector = get_corrector(corrector)
+  correct = make_corrector(sde, snr)
   times = jnp.asarray(times, x_init.dtype)
   batch = x_init.shape[0]
   num_steps = times.shape[0] - 1
@@ -174,28 +209,41 @@ def predictor_corrector(
   # threefry hash that XLA's CPU backend runs as a loop of ~90 scalar kernels, a fixed cost per step
   # (8% of an Euler-Maruyama step of 64 points, bench/samplers.py). The same keys, so the same noise and
   # samples (to float rounding, where XLA fuses the program differently).
-  num_keys = 1 + (n_steps_each if get_corrector(corrector).score_calls else 0)
+  corrector_steps = n_steps_each if make_corrector.score_calls else 0
+  num_keys = 1 + corrector_steps
   fold = jax.vmap(jax.random.fold_in, in_axes=(None, 0))
-  keys = jax.vmap(lambda i: fold(jax.random.fold_in(rng, i), jnp.arange(num_keys)))(jnp.arange(num_steps))
+  all_keys = num_keys * (1 if constraint is None else 2)
+  keys = jax.vmap(lambda i: fold(jax.random.fold_in(rng, i), jnp.arange(all_keys)))(jnp.arange(num_steps))
+  draws = make_corrector.noise_draws
 
   def step(x, inputs):
     i, step_keys = inputs
-    noise = lambda j: jax.random.normal(step_keys[j], x.shape, x.dtype)
+    noise = lambda j, shape=x.shape: jax.random.normal(step_keys[j], shape, x.dtype)
     t, t_next = jnp.full((batch,), times[i]), jnp.full((batch,), times[i + 1])
-    x = predict(score_fn, x, t, t_next, noise(0))
-    x = jax.lax.fori_loop(0, n_steps_each, lambda j, x: correct(score_fn, x, t_next, t, noise(j + 1)), x)
-    return x, None
+
+    def constrained(x, j):
+      return x if constraint is None else constraint(x, t_next, noise(num_keys + j))
+
+    def corrector_step(j, x):
+      z = noise(j + 1) if draws == 1 else noise(j + 1, (draws,) + x.shape)
+      return constrained(correct(score_fn, x, t_next, t, z), j + 1)
+
+    x = constrained(predict(score_fn, x, t, t_next, noise(0)), 0)
+    return jax.lax.fori_loop(0, corrector_steps, corrector_step, x), None
 
   x, _ = jax.lax.scan(step, x_init, (jnp.arange(num_steps), keys))
   if noise_removal:
     x = sde.tweedie_denoise(score_fn, x, jnp.full((batch,), times[-1], x.dtype))
+    if constraint is not None:
+      x = constraint(x, jnp.zeros((batch,), x.dtype), jnp.zeros_like(x))
   return x
 
 
 @register_sampler("pc")
 def build_pc(sde, *, predictor, corrector, snr, n_steps_each, probability_flow, noise_removal, eps, time_grid):
   """Predictor-corrector sampling: `predictor`, `corrector`, `snr`, `n_steps_each`, `probability_flow`,
-  `noise_removal`, `eps` (end time of the uniform grid), `time_grid` ('uniform' or 'discrete')."""
+  `noise_removal`, `eps` (end time of the uniform grid), `time_grid` ('uniform' or 'discrete'). Its
+  `sample_fn` also takes a `constraint` (see `predictor_corrector`)."""
   check_options(sde, snr=(snr, ">= 0"), n_steps_each=(n_steps_each, "non-negative integer"), eps=eps)
   get_predictor(predictor)(sde, probability_flow)  # invalid choices fail here
   get_corrector(corrector)
@@ -210,7 +258,7 @@ def build_pc(sde, *, predictor, corrector, snr, n_steps_each, probability_flow, 
   )
   nfe = pc_nfe(predictor, corrector, times.shape[0] - 1, n_steps_each, noise_removal)
 
-  def sample_fn(score_fn, x_init, rng):
-    return predictor_corrector(score_fn, x_init, rng, sde, times, **options), nfe
+  def sample_fn(score_fn, x_init, rng, constraint=None):
+    return predictor_corrector(score_fn, x_init, rng, sde, times, **options, constraint=constraint), nfe
 
   return sample_fn

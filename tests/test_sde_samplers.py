@@ -181,6 +181,7 @@ NFE_CASES = [  # (method, sde, fields, expected nfe for N steps)
     lambda n: 2 * (n - 1) + 1,
   ),
   ("pc", "subvp", dict(predictor="none", corrector="langevin", n_steps_each=3), lambda n: 3 * n + 1),
+  ("pc", "ve", dict(predictor="ancestral_sampling", corrector="resample", n_steps_each=2), lambda n: 3 * n + 1),
   ("pc", "subvp", dict(predictor="euler_maruyama", corrector="none", probability_flow=True), lambda n: n + 1),
   ("cas", "ve", dict(step_lr=1e-4, n_steps_each=2), lambda n: 2 * (n - 1) + 2),  # eta = 1
   ("ald", "ve", dict(step_lr=1e-5, n_steps_each=2, noise_removal=True), lambda n: 2 * n + 1),
@@ -232,7 +233,12 @@ def test_nfe_counts_the_score_evaluations_of_one_program(method, sde_name, field
       dict(predictor="heun"),
       "unknown sampling.predictor 'heun'; valid choices: ancestral_sampling, euler_maruyama, none, reverse_diffusion",
     ),
-    ("pc", "vp", dict(corrector="hmc"), "unknown sampling.corrector 'hmc'; valid choices: ald, langevin, none"),
+    (
+      "pc",
+      "vp",
+      dict(corrector="hmc"),
+      "unknown sampling.corrector 'hmc'; valid choices: ald, langevin, none, resample",
+    ),
     ("pc", "subvp", dict(time_grid="discrete"), "SubVPSDE has no discrete chain"),
     ("pc", "vp", dict(time_grid="levels"), "unknown sampling.time_grid 'levels'; valid choices: uniform, discrete"),
     ("pc", "vp", dict(predictor="ancestral_sampling", probability_flow=True), "no probability-flow form"),

@@ -57,3 +57,11 @@ def test_the_checks_catch_what_they_look_for():
 def test_losses_and_samplers_never_import_a_model():
   for path in modules("samplers") + modules("losses"):
     assert not [m for m in imported_modules(ast.parse(path.read_text())) if m.startswith("scorejax.models")], path
+
+
+@pytest.mark.parametrize("path", modules("control"), ids=lambda p: p.name)
+def test_control_builds_on_score_functions_and_the_sde_only(path):
+  # Conditional score functions and constraints wrap a `score_fn`: no network, sampler or loss inside.
+  imported = set(imported_modules(ast.parse(path.read_text())))
+  assert not {m for m in imported if m.startswith(("scorejax.models", "scorejax.samplers", "scorejax.losses"))}
+  assert not list(sde_type_references(ast.parse(path.read_text()))), "ask the SDE (sde_lib) instead"
