@@ -28,6 +28,28 @@ def save_image_grid(images, path):
   return grid
 
 
+def comparison_grid(columns, pad=1, scale=4):
+  """Examples side by side with what became of them: `columns` is a list of `(n, H, W, C)` arrays in [0, 1]
+  (C 1 or 3), e.g. input, mask and result; example `i` is one row of one image per array. The rows are
+  dealt into groups placed left to right, a gap of `2 pad` between groups, so that the grid is about square.
+  Returns uint8 `(rows, cols, 3)`."""
+  columns = [np.clip(np.asarray(c, np.float32), 0.0, 1.0) for c in columns]
+  columns = [np.repeat(c, 3, axis=-1) if c.shape[-1] == 1 else c for c in columns]
+  n, h, w, _ = columns[0].shape
+  k = len(columns)
+  groups = max(1, int(round(math.sqrt(n / k))))
+  rows = int(math.ceil(n / groups))
+  group_width = k * (w + pad) + pad
+  grid = np.ones((rows * (h + pad) + pad, groups * group_width + (groups - 1) * 2 * pad, 3), np.float32)
+  for i in range(n):
+    group, r = divmod(i, rows)
+    top, left = pad + r * (h + pad), group * (group_width + 2 * pad) + pad
+    for j, column in enumerate(columns):
+      grid[top : top + h, left + j * (w + pad) : left + j * (w + pad) + w] = column[i]
+  grid = np.repeat(np.repeat(grid, scale, 0), scale, 1)
+  return (grid * 255).round().astype(np.uint8)
+
+
 def plot_2d(path, samples, data, learned_score, true_score, sigma, true_label="true score"):
   """Left: samples over the data. Middle and right: learned and true score fields at `sigma`.
 

@@ -66,6 +66,12 @@ def get_default_config():
   # class guidance (control/guidance.py)
   sampling.class_label = -1           # the class to sample, or -1: unconditional
   sampling.guidance_scale = 1.0       # w: classifier-free (1 + w) s(x, y) - w s(x), or s(x) + w grad log p(y | x)
+  sampling.classifier_workdir = ""    # a run of a classifier of noisy inputs (configs/digits_classifier.py): guides
+                                      # sampling.class_label by its gradient instead of classifier-free guidance
+  # inpainting and colorization of held-out images (control/constraints.py; sampling.method='pc')
+  sampling.inpaint_mask = ""          # the region to fill: center | left | right | top | bottom | random:<fraction>
+                                      # | a PNG file (white: fill)
+  sampling.colorize = False           # colour images from their grayscale
 
   config.eval = evaluate = ml_collections.ConfigDict()
   evaluate.batch_size = 1_000         # test examples for the per-noise-level losses

@@ -1,5 +1,7 @@
-"""Denoising score matching losses over a `score_fn`; they never see a network."""
+"""Denoising score matching losses over a `score_fn`, and the loss of a noise-conditional classifier over a
+`logits_fn`; they never see a network."""
 
+from scorejax.losses.classifier import accuracy_at_time, noisy_classifier_loss
 from scorejax.losses.dsm import multiscale_dsm_loss, sample_noise_levels, score_matching_loss
 from scorejax.losses.edm import edm_loss, edm_weight, get_edm_loss_fn, tweedie_denoiser
 from scorejax.losses.sde_losses import (
@@ -23,4 +25,6 @@ __all__ = [
   "edm_weight",
   "tweedie_denoiser",
   "get_edm_loss_fn",
+  "noisy_classifier_loss",
+  "accuracy_at_time",
 ]

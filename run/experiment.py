@@ -7,6 +7,8 @@ to one that never stopped.
 """
 
 import dataclasses
+import functools
+import inspect
 import json
 import os
 import sys
@@ -27,6 +29,7 @@ from scorejax.checkpointing import Checkpointer, CheckpointError, latest_record,
 
 # Tags folded into the seed key so that each use of randomness has its own stream.
 INIT, TRAIN, SAMPLE, EVAL = 0, 1, 2, 3
+CLASSIFIER_EPS = 1e-5  # the smallest time at which a classifier of noisy inputs is trained (as the continuous losses)
 
 
 class UserError(Exception):
@@ -98,7 +101,7 @@ def load_dataset(config):
   return ds
 
 
-VECTOR_MODELS = ("mlp",)  # networks for data of shape (dim,); every other one takes (H, W, C) images
+VECTOR_MODELS = ("mlp", "classifier_mlp")  # networks for data of shape (dim,); every other one takes (H, W, C) images
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -361,17 +364,65 @@ def check_conditioning(config):
   check_real("sampling.guidance_scale", s.get("guidance_scale", 0.0), ">= 0")
   label = s.get("class_label", -1)
   check_int("sampling.class_label", label, -1, num_classes - 1 if num_classes else None)
-  takes_labels = lambda cls: "num_classes" in {f.name for f in dataclasses.fields(cls)}
-  if num_classes and not takes_labels(as_user_error(models.get_model_class, m.name)):
+  if models.classifier.is_classifier(as_user_error(models.get_model_class, m.name)):
+    if not num_classes:
+      raise UserError(f"model.name={m.name!r} is a classifier: set model.num_classes to the number of classes")
+    return
+
+  def takes_labels(cls):
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return "num_classes" in fields and not models.classifier.is_classifier(cls)
+
+  if num_classes and not takes_labels(models.get_model_class(m.name)):
     conditional = [n for n in models.model_names() if takes_labels(models.get_model_class(n))]
     raise UserError(
       f"model.name={m.name!r} takes no class labels (model.num_classes={num_classes}); "
       f"class-conditional networks: {', '.join(conditional)}"
     )
-  if label >= 0 and not num_classes:
+  if label >= 0 and not num_classes and not s.get("classifier_workdir"):
     raise UserError(
-      f"sampling.class_label={label} needs a class-conditional model: train one with model.num_classes > 0"
+      f"sampling.class_label={label} needs a class-conditional model (train one with model.num_classes > 0) "
+      "or a classifier of noisy inputs (sampling.classifier_workdir)"
     )
+  check_constraint_fields(config)
+
+
+# sampling.inpaint_mask: the region to fill, named (for images), random with a fraction (any data), or a PNG file
+# (white: fill) resized to the images.
+NAMED_MASKS = ("center", "left", "right", "top", "bottom")
+
+
+def check_constraint_fields(config):
+  """`sampling.inpaint_mask` (one of `NAMED_MASKS`, `random:<fraction>` or a PNG file) and `sampling.colorize`:
+  not both, on data they fit, with a sampler that takes a constraint after each step."""
+  s = config.sampling
+  spec, colorize = s.get("inpaint_mask", ""), s.get("colorize", False)
+  if not spec and not colorize:
+    return
+  shape = data_shape(config)
+  if spec and colorize:
+    raise UserError("sampling.inpaint_mask and sampling.colorize are two tasks: set one of them")
+  if colorize and (len(shape) != 3 or shape[-1] != 3):
+    raise UserError(f"sampling.colorize needs colour images (H, W, 3), got examples of shape {shape}")
+  if spec:
+    fraction = spec[len("random:") :] if spec.startswith("random:") else None
+    if fraction is not None:
+      try:
+        fraction = float(fraction)
+      except ValueError:
+        fraction = None
+      if fraction is None or not 0 < fraction <= 1:
+        raise UserError(f"sampling.inpaint_mask={spec!r}: random:<fraction> needs a fraction in (0, 1]")
+    elif len(shape) != 3:
+      raise UserError(f"sampling.inpaint_mask={spec!r} names a region of an image; for vectors use random:<fraction>")
+    elif spec not in NAMED_MASKS and not (spec.lower().endswith(".png") and os.path.isfile(spec)):
+      raise UserError(
+        f"sampling.inpaint_mask={spec!r} is none of {', '.join(NAMED_MASKS)}, random:<fraction> or an existing .png"
+      )
+  sample_fn = build_sampler(config, build_sde(config))
+  if "constraint" not in inspect.signature(sample_fn).parameters:
+    task = "sampling.colorize" if colorize else "sampling.inpaint_mask"
+    raise UserError(f"{task} needs a sampler that takes a constraint after each step: sampling.method='pc'")
 
 
 def check_dataset_classes(config, dataset):
@@ -415,9 +466,13 @@ class Experiment:
     check_dataset_classes(config, self.dataset)
     self.num_classes = config.model.get("num_classes", 0)  # > 0: the network takes class labels
     self.model = build_model(config, self.dataset.shape)
+    # A classifier of noisy inputs (models/classifier.py) learns p(y | x_t) for classifier guidance.
+    self.is_classifier = models.classifier.is_classifier(self.model)
     self.sde = build_sde(config)
     t = config.training
-    if t.loss == "edm":
+    if self.is_classifier:
+      self.loss_fn = functools.partial(losses.noisy_classifier_loss, sde=self.sde, eps=CLASSIFIER_EPS)
+    elif t.loss == "edm":
       self.loss_fn = losses.get_edm_loss_fn(self.sde, t.p_mean, t.p_std, config.model.sigma_data, t.reduce_mean)
     else:
       self.loss_fn = as_user_error(
@@ -425,6 +480,7 @@ class Experiment:
       )
     self.sampling_fn = build_sampler(config, self.sde)
     self.optimizer = build_optimizer(config)
+    self.guiding_classifier, self.classifier_params = None, None  # set by `use_classifier`
     # `num` fixes the sample shape; replicated samples can be read on every host, not only their shard.
     self.sample = jax.jit(self._sample, static_argnums=2, out_shardings=self.replicated)
 
@@ -442,6 +498,11 @@ class Experiment:
   def score_fn(self, params, train=False, rng=None):
     """`score_fn(x, t)` of the network with `params` (dropout on with `train`, drawn from `rng`)."""
     m = self.config.model
+    if self.is_classifier:
+      raise UserError(
+        f"model.name={m.name!r} is a classifier of noisy inputs, not a score model; it guides the samples of "
+        "a score model: --mode=sample --workdir=<its run> --config.sampling.classifier_workdir=<this run>"
+      )
     return models.get_score_fn(
       self.model,
       params,
@@ -467,26 +528,60 @@ class Experiment:
     )
     return jax.device_put(state, self.replicated)
 
-  def sampling_score_fn(self, params, labels=None):
-    """The score the sampler follows: the network's, or with class `labels` `(batch,)` the classifier-free
-    guided score `(1 + w) s(x, t, y) - w s(x, t, null)`, `w = sampling.guidance_scale` (control/guidance.py)."""
+  def logits_fn(self, params, train=False, rng=None):
+    """`logits_fn(x, t) -> (batch, num_classes)` of a classifier of noisy inputs with `params`."""
+    return models.classifier.get_logits_fn(self.model, params, self.sde, train=train, rng=rng)
+
+  def batch_loss(self, params, batch, rng):
+    """The training loss of one stored batch (with its labels, `(batch, labels)`, where the model has classes):
+    the score matching loss, with label dropout for a class-conditional network, or a classifier's
+    cross-entropy over noisy inputs. `rng` draws the augmentation, dropout, label dropout and the loss's noise."""
+    images, labels = batch if self.num_classes else (batch, None)
+    x = self.preprocess(images, jax.random.fold_in(rng, 2))
+    if self.is_classifier:
+      return self.loss_fn(
+        self.logits_fn(params, True, jax.random.fold_in(rng, 1)), x, labels, jax.random.fold_in(rng, 0)
+      )
+    score_fn = self.score_fn(params, train=True, rng=jax.random.fold_in(rng, 1))  # dropout
+    if labels is not None:
+      # Label dropout (Ho & Salimans 2022): one network learns s(x, t, y) and, on the null label, s(x, t).
+      dropped = jax.random.uniform(jax.random.fold_in(rng, 3), labels.shape) < self.config.training.label_dropout
+      score_fn = functools.partial(score_fn, labels=jnp.where(dropped, self.num_classes, labels).astype(jnp.int32))
+    return self.loss_fn(score_fn, x, jax.random.fold_in(rng, 0))
+
+  def use_classifier(self, logits_fn_of, params, num_classes):
+    """Guide class-conditional sampling with a classifier of noisy inputs: `logits_fn_of(params)` its
+    `logits_fn(x, t)` (run/classifier.py loads one from its run)."""
+    label = self.config.sampling.get("class_label", -1)
+    check_int("sampling.class_label", label, -1, num_classes - 1)
+    self.guiding_classifier, self.classifier_params = logits_fn_of, jax.device_put(params, self.replicated)
+
+  def sampling_score_fn(self, params, labels=None, classifier_params=None):
+    """The score the sampler follows: the network's, or with class `labels` `(batch,)` a guided one,
+    `w = sampling.guidance_scale` (control/guidance.py): with a classifier (`use_classifier`),
+    `s(x, t) + w grad log p_phi(y | x, t)`; else the classifier-free `(1 + w) s(x, t, y) - w s(x, t, null)`."""
     score_fn = self.score_fn(params)
     if labels is None:
       return score_fn
-    return control.classifier_free_guidance(score_fn, labels, self.config.sampling.guidance_scale, self.num_classes)
+    scale = self.config.sampling.guidance_scale
+    if self.guiding_classifier is not None:
+      log_prob_fn = control.class_log_prob(self.guiding_classifier(classifier_params))
+      return control.classifier_guidance(score_fn, log_prob_fn, labels, scale)
+    return control.classifier_free_guidance(score_fn, labels, scale, self.num_classes)
 
   def sample_labels(self, num):
     """The class label of each of `num` samples, `sampling.class_label`, or None: unconditional."""
     label = self.config.sampling.get("class_label", -1)
     return None if label < 0 else np.full((num,), label, np.int32)
 
-  def _sample(self, params, rng, num, labels=None):
+  def _sample(self, params, rng, num, labels=None, classifier_params=None):
     """Draw `num` samples with `sampling.method` from `x_init ~ p_T` (the SDE's prior): one program.
     Returns the samples and the number of score evaluations per sample."""
     x_init = self.sde.prior_sample(jax.random.fold_in(rng, 0), (num,) + self.dataset.shape)
     if num % self.mesh.size == 0:
       x_init = jax.lax.with_sharding_constraint(x_init, NamedSharding(self.mesh, P("data")))
-    return self.sampling_fn(self.sampling_score_fn(params, labels), x_init, jax.random.fold_in(rng, 1))
+    score_fn = self.sampling_score_fn(params, labels, classifier_params)
+    return self.sampling_fn(score_fn, x_init, jax.random.fold_in(rng, 1))
 
   def generate(self, params, step, num=None, progress=None, labels=None):
     """`sampling.num_samples` samples (in chunks of `sampling.batch_size`) with the key of `step`, of the
@@ -500,7 +595,7 @@ class Experiment:
     for i, lo in enumerate(range(0, num, s.batch_size)):
       size = min(s.batch_size, num - lo)
       chunk_labels = None if labels is None else labels[lo : lo + size]
-      x, nfe = self.sample(params, jax.random.fold_in(rng, i), size, chunk_labels)
+      x, nfe = self.sample(params, jax.random.fold_in(rng, i), size, chunk_labels, self.classifier_params)
       chunks.append(np.asarray(x))
       if progress is not None:
         progress(lo + len(x), num, float(np.mean(nfe)), time.perf_counter() - t0)

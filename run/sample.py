@@ -9,7 +9,9 @@ import numpy as np
 from scorejax import plotting
 from scorejax.datasets.toy2d import empirical_score
 from scorejax.logging_utils import atomic_output, unwritable_reason
+from scorejax.run.classifier import attach_classifier
 from scorejax.run.experiment import Experiment, UserError, restore_for_inference
+from scorejax.run.inpaint import complete_held_out
 
 
 def write_samples(exp, params, step, out_dir, logger=None, progress=None):
@@ -21,8 +23,9 @@ def write_samples(exp, params, step, out_dir, logger=None, progress=None):
     return None
   os.makedirs(out_dir, exist_ok=True)
   samples = exp.generate(params, step, progress=progress)
+  labels = exp.sample_labels(len(samples))  # the class of each sample, where they have one
   with atomic_output(os.path.join(out_dir, f"samples_{step}.npz")) as tmp:
-    np.savez(tmp, samples=samples)
+    np.savez(tmp, samples=samples, **({} if labels is None else {"labels": labels}))
   png = os.path.join(out_dir, f"samples_{step}.png")
   if exp.dataset.is_image:
     lo = -1.0 if exp.config.data.centered else 0.0
@@ -68,6 +71,16 @@ def sample(config, workdir, devices=None, print_fn=print):
   state = restore_for_inference(exp, workdir)
   step = int(state.step)
   s = config.sampling
+  if s.get("classifier_workdir"):
+    classifier_state = attach_classifier(exp, s.classifier_workdir, devices)[1]
+    print_fn(
+      f"classifier guidance (scale {s.guidance_scale:g}) by {s.classifier_workdir}, step {int(classifier_state.step)}"
+    )
+  if s.get("inpaint_mask") or s.get("colorize"):
+    task = f"inpaint_mask={s.inpaint_mask}" if s.inpaint_mask else "colorize"
+    samples = complete_held_out(exp, state.ema_params, step, os.path.join(workdir, "samples"), print_fn)
+    print_fn(f"wrote {len(samples)} held-out images completed ({task}) by checkpoint step {step} to {workdir}/samples")
+    return samples
 
   def progress(done, total, nfe, seconds):
     print_fn(f"sampling ({s.method}): {done}/{total} samples, {nfe:g} score evaluations each, {seconds:.1f}s")

@@ -1,7 +1,6 @@
 """`--mode=train`: the training loop, its compiled step, signals and the NaN check."""
 
 import collections
-import functools
 import os
 import signal
 
@@ -15,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 from scorejax import datasets, models
 from scorejax.checkpointing import Checkpointer, CheckpointError
 from scorejax.logging_utils import MetricsLogger, atomic_output
+from scorejax.run.classifier import classifier_accuracy
 from scorejax.run.experiment import (
   TRAIN,
   Experiment,
@@ -42,19 +42,9 @@ def make_train_step(exp):
   rate = config.model.ema_rate
   train_key = seed_key(config, TRAIN)
 
-  def loss_fn(params, batch, rng):
-    images, labels = batch if exp.num_classes else (batch, None)
-    x = exp.preprocess(images, jax.random.fold_in(rng, 2))
-    score_fn = exp.score_fn(params, train=True, rng=jax.random.fold_in(rng, 1))  # dropout
-    if labels is not None:
-      # Label dropout (Ho & Salimans 2022): one network learns s(x, t, y) and, on the null label, s(x, t).
-      dropped = jax.random.uniform(jax.random.fold_in(rng, 3), labels.shape) < config.training.label_dropout
-      score_fn = functools.partial(score_fn, labels=jnp.where(dropped, exp.num_classes, labels).astype(jnp.int32))
-    return exp.loss_fn(score_fn, x, jax.random.fold_in(rng, 0))
-
   def one_step(state, batch):
     rng = jax.random.fold_in(train_key, state.step)
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, rng)
+    loss, grads = jax.value_and_grad(exp.batch_loss)(state.params, batch, rng)
     updates, opt_state = exp.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     ema = jax.tree_util.tree_map(lambda e, p: rate * e + (1.0 - rate) * p, state.ema_params, params)
@@ -241,7 +231,11 @@ def _loop(exp, state, start, train_step, loader, logger, checkpointer, workdir, 
     if step % t.snapshot_freq == 0 or step == t.n_iters:
       _check_finite(state, checkpointer, workdir)
       checkpointer.save(step, state, saved)
-      if t.snapshot_sampling:
+      if exp.is_classifier:  # nothing to sample: how well it tells the classes apart under noise
+        accuracy = classifier_accuracy(exp, state.ema_params)
+        if jax.process_index() == 0:
+          print_fn(f"step {step}: held-out accuracy " + ", ".join(f"{k[9:]} {v:.3f}" for k, v in accuracy.items()))
+      elif t.snapshot_sampling:
         write_samples(exp, state.ema_params, step, os.path.join(workdir, "samples"), logger)
     if stop.should_stop(step, t.n_jitted_steps) and step < t.n_iters:
       _check_finite(state, checkpointer, workdir)

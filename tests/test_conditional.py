@@ -20,6 +20,8 @@ NETWORKS = {  # name: (options of a tiny network, example shape, width of its no
   "ncsnpp": (dict(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,)), (8, 8, 3), 32),
 }
 NUM_CLASSES = 3
+# One device: no collectives, whose rendezvous XLA:CPU aborts after 40 s when the two cores are busy elsewhere.
+QUIET = dict(print_fn=lambda *a: None, devices=jax.devices()[:1])
 
 
 def shapes(name, **options):
@@ -102,7 +104,7 @@ def conditional_toy(**fields):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   config = conditional_toy()
-  return config, train(config, str(tmp_path_factory.mktemp("conditional")), print_fn=lambda *a: None)
+  return config, train(config, str(tmp_path_factory.mktemp("conditional")), **QUIET)
 
 
 @pytest.mark.parametrize("scale", [0.0, 1.0])
@@ -110,7 +112,8 @@ def test_classifier_free_guidance_of_a_trained_network_samples_each_class(traine
   # Measured after 1000 steps: 98.6-99.4% of each class's samples nearest its own component at w = 0, and
   # the same at w = 1.
   config, state = trained
-  exp = Experiment(override(config.copy_and_resolve_references(), **{"sampling.guidance_scale": scale}))
+  guided = override(config.copy_and_resolve_references(), **{"sampling.guidance_scale": scale})
+  exp = Experiment(guided, QUIET["devices"])
   for k in range(4):
     x = exp.generate(state.ema_params, 0, num=1000, labels=np.full(1000, k))
     nearest = np.argmin(((x[:, None, :] - GMM_MEANS[None]) ** 2).sum(-1), axis=1)
@@ -121,11 +124,11 @@ def test_label_dropout_is_what_trains_the_null_label(trained, tmp_path):
   # The null row of the table gets gradients only from dropped labels; Adam leaves a row with none as it was.
   null = lambda params: np.asarray(params["label_embedding"]["embedding"][4])
   config, state = trained
-  initial = null(Experiment(config).init_state().params)
+  initial = null(Experiment(config, QUIET["devices"]).init_state().params)
   assert np.abs(null(state.params) - initial).max() > 1e-2
   config = conditional_toy(**{"training.label_dropout": 0.0, "training.n_iters": 20, "training.log_freq": 10})
   config.training.snapshot_freq = 20
-  np.testing.assert_array_equal(null(train(config, str(tmp_path), print_fn=lambda *a: None).params), initial)
+  np.testing.assert_array_equal(null(train(config, str(tmp_path), **QUIET).params), initial)
 
 
 # ----------------------------------------------------------------------------- refused configs
