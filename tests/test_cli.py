@@ -23,14 +23,14 @@ TOY = [*TOY_FLAGS, "--config.training.snapshot_sampling=False"]
     (
       ["--config=configs/nope.py"],
       "config file 'configs/nope.py' not found; available: configs/cifar.py, configs/digits.py, "
-      "configs/folder.py, configs/toy2d.py",
+      "configs/digits_classifier.py, configs/folder.py, configs/toy2d.py",
     ),
     (["--config=configs/toy2d.py:spiral"], "unknown toy2d variant 'spiral'; valid choices: gmm, swiss_roll"),
     (["--mode=fly"], "unknown --mode='fly'; valid choices: train, sample, eval"),
     (
       ["--config.model.name=unet9000"],
-      "unknown model.name 'unet9000'; valid choices: ddpm, mlp, ncsn, ncsn_small, ncsnpp, ncsnv2, ncsnv2_128, "
-      "ncsnv2_256",
+      "unknown model.name 'unet9000'; valid choices: classifier_conv, classifier_mlp, ddpm, mlp, ncsn, ncsn_small, "
+      "ncsnpp, ncsnv2, ncsnv2_128, ncsnv2_256",
     ),
     (["--config.training.batch_size=-8"], "training.batch_size must be a positive integer, got -8"),
     (["--config.training.batch_size=6"], "training.batch_size=6 is not divisible by the number of devices (4)"),
