@@ -1,5 +1,6 @@
 """`--mode=train`: the training loop, its compiled step, signals and the NaN check."""
 
+import collections
 import os
 import signal
 
@@ -198,15 +199,31 @@ def _train(config, workdir, devices, print_fn, stop):
   return state
 
 
+def max_steps_in_flight(mesh):
+  """How many dispatched train steps may run ahead of the host.
+
+  Two on accelerators: the device never waits for the host, and the host never queues without bound.
+  One on XLA:CPU with several devices: there each device's share of a step runs on one shared thread
+  pool, and an all-reduce holds a thread per device until every device has arrived; with several steps
+  in flight the pool can fill with participants of different steps, none of which can complete (seen
+  with 4 virtual devices on 2 cores: "Termination timeout for all reduce" after 40 s, then an abort).
+  """
+  return 1 if mesh.devices.flat[0].platform == "cpu" and mesh.size > 1 else 2
+
+
 def _loop(exp, state, start, train_step, loader, logger, checkpointer, workdir, print_fn, stop):
   config, t = exp.config, exp.config.training
   saved = config_dict(config)
   window = []
   step = start
+  pending, in_flight = collections.deque(), max_steps_in_flight(exp.mesh)
   while step < t.n_iters:
     state, step_losses = train_step(state, next(loader))
     step += t.n_jitted_steps
     window.append(step_losses)
+    pending.append(step_losses)
+    if len(pending) >= in_flight:
+      jax.block_until_ready(pending.popleft())
     if step % t.log_freq == 0 or step == t.n_iters:
       _check_finite(state, checkpointer, workdir)
       logger.log(step, {"loss": float(jnp.mean(jnp.concatenate(window)))})
