@@ -2,16 +2,17 @@
 
   python bench/guidance.py --workdir=runs/digits --classifier_workdir=runs/digits_classifier
   python bench/guidance.py --workdir=runs/digits_cfg              # a class-conditional model: classifier-free
-      [--scales=0,1,2,4] [--per_class=100] [--grid=guidance.png] [--inpaint=center,left,random:0.5]
+      [--scales=default,0,1,2,4] [--per_class=100] [--grid=guidance.png] [--inpaint=center,left,random:0.5]
       [--inpaint_correctors=none,langevin,resample] [--inpaint_picture=DIR] [--cache=runs/digits/eval/digits_classifier]
 
-1. Guidance. For each guidance scale `w` of `--scales` and each digit class, `--per_class` samples of that class
-   with the run's own sampler (`sampling.*` of its saved config): classifier guidance by the noise-conditional
-   classifier of `--classifier_workdir` (`s + w grad log p_phi(y | x_t)`), or classifier-free guidance where the
-   run's model is class-conditional (`(1 + w) s(x, y) - w s(x)`). The table gives, per class, the fraction of
-   samples that the project's evaluation classifier (evaluation/digits_classifier.py, trained on the training
-   digits, ~97% on the held-out ones; a separate network from the guiding classifier) labels as the class asked
-   for, the mean, and the seconds. `--grid` writes one row of 10 samples per class at the first scale >= 1.
+1. Guidance. For each guidance scale `w` of `--scales` (`default`: the one `--mode=sample` takes) and each
+   digit class, `--per_class` samples of that class with the run's own sampler (`sampling.*` of its saved
+   config): classifier guidance by the noise-conditional classifier of `--classifier_workdir`
+   (`s + w grad log p_phi(y | x_t)`), or classifier-free guidance where the run's model is class-conditional
+   (`(1 + w) s(x, y) - w s(x)`). The table gives, per class, the fraction of samples that the project's
+   evaluation classifier (evaluation/digits_classifier.py, trained on the training digits, ~97% on the held-out
+   ones; a separate network from the guiding classifier) labels as the class asked for, the mean, and the
+   seconds. `--grid` writes one row of 10 samples per class at the first scale >= 1.
 2. Inpainting. The 197 held-out digits under each mask of `--inpaint` (the region to fill), completed by the PC
    sampler (predictor reverse diffusion on the run's time grid, unguided) with each corrector of
    `--inpaint_correctors`: none (plain replacement), Langevin (`sampling.n_steps_each` steps at `sampling.snr`:
@@ -55,7 +56,7 @@ def evaluation_labels(network, x, centered):
 
 def guided(workdir, classifier_workdir, scale, per_class):
   """`(samples (classes, per_class, ...), seconds)` at guidance scale `scale`."""
-  config = saved_config(workdir, **{"sampling.guidance_scale": float(scale), "sampling.class_label": 0})
+  config = saved_config(workdir, **{"sampling.guidance_scale": scale, "sampling.class_label": 0})
   config.sampling.classifier_workdir = classifier_workdir or ""
   exp = Experiment(config)
   state = restore_for_inference(exp, workdir)
@@ -64,14 +65,15 @@ def guided(workdir, classifier_workdir, scale, per_class):
   labels = np.repeat(np.arange(NUM_CLASSES), per_class)
   start = time.perf_counter()
   samples = exp.generate(state.ema_params, int(state.step), num=len(labels), labels=labels)
-  return samples.reshape((NUM_CLASSES, per_class) + samples.shape[1:]), time.perf_counter() - start, config
+  samples = samples.reshape((NUM_CLASSES, per_class) + samples.shape[1:])
+  return samples, time.perf_counter() - start, config, exp.guidance_scale
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--classifier_workdir", default="")
-  parser.add_argument("--scales", default="0,1,2,4")
+  parser.add_argument("--scales", default="default,0,1,2,4")
   parser.add_argument("--per_class", type=int, default=100)
   parser.add_argument("--grid", default="")
   parser.add_argument("--inpaint", default="center,left,random:0.5")
@@ -87,7 +89,7 @@ def main():
     cache, ds.train / ds.max_value, ds.train_labels, ds.test / ds.max_value, ds.test_labels
   )
   print(f"evaluation classifier: {100 * accuracy:.1f}% on the held-out digits")
-  scales = [float(w) for w in args.scales.split(",") if w]
+  scales = [None if w == "default" else float(w) for w in args.scales.split(",") if w]
   kind = "classifier guidance" if args.classifier_workdir else "classifier-free guidance"
   if scales:
     print(f"\n{kind}, {args.per_class} samples per class, sampler {base.sampling.method}\n")
@@ -95,12 +97,13 @@ def main():
     print("|---" * (NUM_CLASSES + 3) + "|")
   grid_written = False
   for scale in scales:
-    samples, seconds, config = guided(args.workdir, args.classifier_workdir, scale, args.per_class)
+    samples, seconds, config, used = guided(args.workdir, args.classifier_workdir, scale, args.per_class)
     flat = samples.reshape((-1,) + samples.shape[2:])
     right = evaluation_labels(network, flat, config.data.centered).reshape(NUM_CLASSES, -1) == np.arange(10)[:, None]
     cells = " | ".join(f"{100 * r:.0f}" for r in right.mean(1))
-    print(f"| {scale:g} | {cells} | {100 * right.mean():.1f} | {seconds:.0f} |", flush=True)
-    if args.grid and not grid_written and scale >= 1:
+    name = f"{used:g}" + (" (default)" if scale is None else "")
+    print(f"| {name} | {cells} | {100 * right.mean():.1f} | {seconds:.0f} |", flush=True)
+    if args.grid and not grid_written and used >= 1:
       lo = -1.0 if config.data.centered else 0.0
       plotting.save_image_grid((samples[:, :10].reshape((-1,) + samples.shape[2:]) - lo) / (1.0 - lo), args.grid)
       grid_written = True

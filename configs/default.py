@@ -65,7 +65,10 @@ def get_default_config():
   sampling.ode_max_steps = 4096       # adaptive solvers: attempted steps before giving up
   # class guidance (control/guidance.py)
   sampling.class_label = -1           # the class to sample, or -1: unconditional
-  sampling.guidance_scale = 1.0       # w: classifier-free (1 + w) s(x, y) - w s(x), or s(x) + w grad log p(y | x)
+  sampling.guidance_scale = ml_collections.config_dict.placeholder(float)
+                                      # w: classifier-free (1 + w) s(x, y) - w s(x), or s(x) + w grad log p(y | x);
+                                      # None: 1 for classifier-free guidance, and for classifier guidance the
+                                      # scale saved with the classifier's run (its own sampling.guidance_scale)
   sampling.classifier_workdir = ""    # a run of a classifier of noisy inputs (configs/digits_classifier.py): guides
                                       # sampling.class_label by its gradient instead of classifier-free guidance
   # inpainting and colorization of held-out images (control/constraints.py; sampling.method='pc')

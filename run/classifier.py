@@ -45,7 +45,9 @@ def attach_classifier(exp, workdir, devices=None):
     )
   classifier = Experiment(config, devices)
   state = restore_for_inference(classifier, workdir)
-  exp.use_classifier(classifier.logits_fn, state.ema_params, classifier.num_classes)
+  exp.use_classifier(
+    classifier.logits_fn, state.ema_params, classifier.num_classes, config.sampling.get("guidance_scale")
+  )
   return classifier, state
 
 

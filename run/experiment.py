@@ -361,7 +361,8 @@ def check_conditioning(config):
   check_int("model.num_classes", num_classes, 0)
   if "label_dropout" in config.training:
     check_real("training.label_dropout", config.training.label_dropout, "in [0, 1)")
-  check_real("sampling.guidance_scale", s.get("guidance_scale", 0.0), ">= 0")
+  if s.get("guidance_scale") is not None:
+    check_real("sampling.guidance_scale", s.guidance_scale, ">= 0")
   label = s.get("class_label", -1)
   check_int("sampling.class_label", label, -1, num_classes - 1 if num_classes else None)
   if models.classifier.is_classifier(as_user_error(models.get_model_class, m.name)):
@@ -481,6 +482,7 @@ class Experiment:
     self.sampling_fn = build_sampler(config, self.sde)
     self.optimizer = build_optimizer(config)
     self.guiding_classifier, self.classifier_params = None, None  # set by `use_classifier`
+    self.classifier_guidance_scale = None
     # `num` fixes the sample shape; replicated samples can be read on every host, not only their shard.
     self.sample = jax.jit(self._sample, static_argnums=2, out_shardings=self.replicated)
 
@@ -549,12 +551,23 @@ class Experiment:
       score_fn = functools.partial(score_fn, labels=jnp.where(dropped, self.num_classes, labels).astype(jnp.int32))
     return self.loss_fn(score_fn, x, jax.random.fold_in(rng, 0))
 
-  def use_classifier(self, logits_fn_of, params, num_classes):
+  def use_classifier(self, logits_fn_of, params, num_classes, guidance_scale=None):
     """Guide class-conditional sampling with a classifier of noisy inputs: `logits_fn_of(params)` its
-    `logits_fn(x, t)` (run/classifier.py loads one from its run)."""
+    `logits_fn(x, t)` (run/classifier.py loads one from its run), with `guidance_scale` where
+    `sampling.guidance_scale` is None: the scale that suits that classifier, saved with its run."""
     label = self.config.sampling.get("class_label", -1)
     check_int("sampling.class_label", label, -1, num_classes - 1)
     self.guiding_classifier, self.classifier_params = logits_fn_of, jax.device_put(params, self.replicated)
+    self.classifier_guidance_scale = guidance_scale
+
+  @property
+  def guidance_scale(self):
+    """`w`: `sampling.guidance_scale`, or where it is None, the guiding classifier's own scale (classifier
+    guidance) or 1 (classifier-free guidance; Ho & Salimans 2022 sample at w in [0.1, 4])."""
+    scale = self.config.sampling.get("guidance_scale")
+    if scale is None and self.guiding_classifier is not None:
+      scale = self.classifier_guidance_scale
+    return 1.0 if scale is None else float(scale)
 
   def sampling_score_fn(self, params, labels=None, classifier_params=None):
     """The score the sampler follows: the network's, or with class `labels` `(batch,)` a guided one,
@@ -563,7 +576,7 @@ class Experiment:
     score_fn = self.score_fn(params)
     if labels is None:
       return score_fn
-    scale = self.config.sampling.guidance_scale
+    scale = self.guidance_scale
     if self.guiding_classifier is not None:
       log_prob_fn = control.class_log_prob(self.guiding_classifier(classifier_params))
       return control.classifier_guidance(score_fn, log_prob_fn, labels, scale)

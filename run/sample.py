@@ -74,7 +74,7 @@ def sample(config, workdir, devices=None, print_fn=print):
   if s.get("classifier_workdir"):
     classifier_state = attach_classifier(exp, s.classifier_workdir, devices)[1]
     print_fn(
-      f"classifier guidance (scale {s.guidance_scale:g}) by {s.classifier_workdir}, step {int(classifier_state.step)}"
+      f"classifier guidance (scale {exp.guidance_scale:g}) by {s.classifier_workdir}, step {int(classifier_state.step)}"
     )
   if s.get("inpaint_mask") or s.get("colorize"):
     task = f"inpaint_mask={s.inpaint_mask}" if s.inpaint_mask else "colorize"

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from scorejax.datasets.toy2d import GMM_MEANS
-from scorejax.run.classifier import classifier_accuracy
+from scorejax.run.classifier import attach_classifier, classifier_accuracy
 from scorejax.run.experiment import Experiment, UserError, validate_config
 from scorejax.run.inpaint import inpainting_masks
 from scorejax.run.sample import sample
@@ -71,7 +71,7 @@ def test_classifier_guidance_samples_the_class_asked_for(runs, label):
   score_dir, classifier_dir, _, _ = runs
   config = mixture_run(**{"sampling.classifier_workdir": classifier_dir, "sampling.class_label": label})
   x = sample(config, score_dir, **QUIET)
-  share = np.mean(nearest_component(x) == label)  # measured 0.98-0.99 at the default scale 1
+  share = np.mean(nearest_component(x) == label)  # measured 0.98-0.99 at the default scale, 1 here
   assert share > 0.9, np.bincount(nearest_component(x), minlength=4) / len(x)
 
 
@@ -98,6 +98,22 @@ def test_a_classifier_run_refuses_to_be_sampled_and_a_score_run_to_guide(runs, t
   train(ve, ve_dir, **QUIET)
   with pytest.raises(UserError, match="trained for another SDE or data"):
     sample(override(ve, **{"sampling.classifier_workdir": classifier_dir, "sampling.class_label": 1}), ve_dir, **QUIET)
+
+
+def test_the_default_scale_of_classifier_guidance_is_the_one_saved_with_the_classifier(runs, tmp_path):
+  # A learned classifier is weaker than the exact one and its run carries the scale that suits it
+  # (configs/digits_classifier.py: 8); a scale given for the sampling wins; unguided and classifier-free
+  # sampling take w = 1.
+  score_dir, _, _, _ = runs
+  classifier_dir = str(tmp_path)
+  few_steps = {"training.n_iters": 10, "training.snapshot_freq": 10, "sampling.guidance_scale": 8.0}
+  train(mixture_run(**{"model.name": "classifier_mlp", "model.num_classes": 4, **few_steps}), classifier_dir, **QUIET)
+  guided = {"sampling.classifier_workdir": classifier_dir, "sampling.class_label": 1}
+  for fields, scale in [({}, 8.0), ({"sampling.guidance_scale": 0.5}, 0.5)]:
+    exp = Experiment(mixture_run(**guided, **fields), QUIET["devices"])
+    attach_classifier(exp, classifier_dir, QUIET["devices"])
+    assert exp.guidance_scale == scale
+  assert Experiment(mixture_run(**{"model.num_classes": 4}), QUIET["devices"]).guidance_scale == 1.0
 
 
 def test_classifier_free_guidance_from_the_command_line(tmp_path):
