@@ -12,10 +12,10 @@ the configs of yang-song/score_sde; NCSN: Song & Ermon 2019; NCSNv2: Song & Ermo
   vp_ddpm            DDPM (Ho et al. 2020), discrete (configs/vp/ddpm/cifar10.py)
   ncsnv2             NCSNv2, 232 noise levels      (configs/ve/ncsnv2/cifar10.py)
   ncsn               NCSN, 10 noise levels         (configs/ve/ncsn/cifar10.py)
-  edm_ddpmpp         EDM, DDPM++ (its "VP" column)  (Karras et al. 2022, Table 2 config F, Table 7; NVlabs/edm
-  edm_ncsnpp         EDM, NCSN++ (its "VE" column)   train.py --arch=ddpmpp|ncsnpp --precond=edm)
-  edm_ddpmpp_cond    the same, class-conditional    (train.py --cond=1)
-  edm_ncsnpp_cond
+  edm_ddpmpp         EDM, DDPM++ ("VP" column)     (Karras et al. 2022, Table 2 config F and Table 7;
+  edm_ncsnpp         EDM, NCSN++ ("VE" column)      NVlabs/edm train.py --precond=edm --arch=ddpmpp|ncsnpp)
+  edm_ddpmpp_cond    EDM, DDPM++, class-conditional (train.py --cond=1 --arch=ddpmpp)
+  edm_ncsnpp_cond    EDM, NCSN++, class-conditional (train.py --cond=1 --arch=ncsnpp)
 
 The data is the standard `cifar-10-python.tar.gz` in `data.root` (default `data/`).
 
