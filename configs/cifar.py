@@ -12,6 +12,10 @@ the configs of yang-song/score_sde; NCSN: Song & Ermon 2019; NCSNv2: Song & Ermo
   vp_ddpm            DDPM (Ho et al. 2020), discrete (configs/vp/ddpm/cifar10.py)
   ncsnv2             NCSNv2, 232 noise levels      (configs/ve/ncsnv2/cifar10.py)
   ncsn               NCSN, 10 noise levels         (configs/ve/ncsn/cifar10.py)
+  edm_ddpmpp         EDM, DDPM++ ("VP" column)     (Karras et al. 2022, Table 2 config F and Table 7;
+  edm_ncsnpp         EDM, NCSN++ ("VE" column)      NVlabs/edm train.py --precond=edm --arch=ddpmpp|ncsnpp)
+  edm_ddpmpp_cond    EDM, DDPM++, class-conditional (train.py --cond=1 --arch=ddpmpp)
+  edm_ncsnpp_cond    EDM, NCSN++, class-conditional (train.py --cond=1 --arch=ncsnpp)
 
 The data is the standard `cifar-10-python.tar.gz` in `data.root` (default `data/`).
 
@@ -35,6 +39,10 @@ VARIANTS = (
   "vp_ddpm",
   "ncsnv2",
   "ncsn",
+  "edm_ddpmpp",
+  "edm_ncsnpp",
+  "edm_ddpmpp_cond",
+  "edm_ncsnpp_cond",
 )
 
 # score_sde's checkpoint folder (its README) -> (variant, overrides) that reproduce its config.
@@ -140,6 +148,56 @@ def _ddpmpp(model, deep=False):
   model.embedding_type = "positional"
 
 
+def _edm(config, arch, cond):
+  """EDM's CIFAR-10 recipe (Karras et al. 2022, Table 2 config F and Table 7; NVlabs/edm `train.py` with
+  `--precond=edm --arch=<arch> --cond=<cond>` and its defaults): the EDM loss and preconditioning, 200 Mimg
+  at batch 512, Adam at lr 1e-3 ramped up over 10 Mimg, EMA half-life 500 kimg ramped up at 0.05, dropout
+  0.13, no gradient clipping; sampled with EDM's Heun sampler in 18 steps (35 evaluations)."""
+  training, sampling, model, optim, data = config.training, config.sampling, config.model, config.optim, config.data
+  # The network is conditioned on the noise level itself (c_noise = ln(sigma) / 4), so the SDE only maps
+  # times to levels: the VE SDE over EDM's range [0.002, 80] has EDM's prior N(0, 80^2 I) and sigma = t's
+  # log-linear map; the loss's log-normal levels outside the range are reached by the same formula.
+  training.sde = "vesde"
+  model.sigma_min, model.sigma_max = 0.002, 80.0
+  training.loss, training.continuous = "edm", True
+  training.p_mean, training.p_std = -1.2, 1.2
+  training.reduce_mean = False  # EDM sums the squared error over the pixels (loss.sum() / batch)
+  training.batch_size = 512
+  training.n_iters = 390_625  # 200 Mimg / 512
+  model.prediction, model.sigma_data, model.scale_by_sigma = "edm", 0.5, False
+  model.ema_halflife_kimg, model.ema_rampup_ratio = 500.0, 0.05
+  model.dropout = 0.13
+  optim.lr, optim.beta1, optim.eps = 1e-3, 0.9, 1e-8  # Adam's beta2 is optax's 0.999, as EDM's
+  optim.warmup, optim.lr_rampup_kimg = 0, 10_000.0
+  optim.grad_clip = -1.0
+  # Images in [-1, 1] (sigma_data = 0.5), without flips: EDM's non-leaking augmentation takes their place.
+  # TODO(issue 13, at the merge of the augmentation pipeline): data.augment_p = 0.12 and model.augment_dim = 9
+  # (train.py --augment=0.12: x-flips, integer translation, scaling, rotation, labels fed to the network).
+  data.centered, data.random_flip, data.uniform_dequantization = True, False, False
+  sampling.method, sampling.num_steps, sampling.rho = "edm", 18, 7.0
+  sampling.s_churn, sampling.s_min, sampling.s_max, sampling.s_noise = 0.0, 0.0, float("inf"), 1.0
+  # The sampler runs from sigma(T) = 80 to sigma(eps) = 0.002 * 40000^eps: 1e-6 is EDM's 0.002 within 1.1e-5.
+  sampling.eps = 1e-6
+  # EDM's SongUNet with train.py's presets: model_channels 128, channel_mult [2, 2, 2] (Table 2's config C:
+  # no 4x4 level, the 32x32 level doubled), 4 blocks per level, attention at 16x16, BigGAN-style resampling
+  # blocks with skip rescaling; DDPM++: positional embedding, standard encoder, box filter [1, 1]; NCSN++:
+  # Fourier features (scale 16, 2 x 128 channels), residual input pyramid, FIR filter [1, 3, 3, 1]; both with
+  # the standard decoder (progressive='none'). Unconditional, the parameter tree has EDM's shapes (55,732,739
+  # DDPM++; NCSN++ 56,395,523 and the 128 fixed Fourier frequencies, a buffer in EDM). Where this network differs:
+  # - the positional embedding is of 250 c_noise (models/layerspp.py), EDM's of c_noise itself;
+  # - a class joins as a learned vector per class (and a null row) added after the embedding MLP, 11 x 512
+  #   parameters; EDM adds a linear map of the one-hot label (10 x 128 and a bias) before it;
+  # - the zero-initialised output layers start at score_sde's scale (init_scale 0), EDM's at 1e-5.
+  (_ddpmpp if arch == "ddpmpp" else _ncsnpp)(model)
+  model.ch_mult = (2, 2, 2)
+  if cond:
+    model.num_classes = 10
+    training.label_dropout = 0.0  # EDM's conditional models are trained on every label (SongUNet label_dropout=0)
+    # Every class in turn (5000 each of 50k samples, as CIFAR-10's training set); without label dropout the
+    # null label is untrained, so no classifier-free guidance.
+    sampling.class_label, sampling.guidance_scale = -2, 0.0
+
+
 def get_config(variant="vp_ddpmpp"):
   if variant not in VARIANTS:
     raise ValueError(f"unknown cifar variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
@@ -148,7 +206,9 @@ def get_config(variant="vp_ddpmpp"):
   sde = variant.partition("_")[0]
   deep = variant.endswith("_deep")
 
-  if variant.startswith("ve_ncsnpp"):
+  if variant.startswith("edm_"):
+    _edm(config, variant.split("_")[1], variant.endswith("_cond"))
+  elif variant.startswith("ve_ncsnpp"):
     training.sde = "vesde"
     sampling.predictor, sampling.corrector = "reverse_diffusion", "langevin"
     sampling.eps = 1e-5  # score_sde samples VE down to t = 1e-5 (run_lib: sampling_eps)

@@ -64,7 +64,7 @@ def get_default_config():
   sampling.atol = 1e-5
   sampling.ode_max_steps = 4096       # adaptive solvers: attempted steps before giving up
   # class guidance (control/guidance.py)
-  sampling.class_label = -1           # the class to sample, or -1: unconditional
+  sampling.class_label = -1           # the class to sample, or -1: unconditional, or -2: every class in turn
   sampling.guidance_scale = ml_collections.config_dict.placeholder(float)
                                       # w: classifier-free (1 + w) s(x, y) - w s(x), or s(x) + w grad log p(y | x);
                                       # None: 1 for classifier-free guidance, and for classifier guidance the
@@ -118,7 +118,10 @@ def get_default_config():
   model.beta_min = 0.1                # VP and sub-VP SDEs
   model.beta_max = 20.0
   model.dropout = 0.0
-  model.ema_rate = 0.999
+  model.ema_rate = 0.999              # EMA of the weights: its decay per step (while ema_halflife_kimg = 0)
+  model.ema_halflife_kimg = 0.0       # > 0: EDM's EMA instead, by the half-life of the old weights in thousands of
+                                      # training images (Karras et al. 2022: 500)
+  model.ema_rampup_ratio = 0.05       # ... the half-life capped at this fraction of the images seen (0 or None: no cap)
   model.nf = 16
   model.ch_mult = (1, 2)
   model.num_res_blocks = 1
@@ -137,7 +140,8 @@ def get_default_config():
   optim.lr = 2e-3
   optim.beta1 = 0.9
   optim.eps = 1e-8
-  optim.warmup = 200
+  optim.warmup = 200                  # linear warm-up of the lr over this many steps (0: none)
+  optim.lr_rampup_kimg = 0.0          # EDM's linear lr ramp-up over this many thousand images (0: none; EDM: 10000)
   optim.grad_clip = 1.0
   # fmt: on
   return config

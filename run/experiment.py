@@ -165,13 +165,36 @@ def build_sampler(config, sde):
   return as_user_error(samplers.get_sampling_fn, sde, config.sampling.method, **sampling_options(config))
 
 
+def lr_rampup(step, batch_size, rampup_kimg):
+  """EDM's learning-rate ramp-up (Karras et al. 2022, App. F, Table 7; NVlabs/edm `training_loop.py`): the factor
+  `min(n / (1000 rampup_kimg), 1)` on the learning rate, `n = step * batch_size` the training images seen before
+  the step (`batch_size` the global batch). So the first step, with no image seen, has learning rate 0, as EDM's."""
+  images_seen = jnp.asarray(step, jnp.float32) * batch_size  # float: the count outgrows int32 in long runs
+  return jnp.minimum(images_seen / max(rampup_kimg * 1000.0, 1e-8), 1.0)
+
+
+def learning_rate_schedule(config):
+  """`lr(step)` (`step` counts the updates before this one): `optim.lr` times the linear warm-up
+  `min((step + 1) / optim.warmup, 1)` and, where `optim.lr_rampup_kimg > 0`, EDM's ramp-up in images
+  `lr_rampup(step, training.batch_size, optim.lr_rampup_kimg)`."""
+  o = config.optim
+  warmup = max(int(o.warmup), 1)
+  rampup_kimg, batch_size = o.lr_rampup_kimg, config.training.batch_size
+
+  def schedule(step):
+    lr = o.lr * jnp.minimum((step + 1) / warmup, 1.0)
+    return lr * lr_rampup(step, batch_size, rampup_kimg) if rampup_kimg > 0 else lr
+
+  return schedule
+
+
 def build_optimizer(config):
-  """Adam with linear warm-up to `optim.lr` over `optim.warmup` steps and global-norm clipping."""
+  """Adam at `learning_rate_schedule(config)` (the warm-up in steps, EDM's ramp-up in images) after
+  global-norm clipping."""
   o = config.optim
   if o.optimizer.lower() != "adam":
     raise UserError(f"unknown optim.optimizer {o.optimizer!r}; valid choices: Adam")
-  warmup = max(int(o.warmup), 1)
-  schedule = lambda step: o.lr * jnp.minimum((step + 1) / warmup, 1.0)
+  schedule = learning_rate_schedule(config)
   # The clip stays in the chain when off (an infinite norm) so that the optimizer state has the same
   # structure whatever `optim.grad_clip` is, and a run can resume with a different value.
   clip = optax.clip_by_global_norm(o.grad_clip if o.grad_clip > 0 else float("inf"))
@@ -262,6 +285,7 @@ INT_FIELDS = {
 }
 REAL_FIELDS = {
   "model.ema_rate": "in [0, 1)",
+  "model.ema_halflife_kimg": ">= 0",
   "model.dropout": "in [0, 1)",
   "model.sigma_data": "> 0",
   "training.p_mean": "(any sign)",
@@ -282,6 +306,7 @@ REAL_FIELDS = {
   "optim.lr": "> 0",
   "optim.beta1": "in [0, 1)",
   "optim.eps": "> 0",
+  "optim.lr_rampup_kimg": ">= 0",
 }
 
 
@@ -297,6 +322,10 @@ def _present(config, names):
     yield name, node
 
 
+# sampling.class_label of a class-conditional model's samples over all its classes, each in turn: the balanced
+# class distribution of CIFAR-10's training set, under which EDM's conditional FIDs are measured (its
+# generate.py draws the classes uniformly).
+ALL_CLASSES = -2
 LOSSES = ("sde", "edm")  # training.loss: score_sde's losses (get_sde_loss_fn) or EDM's (get_edm_loss_fn)
 
 
@@ -314,6 +343,8 @@ def validate_config(config, num_devices):
       check_int(name, value, INT_FIELDS[name])
   for name, value in _present(config, REAL_FIELDS):
     check_real(name, value, REAL_FIELDS[name])
+  if m.get("ema_rampup_ratio") is not None:  # None: no ramp-up, as EDM's `ema_rampup_ratio=None`
+    check_real("model.ema_rampup_ratio", m.ema_rampup_ratio, ">= 0")
   if "s_max" in s and not (_is_real(s.s_max) and _is_real(s.s_min) and s.s_max >= s.s_min):
     raise UserError(f"sampling.s_max must be a number >= sampling.s_min={s.s_min!r} (inf allowed), got {s.s_max!r}")
   if "dpm_solver_order" in s:
@@ -355,7 +386,8 @@ def validate_config(config, num_devices):
 
 def check_conditioning(config):
   """The class fields: `model.num_classes` (a network that takes labels), `training.label_dropout`,
-  `sampling.class_label` (one of the model's classes, or -1) and `sampling.guidance_scale`."""
+  `sampling.class_label` (one of the model's classes, -1, or for a class-conditional model -2) and
+  `sampling.guidance_scale`."""
   m, s = config.model, config.sampling
   num_classes = m.get("num_classes", 0)
   check_int("model.num_classes", num_classes, 0)
@@ -364,7 +396,7 @@ def check_conditioning(config):
   if s.get("guidance_scale") is not None:
     check_real("sampling.guidance_scale", s.guidance_scale, ">= 0")
   label = s.get("class_label", -1)
-  check_int("sampling.class_label", label, -1, num_classes - 1 if num_classes else None)
+  check_int("sampling.class_label", label, ALL_CLASSES if num_classes else -1, num_classes - 1 if num_classes else None)
   if models.classifier.is_classifier(as_user_error(models.get_model_class, m.name)):
     if not num_classes:
       raise UserError(f"model.name={m.name!r} is a classifier: set model.num_classes to the number of classes")
@@ -556,7 +588,7 @@ class Experiment:
     `logits_fn(x, t)` (run/classifier.py loads one from its run), with `guidance_scale` where
     `sampling.guidance_scale` is None: the scale that suits that classifier, saved with its run."""
     label = self.config.sampling.get("class_label", -1)
-    check_int("sampling.class_label", label, -1, num_classes - 1)
+    check_int("sampling.class_label", label, ALL_CLASSES if self.num_classes else -1, num_classes - 1)
     self.guiding_classifier, self.classifier_params = logits_fn_of, jax.device_put(params, self.replicated)
     self.classifier_guidance_scale = guidance_scale
 
@@ -583,8 +615,11 @@ class Experiment:
     return control.classifier_free_guidance(score_fn, labels, scale, self.num_classes)
 
   def sample_labels(self, num):
-    """The class label of each of `num` samples, `sampling.class_label`, or None: unconditional."""
+    """The class label of each of `num` samples: `sampling.class_label`; with `ALL_CLASSES` every class of
+    the model in turn, `0, 1, ..., num_classes - 1, 0, ...`; or None (-1): unconditional."""
     label = self.config.sampling.get("class_label", -1)
+    if label == ALL_CLASSES:
+      return (np.arange(num) % self.num_classes).astype(np.int32)
     return None if label < 0 else np.full((num,), label, np.int32)
 
   def _sample(self, params, rng, num, labels=None, classifier_params=None):
@@ -622,7 +657,16 @@ class Experiment:
 # config that changes one of them; every other field (sampler, evaluation, number of steps, batch size,
 # learning rate, frequencies, seed, compute dtype) may change. An entry ending in "." covers a section.
 CHECKPOINT_FIELDS = ("model.", "data.", "training.sde", "training.continuous")
-FREE_FIELDS = ("model.ema_rate", "model.dropout", "data.root", "data.verify_checksum", "data.download", "data.num_test")
+FREE_FIELDS = (
+  "model.ema_rate",
+  "model.ema_halflife_kimg",
+  "model.ema_rampup_ratio",
+  "model.dropout",
+  "data.root",
+  "data.verify_checksum",
+  "data.download",
+  "data.num_test",
+)
 
 
 def config_dict(config):

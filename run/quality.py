@@ -113,7 +113,10 @@ def draw_and_extract(exp, params, step, rng, network, directory, print_fn=print)
   batches, fresh, reused, t0 = [], 0, 0, time.perf_counter()
   for i, (path, n, batch) in enumerate(zip(paths, sizes, saved)):
     if batch is None:
-      x, nfe = exp.sample(params, jax.random.fold_in(rng, i), n)
+      # A class-conditional network samples `sampling.class_label` (-2: every class in turn, as EDM's
+      # conditional FIDs are measured); else the unconditional score.
+      labels = exp.sample_labels(n) if exp.num_classes else None
+      x, nfe = exp.sample(params, jax.random.fold_in(rng, i), n, labels)
       images = to_pixels(x, exp.dataset.max_value, exp.config.data.centered)
       features, logits = network.extract(images / exp.dataset.max_value, batch_size=e.feature_batch_size)
       batch = {

@@ -55,6 +55,9 @@ DOMAINS = [
   ("toy", {"model.beta_min": 30.0}, "need 0 < model.beta_min < model.beta_max, got 30.0 and 20.0"),
   ("toy", {"model.ema_rate": 1.0}, "model.ema_rate must be a finite number in [0, 1), got 1.0"),
   ("toy", {"model.dropout": 1.0}, "model.dropout must be a finite number in [0, 1), got 1.0"),
+  ("toy", {"model.ema_halflife_kimg": -1.0}, "model.ema_halflife_kimg must be a finite number >= 0, got -1.0"),
+  ("toy", {"model.ema_halflife_kimg": math.inf}, "model.ema_halflife_kimg must be a finite number >= 0, got inf"),
+  ("toy", {"model.ema_rampup_ratio": -0.05}, "model.ema_rampup_ratio must be a finite number >= 0, got -0.05"),
   ("toy", {"sampling.n_steps_each": 0}, "sampling.n_steps_each must be a positive integer, got 0"),
   ("toy", {"sampling.num_samples": 0}, "sampling.num_samples must be a positive integer, got 0"),
   ("toy", {"sampling.batch_size": 0}, "sampling.batch_size must be a positive integer, got 0"),
@@ -94,6 +97,8 @@ DOMAINS = [
   ("toy", {"optim.beta1": 1.0}, "optim.beta1 must be a finite number in [0, 1), got 1.0"),
   ("toy", {"optim.eps": 0.0}, "optim.eps must be a finite number > 0, got 0.0"),
   ("toy", {"optim.warmup": -1}, "optim.warmup must be a non-negative integer, got -1"),
+  ("toy", {"optim.lr_rampup_kimg": -10.0}, "optim.lr_rampup_kimg must be a finite number >= 0, got -10.0"),
+  ("cifar", {"optim.lr_rampup_kimg": math.nan}, "optim.lr_rampup_kimg must be a finite number >= 0, got nan"),
 ]
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from scorejax.configs import cifar, folder
 from scorejax.datasets import cifar10
-from scorejax.run.experiment import Experiment
+from scorejax.run.experiment import Experiment, build_sde
 from scorejax.run.info import info
 from scorejax.run.train import make_train_step
 
@@ -37,16 +37,27 @@ def tiny(config, root):
 
 
 DEEP = [v for v in cifar.VARIANTS if v.endswith("_deep")]
+EDM = [v for v in cifar.VARIANTS if v.startswith("edm_")]
+# One EDM variant trains here: the others differ from it only in fields that other variants train with
+# (test_edm_variants_differ_only_in_the_network_and_the_classes).
+TRAINED = [v for v in cifar.VARIANTS if v not in DEEP and v not in EDM] + ["edm_ncsnpp_cond"]
 
 
-@pytest.mark.parametrize("variant", [v for v in cifar.VARIANTS if v not in DEEP])
+def two_batches(exp, size=4):
+  """Two steps' batches, `(steps, 1, batch, ...)`, with their labels where the model takes classes."""
+  split = lambda a: np.stack([a[:size], a[size : 2 * size]])[:, None]
+  images = split(exp.dataset.train)
+  return [(x, y) for x, y in zip(images, split(exp.dataset.train_labels))] if exp.num_classes else list(images)
+
+
+@pytest.mark.parametrize("variant", TRAINED)
 def test_variant_trains(variant, root):
   """The variant's own loss, SDE, preprocessing and network, through `run_lib`'s train step: two
   optimizer steps on real (generated) CIFAR-format batches. The end-to-end loop around the step
   (checkpoints, logs, signals) is the same for every config and is tested on the small ones."""
   exp = Experiment(tiny(cifar.get_config(variant), root), devices=jax.devices()[:1])
   state = exp.init_state()
-  batches = np.stack([exp.dataset.train[:4], exp.dataset.train[4:8]])[:, None]  # (steps, 1, batch, ...)
+  batches = two_batches(exp)
   step = make_train_step(exp)
   # Compiled once without LLVM optimisation: each variant's program runs twice here.
   compiled = step.lower(state, batches[0]).compile(FAST_COMPILE)
@@ -63,6 +74,62 @@ def test_deep_variants_differ_from_theirs_only_in_depth_and_length(deep):
   assert (a["model"].pop("num_res_blocks"), b["model"].pop("num_res_blocks")) == (8, 4)
   assert (a["training"].pop("n_iters"), b["training"].pop("n_iters")) == (950_000, 1_300_000)
   assert a == b
+
+
+def flat(tree, prefix=""):
+  out = {}
+  for key, value in tree.items():
+    out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+  return out
+
+
+def _differences(a, b):
+  """`{field: (value in a, value in b)}` for every field where the variants `a` and `b` differ."""
+  a, b = (flat(cifar.get_config(v).to_dict()) for v in (a, b))
+  return {k: (a.get(k), b.get(k)) for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+
+
+def test_edm_variants_differ_only_in_the_network_and_the_classes():
+  """NCSN++ is DDPM++ with FIR resampling, the residual input pyramid and Fourier features (EDM's train.py
+  presets); a conditional variant adds 10 classes, trained on every label and sampled over every class."""
+  assert _differences("edm_ncsnpp", "edm_ddpmpp") == {
+    "model.fir": (True, False),
+    "model.progressive_input": ("residual", "none"),
+    "model.embedding_type": ("fourier", "positional"),
+  }
+  for arch in ("ddpmpp", "ncsnpp"):
+    assert _differences(f"edm_{arch}_cond", f"edm_{arch}") == {
+      "model.num_classes": (10, 0),
+      "training.label_dropout": (0.0, 0.1),
+      "sampling.class_label": (-2, -1),
+      "sampling.guidance_scale": (0.0, 1.0),
+    }
+
+
+@pytest.mark.parametrize("variant", EDM)
+def test_edm_variants_train_on_200_mimg_and_sample_from_sigma_80_to_0_002(variant):
+  """Karras et al. 2022, Table 7: 200 Mimg at batch 512; the sampler's levels span EDM's [0.002, 80]."""
+  config = cifar.get_config(variant)
+  assert config.training.n_iters * config.training.batch_size == 200_000_000
+  sde = build_sde(config)
+  assert float(sde.noise_level(sde.T)) == pytest.approx(80.0, rel=1e-6)
+  assert float(sde.noise_level(config.sampling.eps)) == pytest.approx(0.002, rel=1.1e-5)
+
+
+# NVlabs/edm's SongUNet (training/networks.py) with train.py's --arch presets, its parameters counted from the
+# constructor's shapes: DDPM++ 55,732,739; NCSN++ 56,395,523 and its 128 Fourier frequencies (a buffer there, a
+# fixed parameter here). EDM's augmentation labels (model.augment_dim = 9) add its map_augment, 9 x 128 (DDPM++)
+# or 9 x 256 (NCSN++) weights.
+EDM_SONGUNET = {"edm_ddpmpp": 55_732_739, "edm_ncsnpp": 56_395_523 + 128}
+
+
+@pytest.mark.parametrize("variant", sorted(EDM_SONGUNET))
+def test_edm_networks_have_the_parameters_of_edms_songunet(variant):
+  quiet = dict(print_fn=lambda *a: None)
+  count = info(cifar.get_config(variant), **quiet)
+  assert count == EDM_SONGUNET[variant]
+  # A class adds the table of 10 classes and the null label at the embedding's width 4 nf (EDM: a linear map).
+  assert info(cifar.get_config(variant + "_cond"), **quiet) - count == (10 + 1) * 4 * 128
 
 
 # Published sizes: DDPM 35.7M (Ho et al. 2020, App. B); NCSN++/DDPM++ as counted from score_sde's code.

@@ -144,7 +144,7 @@ def test_label_dropout_is_what_trains_the_null_label(trained, tmp_path):
     (
       tiny_toy,
       {"model.num_classes": 4, "sampling.class_label": 4},
-      "sampling.class_label must be an integer in [-1, 3], got 4",
+      "sampling.class_label must be an integer in [-2, 3], got 4",
     ),
     (
       tiny_digits,
