@@ -102,7 +102,7 @@ def test_edm_variants_differ_only_in_the_network_and_the_classes():
       "model.num_classes": (10, 0),
       "training.label_dropout": (0.0, 0.1),
       "sampling.class_label": (-2, -1),
-      "sampling.guidance_scale": (0.0, 1.0),
+      "sampling.guidance_scale": (0.0, None),
     }
 
 
