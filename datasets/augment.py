@@ -122,17 +122,22 @@ def _stretch_inv(s, r):
 def _sample_bilinear(x, src_x, src_y):
   """`x` `(N, H, W, C)` sampled at real pixel coordinates `src_x, src_y` `(N, H, W)`, bilinearly, with the
   image mirrored beyond its border (`reflect`)."""
-  n, h, w, _ = x.shape
+  _, h, w, _ = x.shape
   x0, y0 = jnp.floor(src_x), jnp.floor(src_y)
   fx, fy = (src_x - x0)[..., None], (src_y - y0)[..., None]
-  b = jnp.arange(n)[:, None, None]
 
   def at(yi, xi):
-    return x[b, reflect(yi, h).astype(jnp.int32), reflect(xi, w).astype(jnp.int32)]
+    return _pixels(x, reflect(yi, h), reflect(xi, w))
 
   top = (1 - fx) * at(y0, x0) + fx * at(y0, x0 + 1)
   bottom = (1 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1)
   return (1 - fy) * top + fy * bottom
+
+
+def _pixels(x, rows, cols):
+  """`x[n, rows[n], cols[n]]` per example `n`: a gather batched over the examples (vmap), which a batch
+  sharded over devices keeps local."""
+  return jax.vmap(lambda image, r, c: image[r, c])(x, rows.astype(jnp.int32), cols.astype(jnp.int32))
 
 
 def augment(
@@ -201,9 +206,9 @@ def augment(
     k = draws("translate_int")
     u = jnp.where(applied(k[0], translate_int)[None], jax.random.uniform(k[1], (2, n), minval=-1.0, maxval=1.0), 0.0)
     tx, ty = jnp.round(u[0] * (w * translate_int_max)), jnp.round(u[1] * (h * translate_int_max))
-    rows = reflect(jnp.arange(h)[None, :, None] + ty[:, None, None], h).astype(jnp.int32)
-    cols = reflect(jnp.arange(w)[None, None, :] - tx[:, None, None], w).astype(jnp.int32)
-    x = x[jnp.arange(n)[:, None, None], rows, cols]
+    rows = reflect(jnp.arange(h)[None, :, None] + ty[:, None, None], h)
+    cols = reflect(jnp.arange(w)[None, None, :] - tx[:, None, None], w)
+    x = _pixels(x, jnp.broadcast_to(rows, (n, h, w)), jnp.broadcast_to(cols, (n, h, w)))
     labels += [tx / (w * translate_int_max), ty / (h * translate_int_max)]
 
   # General geometric transforms, composed into `G_inv` (output pixel -> input pixel, about the centre).

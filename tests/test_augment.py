@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from scorejax import models, sde_lib
 from scorejax.datasets import augment as aug
@@ -22,7 +23,7 @@ from helpers import tiny_digits, tiny_toy
 
 OFF = {name: 0.0 for name in aug.LABEL_SIZES}  # every transform off; a test turns on the one it checks
 ALWAYS = 1e8  # a multiplier that makes `multiplier * p >= 1`: the transform hits every example
-H, W = 10, 12  # not square: a swapped height and width shows
+H, W = 9, 11  # not square, so that a swapped height and width shows; odd, so that the centre is a pixel
 TOL = 1e-3  # float32 coordinates below 32
 
 
@@ -95,6 +96,15 @@ def test_p_zero_is_the_identity_with_all_zero_labels():
   assert np.array_equal(np.asarray(out), np.asarray(x)) and not np.asarray(labels).any()
 
 
+def test_a_batch_sharded_over_devices_is_augmented_without_communication():
+  """Every draw and every gather is per example: XLA keeps each device's examples on it (an indexed gather
+  over the batch would all-gather the images)."""
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+  x = jax.device_put(jnp.zeros((8 * len(jax.devices()), H, W, 3)), jax.sharding.NamedSharding(mesh, P("data")))
+  program = jax.jit(lambda k, x: aug.augment(k, x, 0.12, translate_int=1.0)).lower(jax.random.key(0), x).compile()
+  assert len(jax.devices()) > 1 and not any(op in program.as_text() for op in ("all-gather", "all-to-all"))
+
+
 @pytest.mark.parametrize("name, axis", [("xflip", 2), ("yflip", 1)])
 def test_a_flip_mirrors_the_examples_its_label_marks(name, axis):
   x = coordinate_images(32)
@@ -149,13 +159,12 @@ def test_isotropic_scaling_samples_at_q_over_s():
 
 def test_scaling_by_two_maps_a_point_to_twice_its_offset_from_the_centre():
   """The draws do not depend on the strengths: with `scale_std = 1 / w` for the first example's draw `w`, its
-  label is `w` and `s = 2`. On a 9x9 image (centre pixel (4, 4)) the input point (2, -1) about the centre,
-  pixel (row 3, column 6), lands at (4, -2), pixel (row 2, column 8)."""
-  x = coordinate_images(4, 9, 9)
-  _, labels = run(4, x=x, scale=ALWAYS)
-  out, same = run(4, x=x, scale=ALWAYS, scale_std=1.0 / labels[0, 0])
+  label is `w` and `s = 2`. The input point (2, -1) about the centre (5, 4), pixel (column 7, row 3), lands at
+  (4, -2), pixel (column 9, row 2)."""
+  _, labels = run(32, scale=ALWAYS)
+  out, same = run(32, scale=ALWAYS, scale_std=1.0 / labels[0, 0])
   np.testing.assert_array_equal(same, labels)
-  np.testing.assert_allclose(out[0, 2, 8], [6, 3], atol=TOL)  # (column, row) of the input point it shows
+  np.testing.assert_allclose(out[0, 2, 9], [7, 3], atol=TOL)  # (column, row) of the input point it shows
 
 
 def test_a_fractional_rotation_samples_at_r_theta_q():
