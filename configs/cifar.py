@@ -170,10 +170,11 @@ def _edm(config, arch, cond):
   optim.lr, optim.beta1, optim.eps = 1e-3, 0.9, 1e-8  # Adam's beta2 is optax's 0.999, as EDM's
   optim.warmup, optim.lr_rampup_kimg = 0, 10_000.0
   optim.grad_clip = -1.0
-  # Images in [-1, 1] (sigma_data = 0.5), without flips: EDM's non-leaking augmentation takes their place.
-  # TODO(issue 13, at the merge of the augmentation pipeline): data.augment_p = 0.12 and model.augment_dim = 9
-  # (train.py --augment=0.12: x-flips, integer translation, scaling, rotation, labels fed to the network).
+  # Images in [-1, 1] (sigma_data = 0.5), without unlabelled flips: EDM's non-leaking augmentation takes their
+  # place (train.py --augment=0.12; datasets/augment.py: x/y flips, isotropic and anisotropic scaling, rotation,
+  # fractional translation, their 9 labels fed to the network, and zero labels when sampling).
   data.centered, data.random_flip, data.uniform_dequantization = True, False, False
+  data.augment_p, model.augment_dim = 0.12, 9
   sampling.method, sampling.num_steps, sampling.rho = "edm", 18, 7.0
   sampling.s_churn, sampling.s_min, sampling.s_max, sampling.s_noise = 0.0, 0.0, float("inf"), 1.0
   # The sampler runs from sigma(T) = 80 to sigma(eps) = 0.002 * 40000^eps: 1e-6 is EDM's 0.002 within 1.1e-5.

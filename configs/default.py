@@ -109,6 +109,8 @@ def get_default_config():
   data.root = "data"                  # where file-backed datasets (cifar10) live
   data.verify_checksum = True
   data.download = False               # cifar10: download a missing archive into data.root (needs network)
+  data.augment_p = 0.0                # EDM's non-leaking augmentation (datasets/augment.py): its probability p,
+                                      # > 0 needs images and model.augment_dim=9 (EDM's CIFAR-10: 0.12)
 
   config.model = model = ml_collections.ConfigDict()
   model.name = "ncsn_small"
@@ -134,6 +136,7 @@ def get_default_config():
   model.conditioning = "log_sigma"    # network input: log sigma(t), or score_sde's label (imported checkpoints)
   model.input_transform = "none"      # or "2x-1": what score_sde's networks do to uncentred data
   model.num_classes = 0               # > 0: class-conditional network (mlp, ncsn_small, ncsnpp) for guidance
+  model.augment_dim = 0               # > 0: the network (ncsn_small, ncsnpp) takes augmentation labels
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.optimizer = "Adam"

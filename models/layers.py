@@ -20,14 +20,17 @@ def noise_level_embedding(c_noise: jnp.ndarray, dim: int, max_period: float = 10
 
 
 class NoiseEmbedding(nn.Module):
-  """Sinusoidal log-sigma features followed by a two-layer MLP."""
+  """Sinusoidal log-sigma features followed by a two-layer MLP; with `augment_dim > 0` the augmentation
+  labels join the features before the MLP (`add_augment_embedding`)."""
 
   features: int
   dtype: Any = jnp.float32
+  augment_dim: int = 0
 
   @nn.compact
-  def __call__(self, c_noise):
+  def __call__(self, c_noise, augment_labels=None):
     emb = noise_level_embedding(c_noise, self.features)
+    emb = add_augment_embedding(emb, augment_labels, self.augment_dim, self.dtype)
     emb = nn.Dense(self.features, dtype=self.dtype)(emb)
     return nn.Dense(self.features, dtype=self.dtype)(nn.silu(emb))
 
@@ -47,3 +50,23 @@ def add_label_embedding(emb, labels, num_classes: int, dtype: Any = jnp.float32)
     labels = jnp.full(emb.shape[:1], num_classes, jnp.int32)
   table = nn.Embed(num_classes + 1, emb.shape[-1], dtype=dtype, name="label_embedding")
   return emb + table(labels).astype(emb.dtype)
+
+
+def add_augment_embedding(features, augment_labels, augment_dim: int, dtype: Any = jnp.float32, kernel_init=None):
+  """`features + A a`: the augmentation labels `a` `(batch, augment_dim)` of EDM's non-leaking augmentation
+  (datasets/augment.py; Karras et al. 2022, App. F.2) mapped by a bias-free linear layer and added to the
+  noise-level features `(batch, features)` before the embedding's MLP, as EDM's `map_augment` does. Without
+  bias, `a = 0` (no augmentation, and `augment_labels=None`, as in sampling) leaves `features` unchanged.
+  With `augment_dim = 0` the network has no such input (and no parameters for it). Call it inside a compact
+  module: `A` is that module's `augment_embedding` parameter."""
+  if augment_dim == 0:
+    if augment_labels is not None:
+      raise ValueError("augmentation labels given to a network without augmentation input (model.augment_dim=0)")
+    return features
+  if augment_labels is None:
+    augment_labels = jnp.zeros(features.shape[:1] + (augment_dim,), jnp.float32)
+  if augment_labels.shape[-1] != augment_dim:
+    raise ValueError(f"{augment_labels.shape[-1]} augmentation labels for a network of model.augment_dim={augment_dim}")
+  init = {} if kernel_init is None else {"kernel_init": kernel_init}
+  dense = nn.Dense(features.shape[-1], use_bias=False, dtype=dtype, name="augment_embedding", **init)
+  return features + dense(augment_labels).astype(features.dtype)

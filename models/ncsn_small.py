@@ -35,18 +35,20 @@ class ResBlock(nn.Module):
 
 @register_model("ncsn_small")
 class NCSNSmall(nn.Module):
-  """`net(x, c_noise, labels=None)` (`c_noise = log sigma`) for small images; `ch_mult` gives the width at
-  each resolution; with `num_classes > 0` the class label's embedding joins the noise embedding."""
+  """`net(x, c_noise, labels=None, augment_labels=None)` (`c_noise = log sigma`) for small images; `ch_mult`
+  gives the width at each resolution; with `num_classes > 0` the class label's embedding joins the noise
+  embedding, with `augment_dim > 0` the augmentation labels `(batch, augment_dim)` join its features."""
 
   nf: int = 32
   ch_mult: Sequence[int] = (1, 2)
   num_res_blocks: int = 2
   num_classes: int = 0  # > 0: class-conditional (labels in 0..num_classes-1, num_classes the null label)
+  augment_dim: int = 0  # > 0: takes the labels of EDM's augmentation (datasets/augment.py; None = zeros)
   dtype: Any = jnp.float32  # compute dtype; parameters stay float32
 
   @nn.compact
-  def __call__(self, x, c_noise, train: bool = False, labels=None):
-    emb = NoiseEmbedding(4 * self.nf, self.dtype)(c_noise)
+  def __call__(self, x, c_noise, train: bool = False, labels=None, augment_labels=None):
+    emb = NoiseEmbedding(4 * self.nf, self.dtype, self.augment_dim)(c_noise, augment_labels)
     emb = add_label_embedding(emb, labels, self.num_classes, self.dtype)
     h = nn.Conv(self.nf, (3, 3), dtype=self.dtype)(x)
     skips = [h]

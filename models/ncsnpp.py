@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scorejax.models import layerspp
-from scorejax.models.layers import add_label_embedding
+from scorejax.models.layers import add_augment_embedding, add_label_embedding
 from scorejax.models.registry import register_model
 
 _CHOICES = {
@@ -58,9 +58,10 @@ _CHOICES = {
 
 @register_model("ncsnpp")
 class NCSNpp(nn.Module):
-  """`net(x, c_noise, train, labels=None)`: `x` of shape `(batch, H, W, C)`, `c_noise = log sigma` of shape
-  `(batch,)` (score_sde's label with `conditioning='score_sde'`); with `num_classes > 0` the class labels
-  `(batch,)` join the noise embedding."""
+  """`net(x, c_noise, train, labels=None, augment_labels=None)`: `x` of shape `(batch, H, W, C)`,
+  `c_noise = log sigma` of shape `(batch,)` (score_sde's label with `conditioning='score_sde'`); with
+  `num_classes > 0` the class labels `(batch,)` join the noise embedding, with `augment_dim > 0` the
+  augmentation labels `(batch, augment_dim)` join its features (EDM's SongUNet `map_augment`)."""
 
   nf: int = 128
   ch_mult: Sequence[int] = (1, 2, 2, 2)
@@ -83,6 +84,7 @@ class NCSNpp(nn.Module):
   conditioning: str = "log_sigma"  # or "score_sde": `c_noise` is score_sde's label (models/utils.py)
   conv_size: int = 3  # a score_sde config field that its network ignores: every convolution is 3x3 or 1x1
   num_classes: int = 0  # > 0: class-conditional (labels in 0..num_classes-1, num_classes the null label)
+  augment_dim: int = 0  # > 0: takes the labels of EDM's augmentation (datasets/augment.py; None = zeros)
   dtype: Any = jnp.float32
 
   def _check_options(self):
@@ -93,9 +95,12 @@ class NCSNpp(nn.Module):
       raise ValueError("NCSN++ uses 3x3 convolutions only (conv_size=3)")
     if self.num_classes and not self.conditional:
       raise ValueError("a class label joins the noise embedding: model.num_classes > 0 needs model.conditional=True")
+    if self.augment_dim and not self.conditional:
+      raise ValueError("augmentation labels join the noise embedding: model.augment_dim > 0 needs conditional=True")
 
-  def _embedding(self, c_noise, act):
-    """Noise-level embedding `(batch, 4 nf)`: features of `log sigma`, then a two-layer MLP. A score_sde label
+  def _embedding(self, c_noise, act, augment_labels=None):
+    """Noise-level embedding `(batch, 4 nf)`: features of `log sigma` (plus, with `augment_dim > 0`, a linear
+    map of the augmentation labels, as EDM's SongUNet adds them), then a two-layer MLP. A score_sde label
     `l` is embedded as score_sde's NCSN++ does: Fourier features of `log l`, or the sinusoids of `l` itself."""
     score_sde = self.conditioning == "score_sde"
     if self.embedding_type == "fourier":
@@ -105,6 +110,7 @@ class NCSNpp(nn.Module):
       temb = layerspp.timestep_embedding(c_noise, self.nf)
     else:
       temb = layerspp.positional_noise_embedding(c_noise, self.nf)
+    temb = add_augment_embedding(temb, augment_labels, self.augment_dim, self.dtype, layerspp.default_init())
     temb = nn.Dense(4 * self.nf, kernel_init=layerspp.default_init(), dtype=self.dtype)(temb)
     return nn.Dense(4 * self.nf, kernel_init=layerspp.default_init(), dtype=self.dtype)(act(temb))
 
@@ -112,12 +118,12 @@ class NCSNpp(nn.Module):
     return (a + b) / np.sqrt(2.0) if self.skip_rescale else a + b
 
   @nn.compact
-  def __call__(self, x, c_noise, train: bool = False, labels=None):
+  def __call__(self, x, c_noise, train: bool = False, labels=None, augment_labels=None):
     self._check_options()
     act, dtype = nn.swish, self.dtype
     temb = None
     if self.conditional:
-      temb = add_label_embedding(self._embedding(c_noise, act), labels, self.num_classes, dtype)
+      temb = add_label_embedding(self._embedding(c_noise, act, augment_labels), labels, self.num_classes, dtype)
     resample = dict(fir=self.fir, fir_kernel=tuple(self.fir_kernel), dtype=dtype)
     biggan = self.resblock_type == "biggan"
 

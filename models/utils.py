@@ -145,8 +145,11 @@ def get_score_fn(
   continuous: bool = True,
   sigma_data: float | None = None,
 ):
-  """Wrap `model.apply` as `score_fn(x, t, labels=None) -> score`, `t` of shape `(batch,)`; a class-conditional
-  network (`model.num_classes > 0`) takes `labels` `(batch,)`, and without them gives the unconditional score.
+  """Wrap `model.apply` as `score_fn(x, t, labels=None, augment_labels=None) -> score`, `t` of shape `(batch,)`;
+  a class-conditional network (`model.num_classes > 0`) takes `labels` `(batch,)`, and without them gives the
+  unconditional score. A network with `model.augment_dim > 0` takes the labels `(batch, augment_dim)` of EDM's
+  augmentation (datasets/augment.py) that training drew for `x`; None is zeros, the unaugmented data that
+  sampling asks for (Karras et al. 2022, App. F.2).
 
   prediction='score': the network output is the score, divided by `std(t)` if `scale_by_sigma`
     (NCSNv2, Song & Ermon 2020, technique 3: `s(x, sigma) = s(x) / sigma`; NCSN++ for VE).
@@ -175,13 +178,19 @@ def get_score_fn(
   if prediction == "edm" and not (sigma_data is not None and sigma_data > 0):
     raise ValueError(f"model.prediction='edm' needs model.sigma_data > 0, got {sigma_data!r}")
   transform = INPUT_TRANSFORMS[input_transform]
+  augment_dim = getattr(model, "augment_dim", 0)
 
-  def score_fn(x, t, labels=None):
+  def score_fn(x, t, labels=None, augment_labels=None):
     t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x.shape[0],))
     variables = {"params": params, **(model_state or {})}
     rngs = {"dropout": rng} if (train and rng is not None) else None
     # Class labels `(batch,)` reach class-conditional networks only; None is the unconditional score.
     labelled = {} if labels is None else {"labels": labels}
+    # Augmentation labels reach networks with an augmentation input only; theirs default to zeros.
+    if augment_labels is not None:
+      if not augment_dim:
+        raise ValueError("augmentation labels given to a network without augmentation input (model.augment_dim=0)")
+      labelled["augment_labels"] = augment_labels
     if precondition is not None:
       network = lambda x_in, c: model.apply(variables, transform(x_in), c, train=train, rngs=rngs, **labelled)
       return _preconditioned_score(network, sde, precondition, sigma_data, x, t)

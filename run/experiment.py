@@ -281,6 +281,7 @@ INT_FIELDS = {
   "data.num_test": 1,
   "data.image_size": 1,
   "data.num_channels": 1,
+  "model.augment_dim": 0,
   "optim.warmup": 0,
 }
 REAL_FIELDS = {
@@ -290,6 +291,7 @@ REAL_FIELDS = {
   "model.sigma_data": "> 0",
   "training.p_mean": "(any sign)",
   "training.p_std": "> 0",
+  "data.augment_p": "in [0, 1]",
   "sampling.step_lr": "> 0",
   "sampling.eps": "in (0, 1)",
   "sampling.snr": ">= 0",
@@ -381,7 +383,32 @@ def validate_config(config, num_devices):
     raise UserError("training.loss='edm' trains at continuous noise levels: set training.continuous=True")
   build_sampler(config, sde)  # the name, its options and its SDE
   check_conditioning(config)
+  check_augment(config)
   check_network(config)
+
+
+def check_augment(config):
+  """EDM's augmentation (`data.augment_p`) of images, whose labels the network takes (`model.augment_dim`)."""
+  p, dim, name = config.data.get("augment_p", 0.0), config.model.get("augment_dim", 0), config.model.name
+
+  def takes_augment_labels(name):
+    return "augment_dim" in {f.name for f in dataclasses.fields(as_user_error(models.get_model_class, name))}
+
+  if dim and not takes_augment_labels(name):
+    takers = ", ".join(n for n in models.model_names() if takes_augment_labels(n))
+    raise UserError(
+      f"model.name={name!r} takes no augmentation labels (model.augment_dim={dim}); networks that do: {takers}"
+    )
+  if p == 0:
+    return
+  shape = data_shape(config)
+  if len(shape) != 3:
+    raise UserError(f"data.augment_p={p} augments images, but the examples are vectors of shape {shape}; set it to 0")
+  if dim != datasets.augment.LABEL_DIM:
+    raise UserError(
+      f"data.augment_p={p} feeds the network {datasets.augment.LABEL_DIM} augmentation labels: "
+      f"set model.augment_dim={datasets.augment.LABEL_DIM} (got {dim})"
+    )
 
 
 def check_conditioning(config):
@@ -568,7 +595,8 @@ class Experiment:
 
   def batch_loss(self, params, batch, rng):
     """The training loss of one stored batch (with its labels, `(batch, labels)`, where the model has classes):
-    the score matching loss, with label dropout for a class-conditional network, or a classifier's
+    the score matching loss, with label dropout for a class-conditional network and EDM's augmentation with
+    `data.augment_p > 0`, or a classifier's
     cross-entropy over noisy inputs. `rng` draws the augmentation, dropout, label dropout and the loss's noise."""
     images, labels = batch if self.num_classes else (batch, None)
     x = self.preprocess(images, jax.random.fold_in(rng, 2))
@@ -581,6 +609,12 @@ class Experiment:
       # Label dropout (Ho & Salimans 2022): one network learns s(x, t, y) and, on the null label, s(x, t).
       dropped = jax.random.uniform(jax.random.fold_in(rng, 3), labels.shape) < self.config.training.label_dropout
       score_fn = functools.partial(score_fn, labels=jnp.where(dropped, self.num_classes, labels).astype(jnp.int32))
+    augment_p = self.config.data.get("augment_p", 0.0)
+    if augment_p > 0:
+      # EDM's non-leaking augmentation (Karras et al. 2022, App. F.2): the network learns s(x, t, a) for the
+      # labels a of the augmentation drawn; sampling asks for a = 0, the data as it is.
+      x, augment_labels = datasets.augment.augment(jax.random.fold_in(rng, 4), x, augment_p)
+      score_fn = functools.partial(score_fn, augment_labels=augment_labels)
     return self.loss_fn(score_fn, x, jax.random.fold_in(rng, 0))
 
   def use_classifier(self, logits_fn_of, params, num_classes, guidance_scale=None):
@@ -666,6 +700,7 @@ FREE_FIELDS = (
   "data.verify_checksum",
   "data.download",
   "data.num_test",
+  "data.augment_p",  # how often to augment: the network's augmentation input is model.augment_dim
 )
 
 

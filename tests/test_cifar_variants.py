@@ -117,10 +117,10 @@ def test_edm_variants_train_on_200_mimg_and_sample_from_sigma_80_to_0_002(varian
 
 
 # NVlabs/edm's SongUNet (training/networks.py) with train.py's --arch presets, its parameters counted from the
-# constructor's shapes: DDPM++ 55,732,739; NCSN++ 56,395,523 and its 128 Fourier frequencies (a buffer there, a
-# fixed parameter here). EDM's augmentation labels (model.augment_dim = 9) add its map_augment, 9 x 128 (DDPM++)
-# or 9 x 256 (NCSN++) weights.
-EDM_SONGUNET = {"edm_ddpmpp": 55_732_739, "edm_ncsnpp": 56_395_523 + 128}
+# constructor's shapes: DDPM++ 55,732,739; NCSN++ 56,395,523 and its 128 Fourier frequencies (a buffer there,
+# a fixed parameter here); with EDM's augmentation labels (augment_dim = 9) its map_augment adds 9 x 128
+# (DDPM++) or 9 x 256 (NCSN++) weights.
+EDM_SONGUNET = {"edm_ddpmpp": 55_732_739 + 9 * 128, "edm_ncsnpp": 56_395_523 + 9 * 256 + 128}
 
 
 @pytest.mark.parametrize("variant", sorted(EDM_SONGUNET))
