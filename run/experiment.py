@@ -409,6 +409,11 @@ def check_augment(config):
       f"data.augment_p={p} feeds the network {datasets.augment.LABEL_DIM} augmentation labels: "
       f"set model.augment_dim={datasets.augment.LABEL_DIM} (got {dim})"
     )
+  if config.data.get("random_flip"):
+    raise UserError(
+      f"data.augment_p={p} x-flips images and tells the network so; data.random_flip=True flips them unlabelled, "
+      "which makes that label meaningless: set data.random_flip=False"
+    )
 
 
 def check_conditioning(config):

@@ -322,6 +322,10 @@ def test_the_train_step_with_augmentation_trains_the_map_of_the_labels():
       "data.augment_p=0.12 augments images, but the examples are vectors of shape (2,); set it to 0",
     ),
     (
+      tiny_digits(**{"data.augment_p": 0.12, "model.augment_dim": 9, "data.random_flip": True}),
+      "data.random_flip=True flips them unlabelled, which makes that label meaningless: set data.random_flip=False",
+    ),
+    (
       tiny_toy(**{"model.augment_dim": 9}),
       "model.name='mlp' takes no augmentation labels (model.augment_dim=9); networks that do: ",
     ),
