@@ -6,16 +6,19 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 
-def noise_level_embedding(c_noise: jnp.ndarray, dim: int, max_period: float = 10_000.0) -> jnp.ndarray:
-  """Sinusoidal features of `c_noise = log(sigma)`, shape `(batch, dim)`.
+def noise_level_embedding(
+  c_noise: jnp.ndarray, dim: int, max_period: float = 10_000.0, scale: float = 250.0
+) -> jnp.ndarray:
+  """Sinusoidal features of `scale * c_noise`, `c_noise = log(sigma)`, shape `(batch, dim)`.
 
   Conditioning on `log sigma` (rather than sigma) spreads geometric noise levels
-  evenly over the embedding, as in NCSN++ (Song et al. 2021, App. H).
+  evenly over the embedding, as in NCSN++ (Song et al. 2021, App. H). log(sigma) lies in roughly [-7, 5];
+  `scale = 1000/4` maps it to DDPM-like time-step magnitudes. A label already of that magnitude (score_sde's
+  and EDM's VP label `999 t`) takes `scale = 1`: DDPM's own embedding of the time step.
   """
   half = dim // 2
   freqs = jnp.exp(-jnp.log(max_period) * jnp.arange(half) / half)
-  # log(sigma) lies in roughly [-7, 5]; scaling by 1000/4 maps it to DDPM-like time-step magnitudes.
-  args = (250.0 * c_noise)[:, None] * freqs[None, :]
+  args = (scale * c_noise)[:, None] * freqs[None, :]
   return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
 
 
@@ -26,10 +29,13 @@ class NoiseEmbedding(nn.Module):
   features: int
   dtype: Any = jnp.float32
   augment_dim: int = 0
+  conditioning: str = "log_sigma"  # or "score_sde": `c_noise` is a time-step label (models/utils.py)
 
   @nn.compact
   def __call__(self, c_noise, augment_labels=None):
-    emb = noise_level_embedding(c_noise, self.features)
+    if self.conditioning not in ("log_sigma", "score_sde"):
+      raise ValueError(f"unknown model.conditioning {self.conditioning!r}; valid choices: log_sigma, score_sde")
+    emb = noise_level_embedding(c_noise, self.features, scale=1.0 if self.conditioning == "score_sde" else 250.0)
     emb = add_augment_embedding(emb, augment_labels, self.augment_dim, self.dtype)
     emb = nn.Dense(self.features, dtype=self.dtype)(emb)
     return nn.Dense(self.features, dtype=self.dtype)(nn.silu(emb))

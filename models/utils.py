@@ -6,15 +6,16 @@ the networks (as in EDM, Karras et al. 2022): the conditioning input is `c_noise
 with `sigma(t) = std(t) / m(t)` the equivalent VE noise level of the SDE at time `t`, so one
 network definition serves VE, VP and sub-VP alike. With `prediction='edm'` the wrapper is EDM's own
 preconditioning (`edm_preconditioning`): input `c_in x / m(t)`, conditioning `c_noise = ln(sigma) / 4`;
-`edm_vp` and `edm_ve` are its VP and VE ones (`PRECONDITIONINGS`).
+`edm_vp` and `edm_ve` are its VP and VE ones (`PRECONDITIONINGS`); `edm_vp`'s `c_noise = 999 t` is a
+time-step label and goes to a network with `conditioning='score_sde'` (below).
 
 Networks trained by score_sde (Song et al. 2021) saw other inputs, and an imported one must see
 exactly those (`model.conditioning`, `model.input_transform`):
 
   conditioning='score_sde': the SDE's label (`sde.score_sde_label`): `sigma(t)` for continuous VE,
     `999 t` for VP and sub-VP, the level's index for discrete training. The networks that take it
-    (NCSN++, DDPM: a `conditioning` field) embed it as score_sde's do: Fourier features of its log,
-    or DDPM's sinusoidal embedding of the label itself.
+    (NCSN++, DDPM, the toy MLP: a `conditioning` field) embed it as score_sde's do: Fourier features of
+    its log, or DDPM's sinusoidal embedding of the label itself.
   input_transform='2x-1': the network sees `2x - 1`; score_sde's networks compute it themselves
     from data in [0, 1] (`data.centered=False`).
 """
@@ -75,7 +76,8 @@ def edm_vp_preconditioning(sigma, sigma_data=None):
   `c_skip = 1`, `c_out = -sigma`, `c_in = 1 / sqrt(sigma^2 + 1)` (the VP input `x_t`), `c_noise = (M - 1) t(sigma)`
   with `t(sigma) = (sqrt(beta_min^2 + 2 beta_d ln(1 + sigma^2)) - beta_min) / beta_d`. `sigma_data` is unused.
   The label runs up to ~999, as DDPM's time step: the registry's log-sigma embeddings (`layers.noise_level_embedding`
-  scales `c_noise` by 250) are made for `ln sigma`, so a network for it needs an embedding of DDPM's scale."""
+  scales `c_noise` by 250) are made for `ln sigma`, so it goes to a network conditioned on score_sde's labels
+  (`model.conditioning='score_sde'`), which embeds it as DDPM does."""
   del sigma_data
   integral = jnp.log1p(jnp.square(sigma))  # int_0^t beta, written below without cancellation at small sigma
   t = 2.0 * integral / (EDM_VP_BETA_MIN + jnp.sqrt(EDM_VP_BETA_MIN**2 + 2.0 * EDM_VP_BETA_D * integral))
@@ -95,6 +97,10 @@ def edm_ve_preconditioning(sigma, sigma_data=None):
 # writes them).
 PRECONDITIONINGS = {"edm": edm_preconditioning, "edm_vp": edm_vp_preconditioning, "edm_ve": edm_ve_preconditioning}
 PREDICTIONS = ("score", "noise", *PRECONDITIONINGS)
+# The `model.conditioning` whose embedding suits each preconditioning's `c_noise`: `ln(sigma) / 4` and
+# `ln(sigma / 2)` are of log-sigma's magnitude; VPPrecond's `999 t` is a DDPM time step, which the networks
+# conditioned on score_sde's labels embed as DDPM does (positional features of the label itself).
+PRECONDITIONING_CONDITIONING = {"edm": "log_sigma", "edm_ve": "log_sigma", "edm_vp": "score_sde"}
 
 
 def _preconditioned_score(network, sde, precondition, sigma_data, x, t):
@@ -171,9 +177,10 @@ def get_score_fn(
     raise ValueError(f"unknown model.prediction {prediction!r}; valid choices: {', '.join(PREDICTIONS)}")
   check_conditioning(model, conditioning, input_transform)
   precondition = PRECONDITIONINGS.get(prediction)
-  if precondition is not None and conditioning != "log_sigma":
+  if precondition is not None and conditioning != PRECONDITIONING_CONDITIONING[prediction]:
     raise ValueError(
-      f"model.prediction={prediction!r} feeds the network its own c_noise; set model.conditioning='log_sigma'"
+      f"model.prediction={prediction!r} feeds the network its own c_noise; "
+      f"set model.conditioning={PRECONDITIONING_CONDITIONING[prediction]!r}"
     )
   if prediction == "edm" and not (sigma_data is not None and sigma_data > 0):
     raise ValueError(f"model.prediction='edm' needs model.sigma_data > 0, got {sigma_data!r}")
