@@ -1,38 +1,56 @@
 """The EDM formulation against score_sde's VP and VE continuous losses, at equal training steps and equal NFE.
 
-  python bench/edm_compare.py [--datasets=mixture,digits] [--seeds=3,2] [--steps=2000,2500]
+  python bench/edm_compare.py [--datasets=mixture,digits] [--seeds=3,2] [--steps=2000,2000]
+                              [--wide_sigma_max=80] [--mixture_samples=10000]
                               [--out=bench/edm_compare] [--workdir=DIR] [--quick]
 
-Three formulations, each trained from scratch with the same network, batch, optimizer (Adam, warm-up,
-clipping), EMA and number of steps, from the same seed:
+The defaults take about 20-25 minutes on a shared 2-core CPU (digits: 2-3 min a run); `--quick` (tiny networks,
+20 and 4 steps, one seed) about 2 minutes, most of it compiling and training the digits classifier.
+
+Formulations, each trained from scratch with the dataset's own config (configs/toy2d.py: MLP, batch 512,
+lr 2e-3; configs/digits.py: ncsn_small, batch 64, lr 2e-3): the same network, batch, optimizer (Adam,
+warm-up, clipping), EMA and number of steps, from the same seeds:
 
   EDM: `training.loss=edm` (ln sigma ~ N(-1.2, 1.2^2), weight (sigma^2 + sigma_d^2) / (sigma sigma_d)^2) over
-       EDM's preconditioned denoiser (`model.prediction=edm`), `model.sigma_data` the data's standard
-       deviation (measured here), on the VE SDE of the config (its noise range also bounds the sampler);
+       EDM's preconditioned denoiser (`model.prediction=edm`), `model.sigma_data` the training data's standard
+       deviation (computed here), `training.sde=vesde`. The loss draws sigma itself and never reads the
+       SDE's noise range, so the one network is sampled both on the config's VE range and on
+       `[sigma_min, --wide_sigma_max]` (EDM's own sigma_max, 80);
   VP:  score_sde's continuous loss (`training.loss=sde`, `training.continuous=True`) on the VP SDE
-       (beta 0.1 to 20), the network's output divided by std(t) (`scale_by_sigma`, i.e. noise prediction);
-  VE:  the same loss on the VE SDE of the config (sigma_min to sigma_max), output divided by std(t).
+       (beta 0.1 to 20), the network's output divided by std(t) (`scale_by_sigma`: noise prediction);
+  VE:  the same loss on the config's VE SDE (mixture sigma 0.01 to 6, digits 0.01 to 5, the largest distance
+       between two training digits being 4.8), output divided by std(t);
+  VE, sigma_max 80: the same up to `--wide_sigma_max` (a network of its own: the loss is uniform in t).
 
-Every trained model (EMA parameters) is sampled by the same two samplers at 35 score evaluations:
+The VE prior N(0, sigma_max^2 I) ignores the data's mean, which p_T keeps: the mixture's (0.4, 0.8) and the
+digits' (norm 3.2 in [0, 1]) are a fair part of sigma_max = 6 or 5, and a deterministic sampler carries
+that offset into the sample (tests/test_sde_samplers.py); hence the wide range.
 
-  EDM Heun: `sampling.method=edm`, 18 steps on Karras et al.'s rho = 7 grid, no churn (2 x 18 - 1 = 35 NFE);
+Every trained model (EMA parameters) is sampled by the same three samplers at 35 score evaluations:
+
+  EDM Heun: `sampling.method=edm`, 18 steps on Karras et al.'s rho = 7 grid, no churn (2 x 18 - 1 = 35 NFE),
+            deterministic, in the noise level sigma;
   PC:       `sampling.method=pc`, reverse-diffusion predictor, no corrector, 34 uniform steps from T to 1e-3,
-            then the Tweedie denoising step (34 + 1 = 35 NFE), score_sde's stochastic sampler.
+            then the Tweedie denoising step (34 + 1 = 35 NFE), score_sde's stochastic sampler;
+  PF-ODE:   the same grid and denoising step with the Euler predictor on the probability-flow ODE
+            (`sampling.probability_flow=True`): deterministic like EDM Heun, in t like PC, so that a
+            difference between the first two can be told apart as the sampler's or the ODE's.
 
 Quality, per model and sampler:
-  mixture (configs/toy2d.py, 2D unequal-weight Gaussian mixture): sliced Wasserstein SW_2 (metrics.py, 256
-    projections) of `--mixture_samples` samples to as many true points, and the largest error of the mode
+  mixture (configs/toy2d.py, the 2D unequal-weight Gaussian mixture): sliced Wasserstein SW_2 (metrics.py,
+    256 projections) of `--mixture_samples` samples to as many true points, and the largest error of the mode
     weights (each point to its nearest mean), as tests/test_sde_samplers.py's `assert_is_the_mixture` checks
-    them; the floor is the same for a second true sample of the same size.
+    them. The floor is the same for a second true sample; the exact score (datasets/toy2d.py) through each
+    SDE and sampler gives what a perfect network reaches at 35 NFE (the prior's and the steps' error).
   digits (configs/digits.py, the default run, images in [0, 1]): FID, KID, IS, precision and recall in the
-    digits classifier's features over `eval.num_samples` samples against the training split, exactly as
-    `--mode=eval` computes them (run/quality.py, with the key evaluate() uses), and the same for held-out
-    digits (the floor).
+    digits classifier's features over `eval.num_samples` (1,000) samples against the training split, as
+    `--mode=eval` computes them (run/quality.py, with the key run/evaluate.py uses), and the same for the
+    held-out digits (the floor).
 
-Per formulation and sampler: mean +- standard deviation (ddof 1) over the seeds. Runs go one at a time; each
-prints one progress line. `--out=PATH` writes PATH.md (the tables) and PATH.json (every run's numbers).
-Trained runs live in `--workdir` (a fresh temporary directory by default); a rerun with the same `--workdir`
-and settings reuses their checkpoints (`train` finds nothing to do).
+Per row: mean +- standard deviation (ddof 1) over the seeds. Runs go one at a time; each prints one progress
+line. `--out=PATH` writes PATH.md (the tables) and PATH.json (every run's numbers). Trained runs live in
+`--workdir` (a fresh temporary directory by default); a rerun with the same `--workdir` and settings reuses
+their checkpoints (`train` finds nothing to do). A run whose loss turns NaN is reported as diverged.
 """
 
 import argparse
@@ -68,6 +86,15 @@ SAMPLERS = {
     "sampling.time_grid": "uniform",
     "sampling.noise_removal": True,
     "model.num_scales": 34,  # pc takes the SDE's N steps
+  },
+  "PF-ODE Euler, 34 steps + denoise": {
+    "sampling.method": "pc",
+    "sampling.predictor": "euler_maruyama",
+    "sampling.corrector": "none",
+    "sampling.probability_flow": True,
+    "sampling.time_grid": "uniform",
+    "sampling.noise_removal": True,
+    "model.num_scales": 34,
   },
 }
 # The mixture's per-dimension standard deviation, Var = sum_k w_k (mu_k^2 + s_k^2) - mean^2, as tests/test_edm.py.
