@@ -14,7 +14,7 @@ exactly those (`model.conditioning`, `model.input_transform`):
 
   conditioning='score_sde': the SDE's label (`sde.score_sde_label`): `sigma(t)` for continuous VE,
     `999 t` for VP and sub-VP, the level's index for discrete training. The networks that take it
-    (NCSN++, DDPM, the toy MLP: a `conditioning` field) embed it as score_sde's do: Fourier features of
+    (NCSN++, DDPM, ncsn_small, the toy MLP: a `conditioning` field) embed it as score_sde's do: Fourier features of
     its log, or DDPM's sinusoidal embedding of the label itself.
   input_transform='2x-1': the network sees `2x - 1`; score_sde's networks compute it themselves
     from data in [0, 1] (`data.centered=False`).

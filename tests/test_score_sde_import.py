@@ -394,6 +394,6 @@ def test_old_checkpoints_count_as_conditioned_on_log_sigma(tmp_path):
 
 def test_the_conventions_need_a_network_that_takes_them():
   with pytest.raises(ValueError, match="needs a network that embeds that input"):
-    models.get_score_fn(models.get_model("mlp"), None, None, conditioning="score_sde")
+    models.get_score_fn(models.get_model("ncsn"), None, None, conditioning="score_sde")
   with pytest.raises(ValueError, match="unknown model.input_transform"):
     models.get_score_fn(None, None, None, input_transform="x/2")
