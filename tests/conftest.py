@@ -37,22 +37,3 @@ def pytest_cmdline_main(config):
   if config.getoption("usepdb", False) or config.getoption("collectonly", False):
     return
   option.numprocesses, option.dist = 2, "loadfile"
-
-
-# The files that take longest (pytest prints the slowest tests at the end), in the order to start them: with
-# one file per worker at a time, a long file collected last (test_vp_ddpm.py sorts last) would leave the other
-# worker idle for most of its minute and a half. Started first, the short files fill in around them.
-SLOW_FILES_FIRST = (
-  "test_vp_ddpm.py",
-  "test_eval_quality.py",
-  "test_control_runs.py",
-  "test_cifar_variants.py",
-  "test_train.py",
-  "test_edm.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-  """Collection order, with `SLOW_FILES_FIRST` moved to the front (a stable sort: each file keeps its order)."""
-  rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
