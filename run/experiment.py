@@ -601,8 +601,8 @@ class Experiment:
   def batch_loss(self, params, batch, rng):
     """The training loss of one stored batch (with its labels, `(batch, labels)`, where the model has classes):
     the score matching loss, with label dropout for a class-conditional network and EDM's augmentation with
-    `data.augment_p > 0`, or a classifier's
-    cross-entropy over noisy inputs. `rng` draws the augmentation, dropout, label dropout and the loss's noise."""
+    `data.augment_p > 0`, or a classifier's cross-entropy over noisy inputs. `rng` draws the augmentation,
+    dropout, label dropout and the loss's noise."""
     images, labels = batch if self.num_classes else (batch, None)
     x = self.preprocess(images, jax.random.fold_in(rng, 2))
     if self.is_classifier:
