@@ -78,3 +78,24 @@ def run_main(*args, timeout=120, **kwargs):
   return subprocess.run(
     [sys.executable, "main.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kwargs
   )
+
+
+def mixture_classes_run(**fields):
+  """A continuous VP run on the four-component mixture, whose components serve as classes: 1000 steps of an
+  MLP, sampled by DPM-Solver in 25 steps (the conditional and guidance tests)."""
+  return tiny_toy(
+    **{
+      "model.nf": 64,
+      "training.sde": "vpsde",
+      "training.continuous": True,
+      "training.batch_size": 256,
+      "training.n_iters": 1000,
+      "training.snapshot_freq": 1000,
+      "training.log_freq": 500,
+      "training.snapshot_sampling": False,
+      "data.num_train": 10_000,
+      "sampling.method": "dpm_solver",
+      "sampling.num_steps": 25,
+      **fields,
+    }
+  )

@@ -12,7 +12,7 @@ from scorejax.datasets.toy2d import GMM_MEANS
 from scorejax.run.experiment import Experiment, UserError, validate_config
 from scorejax.run.train import train
 
-from helpers import override, tiny_digits, tiny_toy
+from helpers import mixture_classes_run, override, tiny_digits, tiny_toy
 
 NETWORKS = {  # name: (options of a tiny network, example shape, width of its noise embedding)
   "mlp": (dict(nf=8, num_layers=2), (2,), 8),
@@ -82,23 +82,7 @@ def test_batches_carry_the_labels_of_their_examples():
 
 def conditional_toy(**fields):
   """A class-conditional MLP on the four-component mixture, whose components are the classes."""
-  return tiny_toy(
-    **{
-      "model.num_classes": 4,
-      "model.nf": 64,
-      "training.sde": "vpsde",
-      "training.continuous": True,
-      "training.batch_size": 256,
-      "training.n_iters": 1000,
-      "training.snapshot_freq": 1000,
-      "training.log_freq": 500,
-      "training.snapshot_sampling": False,
-      "data.num_train": 10_000,
-      "sampling.method": "dpm_solver",
-      "sampling.num_steps": 25,
-      **fields,
-    }
-  )
+  return mixture_classes_run(**{"model.num_classes": 4, **fields})
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from scorejax.run.inpaint import inpainting_masks
 from scorejax.run.sample import sample
 from scorejax.run.train import train
 
-from helpers import override, run_main, tiny_digits, tiny_toy
+from helpers import mixture_classes_run, override, run_main, tiny_digits
 
 # One device: no collectives, whose rendezvous XLA:CPU aborts after 40 s when the two cores are busy elsewhere.
 QUIET = dict(print_fn=lambda *a: None, devices=jax.devices()[:1])
@@ -28,24 +28,7 @@ def nearest_component(x):
 
 def mixture_run(**fields):
   """A continuous VP run on the four-component mixture (components = classes), 1000 steps of an MLP."""
-  return tiny_toy(
-    **{
-      "model.nf": 64,
-      "training.sde": "vpsde",
-      "training.continuous": True,
-      "training.batch_size": 256,
-      "training.n_iters": 1000,
-      "training.snapshot_freq": 1000,
-      "training.log_freq": 500,
-      "training.snapshot_sampling": False,
-      "data.num_train": 10_000,
-      "sampling.method": "dpm_solver",
-      "sampling.num_steps": 25,
-      "sampling.num_samples": 1000,
-      "sampling.batch_size": 1000,
-      **fields,
-    }
-  )
+  return mixture_classes_run(**{"sampling.num_samples": 1000, "sampling.batch_size": 1000, **fields})
 
 
 @pytest.fixture(scope="module")
