@@ -210,7 +210,8 @@ def main(argv):
   # Imported after flag parsing, so that bad flags fail fast; one module per mode.
   import importlib
 
-  from scorejax.run.experiment import TrainingDiverged, UserError, resolve_config
+  from scorejax.run.errors import TrainingDiverged, UserError
+  from scorejax.run.saved_config import resolve_config
 
   module, function = {
     "train": ("train", "train"),
@@ -223,7 +224,7 @@ def main(argv):
   # From here an interrupt outside the training loop (whose own handlers take over while it runs) ends
   # the run in the mode's phase.
   interrupts.set_phase(f"--mode={FLAGS.mode}", LEFT_BEHIND[FLAGS.mode].format(workdir=workdir))
-  try:  # without --config, a workdir's saved config (run/experiment.py)
+  try:  # without --config, a workdir's saved config (run/saved_config.py)
     run(resolve_config(FLAGS.config, workdir, _config_arg(sys.argv) is not None, FLAGS.mode, sys.argv), workdir)
   except TrainingDiverged as e:
     fail(str(e), code=3)

@@ -8,6 +8,7 @@ type; a new SDE is one class here.
 
 import inspect
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -386,7 +387,26 @@ class SubVPSDE(VPSDE):
 
 def get_sde(name, **params):
   """The SDE registered as `name` (`training.sde`), built from the `params` its constructor names
-  (`sigma_min`, `sigma_max`, `beta_min`, `beta_max`, `N`); the others are ignored."""
+  (`sigma_min`, `sigma_max`, `beta_min`, `beta_max`, `N`), all of them checked (a config's noise ranges are
+  valid whichever SDE it trains)."""
   cls = _SDES.get(name)
   names = inspect.signature(cls.__init__).parameters
+  _check_sde_params(**params)
   return cls(**{k: v for k, v in params.items() if k in names})
+
+
+def _is_positive(value):
+  return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _check_sde_params(N, **noise_range):
+  """`ValueError` naming the config field (score_sde's names) unless `N` is a positive integer and each noise
+  range (`sigma_min < sigma_max`, `beta_min < beta_max`) is finite, positive and increasing."""
+  if not (isinstance(N, numbers.Integral) and not isinstance(N, bool) and N >= 1):
+    raise ValueError(f"model.num_scales must be a positive integer, got {N!r}")
+  for name, value in noise_range.items():
+    if not _is_positive(value):
+      raise ValueError(f"model.{name} must be a finite number > 0, got {value!r}")
+  for low, high in (("sigma_min", "sigma_max"), ("beta_min", "beta_max")):
+    if low in noise_range and not noise_range[low] < noise_range[high]:
+      raise ValueError(f"need 0 < model.{low} < model.{high}, got {noise_range[low]} and {noise_range[high]}")

@@ -67,7 +67,8 @@ from scorejax.configs import digits, toy2d
 from scorejax.datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_sde_score, sample_gmm
 from scorejax.metrics import sliced_wasserstein
 from scorejax.run import quality
-from scorejax.run.experiment import EVAL, Experiment, TrainingDiverged, seed_key
+from scorejax.run.errors import TrainingDiverged
+from scorejax.run.experiment import EVAL, Experiment, seed_key
 from scorejax.run.train import train
 
 quiet = lambda *a, **k: None

@@ -31,9 +31,12 @@ import numpy as np
 from scorejax import plotting
 from scorejax.configs.default import get_default_config
 from scorejax.evaluation import digits_classifier
+from scorejax.run.builders import sampling_options
 from scorejax.run.classifier import attach_classifier
-from scorejax.run.experiment import Experiment, resolve_config, restore_for_inference, sampling_options
+from scorejax.run.experiment import Experiment
 from scorejax.run.inpaint import complete_held_out, inpainting_masks
+from scorejax.run.restore import restore_for_inference
+from scorejax.run.saved_config import resolve_config
 from scorejax.samplers.pc import pc_nfe, pc_times
 
 NUM_CLASSES = 10

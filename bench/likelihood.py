@@ -72,6 +72,7 @@ from scorejax import (
 from scorejax.configs.default import get_default_config  # noqa: E402
 from scorejax.datasets import digits as digits_data  # noqa: E402
 from scorejax.datasets.toy2d import sample_gmm  # noqa: E402
+from scorejax.run.builders import likelihood_options  # noqa: E402
 from scorejax.samplers import likelihood  # noqa: E402
 
 EPS = 1e-5
@@ -203,7 +204,7 @@ def measure_solve(name, batch, rtol, atol, repeats, output_scale):
   shape = x.shape[1:]
 
   # (a) the compiled likelihood
-  options = {**likelihood.likelihood_options(get_default_config().eval), "eps": EPS, "rtol": rtol, "atol": atol}
+  options = {**likelihood_options(get_default_config()), "eps": EPS, "rtol": rtol, "atol": atol}
   compiled = jax.jit(lambda p, x, key: likelihood.log_likelihood(score_fn_of(p), sde, x, key, **options))
   logp, nfe = jax.block_until_ready(compiled(params, x, jax.random.key(2)))  # compiles
   nfe = int(nfe)

@@ -29,7 +29,8 @@ from scorejax import (
 )
 from scorejax.configs import cifar  # noqa: E402
 from scorejax.datasets import cifar10  # noqa: E402
-from scorejax.run.experiment import DTYPES, Experiment  # noqa: E402
+from scorejax.run.builders import DTYPES  # noqa: E402
+from scorejax.run.experiment import Experiment  # noqa: E402
 from scorejax.run.train import make_train_step  # noqa: E402
 
 

@@ -1,7 +1,7 @@
 """Fields shared by every experiment, named as in score_sde where a counterpart exists.
 
 This file is the one home of every default: the SDEs, losses and samplers take these fields as
-required arguments (run/experiment.py passes the fields that each one names)."""
+required arguments (run/builders.py passes the fields that each one names)."""
 
 import ml_collections
 
@@ -25,6 +25,7 @@ def get_default_config():
   training.continuous = False         # False: the discrete SMLD (VE) / DDPM (VP) loss over num_scales levels
   training.reduce_mean = True         # mean (not sum) of the squared error over data dimensions
   training.likelihood_weighting = False  # weight g(t)^2: a bound on the negative log-likelihood
+  training.eps = 1e-5                 # smallest time of the continuous losses and of a classifier's noise
   training.loss = "sde"               # sde: score_sde's losses (above) | edm: Karras et al. 2022 (log-normal sigma)
   training.p_mean = -1.2              # edm: ln sigma ~ N(p_mean, p_std^2)
   training.p_std = 1.2

@@ -4,6 +4,7 @@
 from scorejax.losses.classifier import accuracy_at_time, noisy_classifier_loss
 from scorejax.losses.dsm import multiscale_dsm_loss, sample_noise_levels, score_matching_loss
 from scorejax.losses.edm import edm_loss, edm_weight, get_edm_loss_fn, tweedie_denoiser
+from scorejax.losses.registry import get_loss, get_loss_fn, loss_names, register_loss
 from scorejax.losses.sde_losses import (
   continuous_dsm_loss,
   denoising_loss_at_time,
@@ -13,6 +14,10 @@ from scorejax.losses.sde_losses import (
 )
 
 __all__ = [
+  "register_loss",
+  "get_loss",
+  "get_loss_fn",
+  "loss_names",
   "score_matching_loss",
   "multiscale_dsm_loss",
   "sample_noise_levels",

@@ -6,6 +6,7 @@ noise level `sigma` is Tweedie's `D(x_hat; sigma) = x_hat + sigma^2 score(x_hat,
 import jax
 import jax.numpy as jnp
 
+from scorejax.losses.registry import register_loss
 from scorejax.sde_lib import per_example
 
 
@@ -45,3 +46,12 @@ def get_edm_loss_fn(sde, p_mean, p_std, sigma_data, reduce_mean):
   if not (p_std > 0 and sigma_data > 0):
     raise ValueError(f"the EDM loss needs training.p_std > 0 and model.sigma_data > 0, got {p_std} and {sigma_data}")
   return lambda score_fn, y, rng: edm_loss(score_fn, y, rng, sde, p_mean, p_std, sigma_data, reduce_mean)
+
+
+@register_loss("edm")
+def build_edm_loss(sde, *, p_mean, p_std, sigma_data, reduce_mean, continuous):
+  """EDM's loss (`training.loss='edm'`): `get_edm_loss_fn` with `training.p_mean`, `p_std`, `reduce_mean` and
+  `model.sigma_data`, at continuous noise levels."""
+  if not continuous:
+    raise ValueError("training.loss='edm' trains at continuous noise levels: set training.continuous=True")
+  return get_edm_loss_fn(sde, p_mean, p_std, sigma_data, reduce_mean)

@@ -4,6 +4,7 @@ time `t` of shape `(batch,)`; the discrete losses call it at the times `sde.disc
 import jax
 import jax.numpy as jnp
 
+from scorejax.losses.registry import register_loss
 from scorejax.sde_lib import per_example
 
 
@@ -82,3 +83,12 @@ def get_sde_loss_fn(sde, continuous, reduce_mean, likelihood_weighting, eps=1e-5
     )
   _ = sde.discrete_times  # a chain that cannot exist (DDPM with beta_max >= N) fails here
   return lambda score_fn, x, rng: discrete_dsm_loss(score_fn, x, rng, sde, reduce_mean)
+
+
+@register_loss("sde")
+def build_sde_loss(sde, *, continuous, reduce_mean, likelihood_weighting, eps):
+  """score_sde's losses (`training.loss='sde'`): `get_sde_loss_fn` with `training.continuous`, `reduce_mean`,
+  `likelihood_weighting` and `eps`."""
+  if not 0 < eps < sde.T:
+    raise ValueError(f"training.eps must be a finite number in (0, {sde.T:g}), got {eps!r}")
+  return get_sde_loss_fn(sde, continuous, reduce_mean, likelihood_weighting, eps)

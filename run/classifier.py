@@ -7,16 +7,11 @@ import numpy as np
 
 from scorejax import losses, models
 from scorejax.configs.default import get_default_config
-from scorejax.run.experiment import (
-  EVAL,
-  Experiment,
-  UserError,
-  build_sde,
-  data_shape,
-  resolve_config,
-  restore_for_inference,
-  seed_key,
-)
+from scorejax.run.builders import build_sde, data_shape
+from scorejax.run.errors import UserError
+from scorejax.run.experiment import EVAL, Experiment, seed_key
+from scorejax.run.restore import restore_for_inference
+from scorejax.run.saved_config import resolve_config
 
 ACCURACY_NOISE_LEVELS = (0.1, 0.3, 1.0, 3.0)  # noise levels sigma (in x / m(t)) at which accuracy is reported
 

@@ -11,15 +11,10 @@ import numpy as np
 from scorejax import losses, metrics, sde_lib
 from scorejax.logging_utils import atomic_output
 from scorejax.run import quality
-from scorejax.run.experiment import (
-  EVAL,
-  Experiment,
-  UserError,
-  as_user_error,
-  checkpoint_steps,
-  restore_for_inference,
-  seed_key,
-)
+from scorejax.run.builders import likelihood_options
+from scorejax.run.errors import UserError
+from scorejax.run.experiment import EVAL, Experiment, seed_key
+from scorejax.run.restore import checkpoint_steps, restore_for_inference
 from scorejax.run.sample import check_output_dir
 from scorejax.samplers import likelihood
 
@@ -137,7 +132,7 @@ def evaluate_likelihood(exp, params, rng):
   states the offset). Vector data: the negative log-likelihood in nats/dim, and the true one where the
   data's density is known."""
   e = exp.config.eval
-  options = as_user_error(likelihood.likelihood_options, e)
+  options = likelihood_options(exp.config)
   test = exp.dataset.test[: e.bpd_num_examples or len(exp.dataset.test)]
   if exp.dataset.max_value is not None:
     res = likelihood.evaluate_bpd(

@@ -31,17 +31,11 @@ from jax.sharding import PartitionSpec as P
 from scorejax import models
 from scorejax.checkpointing import Checkpointer, CheckpointError, first_line, step_dirs
 from scorejax.models import score_sde_params
-from scorejax.run.experiment import (
-  INIT,
-  TrainState,
-  UserError,
-  build_model,
-  build_optimizer,
-  config_dict,
-  data_shape,
-  seed_key,
-  validate_config,
-)
+from scorejax.run.errors import UserError
+from scorejax.run.experiment import INIT, seed_key
+from scorejax.run.optim import TrainState, build_optimizer
+from scorejax.run.saved_config import config_dict
+from scorejax.run.validate import validate_config
 from scorejax.run.workdir import workdir_lock
 
 STATE_FIELDS = ("step", "optimizer", "lr", "model_state", "ema_rate", "params_ema", "rng")  # score_sde's State
@@ -172,9 +166,8 @@ def import_checkpoint(config, workdir, devices=None, print_fn=print):
     )
   devices = list(jax.devices() if devices is None else devices)
   config = score_sde_conventions(config)
-  validate_config(config, len(devices))
-  shape = data_shape(config)
-  model = build_model(config, shape)
+  parts = validate_config(config, len(devices))
+  shape, model = parts.shape, parts.model
   state = read_checkpoint(path)
   try:
     train_state, moments = convert(state, model, shape, build_optimizer(config), seed_key(config, INIT))

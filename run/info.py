@@ -3,19 +3,17 @@
 import jax
 
 from scorejax import models
-from scorejax.run.experiment import build_model, build_sde, data_shape, validate_config
+from scorejax.run.validate import validate_config
 
 
 def info(config, workdir=None, devices=None, print_fn=print):
   """`--mode=info`: the network, its parameter count and the method, without data or compilation
   (the parameters' shapes come from `jax.eval_shape`). Returns the parameter count."""
   del workdir
-  validate_config(config, len(jax.devices() if devices is None else devices))
-  shape = data_shape(config)
-  model = build_model(config, shape)
-  count = models.utils.param_count(models.utils.param_shapes(model, shape))
+  parts = validate_config(config, len(jax.devices() if devices is None else devices))
+  shape, sde = parts.shape, parts.sde
+  count = models.utils.param_count(models.utils.param_shapes(parts.model, shape))
   t, m, s = config.training, config.model, config.sampling
-  sde = build_sde(config)
   loss = (
     ("continuous DSM" + (", likelihood weighting" if t.likelihood_weighting else ""))
     if t.continuous

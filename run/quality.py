@@ -13,7 +13,7 @@ from jax.experimental import multihost_utils
 
 from scorejax.evaluation import digits_classifier, inception, quality, statistics
 from scorejax.logging_utils import atomic_output
-from scorejax.run.experiment import UserError
+from scorejax.run.errors import UserError
 
 MISSING_WEIGHTS = (
   "FID/IS/KID/precision-recall skipped: they need the FID Inception weights; download "

@@ -10,8 +10,10 @@ from scorejax import plotting
 from scorejax.datasets.toy2d import empirical_score
 from scorejax.logging_utils import atomic_output, unwritable_reason
 from scorejax.run.classifier import attach_classifier
-from scorejax.run.experiment import Experiment, UserError, restore_for_inference
+from scorejax.run.errors import UserError
+from scorejax.run.experiment import Experiment
 from scorejax.run.inpaint import complete_held_out
+from scorejax.run.restore import restore_for_inference
 
 
 def write_samples(exp, params, step, out_dir, logger=None, progress=None):
@@ -27,7 +29,7 @@ def write_samples(exp, params, step, out_dir, logger=None, progress=None):
   with atomic_output(os.path.join(out_dir, f"samples_{step}.npz")) as tmp:
     np.savez(tmp, samples=samples, **({} if labels is None else {"labels": labels}))
   png = os.path.join(out_dir, f"samples_{step}.png")
-  if exp.dataset.is_image:
+  if exp.is_image:
     lo = -1.0 if exp.config.data.centered else 0.0
     with atomic_output(png) as tmp:
       grid = plotting.save_image_grid((samples - lo) / (1.0 - lo), tmp)

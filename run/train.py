@@ -15,37 +15,15 @@ from scorejax import datasets, models
 from scorejax.checkpointing import Checkpointer, CheckpointError
 from scorejax.logging_utils import MetricsLogger, atomic_output
 from scorejax.run.classifier import classifier_accuracy
-from scorejax.run.experiment import (
-  TRAIN,
-  Experiment,
-  TrainingDiverged,
-  TrainState,
-  UserError,
-  check_int,
-  checks_config,
-  config_dict,
-  seed_key,
-)
+from scorejax.run.data import check_training_batch
+from scorejax.run.errors import TrainingDiverged, UserError, check_int
+from scorejax.run.experiment import TRAIN, Experiment, seed_key
+from scorejax.run.optim import TrainState
 from scorejax.run.sample import write_samples
+from scorejax.run.saved_config import checks_config, config_dict
 from scorejax.run.workdir import workdir_lock
 
 # ----------------------------------------------------------------------------- training
-
-
-def ema_decay(step, batch_size, halflife_kimg, rampup_ratio):
-  """EDM's EMA decay of the step `step` (Karras et al. 2022, App. F, Table 7; NVlabs/edm `training_loop.py`):
-
-      beta = 0.5 ** (B / max(h, 1e-8)),  h = min(1000 halflife_kimg, rampup_ratio * n),
-
-  `B = batch_size` the global batch and `n = step * B` the images seen before the step, so that the weight of
-  the old average halves every `h` images; the cap (none where `rampup_ratio` is 0 or None) keeps it from
-  remembering the random initialisation early on: `beta = 0` at step 0, `0.5 ** (1 / (rampup_ratio * step))` while
-  the cap holds. The average is then `ema <- beta ema + (1 - beta) params`, `params` after the step."""
-  halflife = halflife_kimg * 1000.0
-  if rampup_ratio:
-    images_seen = jnp.asarray(step, jnp.float32) * batch_size  # float: the count outgrows int32 in long runs
-    halflife = jnp.minimum(halflife, rampup_ratio * images_seen)
-  return 0.5 ** (batch_size / jnp.maximum(halflife, 1e-8))
 
 
 def make_train_step(exp):
@@ -53,23 +31,16 @@ def make_train_step(exp):
 
   The loss of step `k` uses the key `fold_in(fold_in(seed, TRAIN), k)`, so results do not depend
   on how steps are grouped into dispatches or how the batch is split over devices. The EMA decays by
-  `model.ema_rate` per step, or with `model.ema_halflife_kimg > 0` by EDM's half-life in images (`ema_decay`).
+  `model.ema_rate` per step, or with `model.ema_halflife_kimg > 0` by EDM's half-life in images (run/optim.py).
   """
-  config = exp.config
-  m = config.model
-  train_key = seed_key(config, TRAIN)
-
-  def decay(step):
-    if m.ema_halflife_kimg > 0:
-      return ema_decay(step, config.training.batch_size, m.ema_halflife_kimg, m.ema_rampup_ratio)
-    return m.ema_rate
+  train_key = seed_key(exp.config, TRAIN)
 
   def one_step(state, batch):
     rng = jax.random.fold_in(train_key, state.step)
     loss, grads = jax.value_and_grad(exp.batch_loss)(state.params, batch, rng)
     updates, opt_state = exp.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    beta = decay(state.step)
+    beta = exp.ema_decay(state.step)
     ema = jax.tree_util.tree_map(lambda e, p: beta * e + (1.0 - beta) * p, state.ema_params, params)
     first_bad = (state.nan_step < 0) & ~jnp.isfinite(loss)
     nan_step = jnp.where(first_bad, state.step, state.nan_step)
@@ -173,6 +144,7 @@ def train(config, workdir, devices=None, print_fn=print):
 
 def _train(config, workdir, devices, print_fn, stop):
   exp = Experiment(config, devices)
+  check_training_batch(config, exp.dataset)
   t = config.training
   is_main = jax.process_index() == 0
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=t.max_to_keep)

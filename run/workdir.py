@@ -18,7 +18,7 @@ import time
 import jax
 import numpy as np
 
-from scorejax.run.experiment import UserError
+from scorejax.run.errors import UserError
 
 LOCK = "run.lock"
 _HELD = {}  # workdir -> this process's lock record; an interrupt (interrupts.py) releases them before it exits

@@ -71,8 +71,11 @@ def build_edm(sde, *, num_steps, rho, s_churn, s_min, s_max, s_noise, eps):
     rho=(rho, "> 0"),
     s_churn=(s_churn, ">= 0"),
     s_noise=(s_noise, ">= 0"),
+    s_min=(s_min, ">= 0"),
     eps=eps,
   )
+  if not s_max >= s_min:  # inf: churn at every level
+    raise ValueError(f"sampling.s_max must be a number >= sampling.s_min={s_min!r} (inf allowed), got {s_max!r}")
   sigma_min, sigma_max = (float(sde.noise_level(jnp.asarray(t))) for t in (eps, sde.T))
   sigmas = karras_sigmas(sigma_min, sigma_max, num_steps, rho)
   churn = dict(s_churn=s_churn, s_min=s_min, s_max=s_max, s_noise=s_noise)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scorejax.samplers.integrators import ODE_SOLVERS, integrate
+from scorejax.samplers.integrators import integrate
 
 HUTCHINSON_TYPES = ("rademacher", "gaussian")
 DIVERGENCE_MODES = ("forward", "reverse")  # how hutchinson_divergence forms v^T J v: jax.jvp or jax.vjp
@@ -121,7 +121,7 @@ def log_likelihood(score_fn, sde, x, rng, **options):
   `eps` (Kim et al. 2022, "Soft Truncation"). It is a proper density either way, so the bits/dim
   bound below holds for every `eps`.
 
-  `options`: those of `probability_flow_encode` (`likelihood_options` reads them from `config.eval`).
+  `options`: those of `probability_flow_encode` (run/builders.py `likelihood_options` reads them from `config.eval`).
   Traceable: call it inside `jax.jit`. Returns `(log-likelihood (batch,), nfe)`.
   """
   z, delta_logp, nfe = probability_flow_encode(score_fn, sde, x, rng, **options)
@@ -201,24 +201,3 @@ def evaluate_bpd(
       nfes.append(nfe)
   per_example = np.concatenate([np.asarray(b) for b in bpds])
   return BpdResult(float(per_example.mean()), per_example, float(np.mean([float(n) for n in nfes])))
-
-
-def likelihood_options(evaluate):
-  """`probability_flow_encode`'s options from the `config.eval` ConfigDict (configs/default.py holds
-  their defaults), checked."""
-  if evaluate.ode_solver not in ODE_SOLVERS:
-    raise ValueError(f"unknown eval.ode_solver {evaluate.ode_solver!r}; valid choices: {', '.join(ODE_SOLVERS)}")
-  kind = evaluate.hutchinson_type.lower()
-  if kind not in HUTCHINSON_TYPES:
-    raise ValueError(f"unknown eval.hutchinson_type {kind!r}; valid choices: {', '.join(HUTCHINSON_TYPES)}")
-  return dict(
-    eps=float(evaluate.eps),
-    ode_solver=evaluate.ode_solver,
-    ode_steps=int(evaluate.ode_steps),
-    rtol=float(evaluate.rtol),
-    atol=float(evaluate.atol),
-    max_steps=int(evaluate.ode_max_steps),
-    hutchinson_type=kind,
-    num_probes=int(evaluate.num_probes),
-    exact_trace=bool(evaluate.exact_trace),
-  )

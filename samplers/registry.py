@@ -2,7 +2,7 @@
 
 A registered entry is a builder `build(sde, **options) -> sample_fn`: `sde` is an `sde_lib.SDE`, and the
 options are keyword-only arguments without defaults, named as the `config.sampling` fields that hold
-their defaults (configs/default.py; run/experiment.py passes the fields a builder names). Then
+their defaults (configs/default.py; run/builders.py passes the fields a builder names). Then
 
     sample_fn(score_fn, x_init, rng) -> (x, nfe)
 

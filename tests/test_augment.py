@@ -16,8 +16,10 @@ from jax.sharding import PartitionSpec as P
 
 from scorejax import models, sde_lib
 from scorejax.datasets import augment as aug
-from scorejax.run.experiment import Experiment, UserError, validate_config
+from scorejax.run.errors import UserError
+from scorejax.run.experiment import Experiment
 from scorejax.run.train import make_train_step
+from scorejax.run.validate import validate_config
 
 from helpers import tiny_digits, tiny_toy
 

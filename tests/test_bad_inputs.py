@@ -22,7 +22,9 @@ from scorejax import datasets, sde_lib
 from scorejax.configs import cifar
 from scorejax.configs.default import get_default_config
 from scorejax.datasets import cifar10
-from scorejax.run.experiment import UserError, load_dataset, validate_config
+from scorejax.run.data import load_dataset
+from scorejax.run.errors import UserError
+from scorejax.run.validate import validate_config
 from scorejax.samplers import get_sampling_fn
 
 from helpers import ROOT, override, tiny_digits, tiny_toy
@@ -62,20 +64,44 @@ DOMAINS = [
   ("toy", {"sampling.num_samples": 0}, "sampling.num_samples must be a positive integer, got 0"),
   ("toy", {"sampling.batch_size": 0}, "sampling.batch_size must be a positive integer, got 0"),
   ("toy", {"sampling.method": "edm", "sampling.num_steps": 0}, "sampling.num_steps must be a positive integer, got 0"),
-  ("toy", {"sampling.ode_steps": 0}, "sampling.ode_steps must be a positive integer, got 0"),
-  ("toy", {"sampling.ode_max_steps": 0}, "sampling.ode_max_steps must be a positive integer, got 0"),
+  ("toy", {"sampling.method": "ode", "sampling.ode_steps": 0}, "sampling.ode_steps must be a positive integer, got 0"),
+  (
+    "toy",
+    {"sampling.method": "ode", "sampling.ode_max_steps": 0},
+    "sampling.ode_max_steps must be a positive integer, got 0",
+  ),
   ("toy", {"sampling.method": "pc", "sampling.snr": -0.1}, "sampling.snr must be a finite number >= 0, got -0.1"),
-  ("toy", {"sampling.eps": 0.0}, "sampling.eps must be a finite number in (0, 1), got 0.0"),
-  ("toy", {"sampling.eps": 1.0}, "sampling.eps must be a finite number in (0, 1), got 1.0"),
+  ("toy", {"sampling.method": "ode", "sampling.eps": 0.0}, "sampling.eps must be a finite number in (0, 1), got 0.0"),
+  ("toy", {"sampling.method": "pc", "sampling.eps": 1.0}, "sampling.eps must be a finite number in (0, 1), got 1.0"),
   ("toy", {"sampling.step_lr": 0.0}, "sampling.step_lr must be a finite number > 0, got 0.0"),
-  ("toy", {"sampling.rtol": 0.0}, "sampling.rtol must be a finite number > 0, got 0.0"),
-  ("toy", {"sampling.atol": -1.0}, "sampling.atol must be a finite number > 0, got -1.0"),
-  ("toy", {"sampling.rho": 0.0}, "sampling.rho must be a finite number > 0, got 0.0"),
-  ("toy", {"sampling.s_churn": -1.0}, "sampling.s_churn must be a finite number >= 0, got -1.0"),
-  ("toy", {"sampling.s_noise": -1.0}, "sampling.s_noise must be a finite number >= 0, got -1.0"),
-  ("toy", {"sampling.s_min": 2.0, "sampling.s_max": 1.0}, "sampling.s_max must be a number >= sampling.s_min=2.0"),
-  ("toy", {"sampling.ddim_eta": 1.5}, "sampling.ddim_eta must be a finite number in [0, 1], got 1.5"),
-  ("toy", {"sampling.dpm_solver_order": 4}, "sampling.dpm_solver_order must be an integer in [1, 3], got 4"),
+  ("toy", {"sampling.method": "ode", "sampling.rtol": 0.0}, "sampling.rtol must be a finite number > 0, got 0.0"),
+  ("toy", {"sampling.method": "ode", "sampling.atol": -1.0}, "sampling.atol must be a finite number > 0, got -1.0"),
+  ("toy", {"sampling.method": "edm", "sampling.rho": 0.0}, "sampling.rho must be a finite number > 0, got 0.0"),
+  (
+    "toy",
+    {"sampling.method": "edm", "sampling.s_churn": -1.0},
+    "sampling.s_churn must be a finite number >= 0, got -1.0",
+  ),
+  (
+    "toy",
+    {"sampling.method": "edm", "sampling.s_noise": -1.0},
+    "sampling.s_noise must be a finite number >= 0, got -1.0",
+  ),
+  (
+    "toy",
+    {"sampling.method": "edm", "sampling.s_min": 2.0, "sampling.s_max": 1.0},
+    "sampling.s_max must be a number >= sampling.s_min=2.0",
+  ),
+  (
+    "toy",
+    {"sampling.method": "ddim", "sampling.ddim_eta": 1.5},
+    "sampling.ddim_eta must be a finite number in [0, 1], got 1.5",
+  ),
+  (
+    "toy",
+    {"sampling.method": "dpm_solver", "sampling.dpm_solver_order": 4},
+    "sampling.dpm_solver_order must be an integer in [1, 3], got 4",
+  ),
   ("toy", {"eval.batch_size": 0}, "eval.batch_size must be a positive integer, got 0"),
   ("toy", {"eval.num_levels": 0}, "eval.num_levels must be a positive integer, got 0"),
   ("toy", {"eval.bpd_num_repeats": 0}, "eval.bpd_num_repeats must be a positive integer, got 0"),

@@ -9,7 +9,8 @@ import pytest
 
 from scorejax.configs import cifar, folder
 from scorejax.datasets import cifar10
-from scorejax.run.experiment import Experiment, build_sde
+from scorejax.run.builders import build_sde
+from scorejax.run.experiment import Experiment
 from scorejax.run.info import info
 from scorejax.run.train import make_train_step
 

@@ -9,8 +9,10 @@ import pytest
 
 from scorejax import datasets, models, sde_lib
 from scorejax.datasets.toy2d import GMM_MEANS
-from scorejax.run.experiment import Experiment, UserError, validate_config
+from scorejax.run.errors import UserError
+from scorejax.run.experiment import Experiment
 from scorejax.run.train import train
+from scorejax.run.validate import validate_config
 
 from helpers import mixture_classes_run, override, tiny_digits, tiny_toy
 

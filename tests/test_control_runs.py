@@ -11,10 +11,12 @@ from PIL import Image
 
 from scorejax.datasets.toy2d import GMM_MEANS
 from scorejax.run.classifier import attach_classifier, classifier_accuracy
-from scorejax.run.experiment import Experiment, UserError, validate_config
+from scorejax.run.errors import UserError
+from scorejax.run.experiment import Experiment
 from scorejax.run.inpaint import inpainting_masks
 from scorejax.run.sample import sample
 from scorejax.run.train import train
+from scorejax.run.validate import validate_config
 
 from helpers import mixture_classes_run, override, run_main, tiny_digits
 

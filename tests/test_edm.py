@@ -12,9 +12,10 @@ from test_sde_samplers import run as run_sampler
 
 from scorejax import losses, models, sde_lib
 from scorejax.datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_sde_score, sample_gmm
+from scorejax.run.errors import UserError
 from scorejax.run.evaluate import evaluate
-from scorejax.run.experiment import UserError, validate_config
 from scorejax.run.train import train
+from scorejax.run.validate import validate_config
 
 from helpers import tiny_toy
 

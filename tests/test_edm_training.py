@@ -6,8 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from scorejax.run.experiment import TRAIN, Experiment, learning_rate_schedule, lr_rampup, seed_key, validate_config
-from scorejax.run.train import ema_decay, make_train_step
+from scorejax.run.experiment import TRAIN, Experiment, seed_key
+from scorejax.run.optim import ema_decay, learning_rate_schedule, lr_rampup
+from scorejax.run.train import make_train_step
+from scorejax.run.validate import validate_config
 
 from helpers import override, tiny_toy
 

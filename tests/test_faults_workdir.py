@@ -19,7 +19,9 @@ import pytest
 
 from scorejax.checkpointing import Checkpointer, CheckpointError, read_record
 from scorejax.configs import digits
-from scorejax.run.experiment import Experiment, UserError, resolve_config
+from scorejax.run.errors import UserError
+from scorejax.run.experiment import Experiment
+from scorejax.run.saved_config import resolve_config
 from scorejax.run.workdir import LOCK
 
 import helpers

@@ -12,6 +12,7 @@ from scorejax import sde_lib
 from scorejax.configs.default import get_default_config
 from scorejax.datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_sde_log_prob, gmm_sde_score, sample_gmm
 from scorejax.metrics import sliced_wasserstein
+from scorejax.run.builders import likelihood_options
 from scorejax.samplers import likelihood, ode
 from scorejax.samplers.integrators import FIXED_STEP_STAGES
 from scorejax.samplers.registry import get_sampling_fn
@@ -25,7 +26,7 @@ SDES = {
 
 def options(**fields):
   """The likelihood's options: configs/default.py's `eval` fields but for `fields`."""
-  return {**likelihood.likelihood_options(get_default_config().eval), **fields}
+  return {**likelihood_options(get_default_config()), **fields}
 
 
 MU, S, DIM = 0.7, 0.5, 4  # Gaussian data N(MU, S^2 I_4)

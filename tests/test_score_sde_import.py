@@ -20,15 +20,10 @@ from scorejax import models, sde_lib
 from scorejax.configs import cifar
 from scorejax.models import score_sde_params
 from scorejax.run import importer
-from scorejax.run.experiment import (
-  UserError,
-  build_model,
-  build_optimizer,
-  build_sde,
-  check_config_matches,
-  config_dict,
-  data_shape,
-)
+from scorejax.run.builders import build_model, build_sde, data_shape
+from scorejax.run.errors import UserError
+from scorejax.run.optim import build_optimizer
+from scorejax.run.saved_config import check_config_matches, config_dict
 
 from helpers import override
 

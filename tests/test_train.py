@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from scorejax.checkpointing import Checkpointer
+from scorejax.run.errors import TrainingDiverged
 from scorejax.run.evaluate import evaluate
-from scorejax.run.experiment import Experiment, TrainingDiverged
+from scorejax.run.experiment import Experiment
 from scorejax.run.sample import sample
 from scorejax.run.train import train
 

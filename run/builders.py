@@ -1,0 +1,180 @@
+"""Config sections to objects: the network, the SDE, the score function, the loss and the sampler (the
+optimizer and the EMA: run/optim.py).
+
+Each builder reads the fields of its part once and passes them as plain arguments to the library, whose
+functions check their own ranges and raise `ValueError` naming the field; `as_user_error` (run/errors.py)
+turns that into the one-line error. `build_parts` builds every part of a config once, without data and
+without compiling: it is both what a mode runs with and the check of the config."""
+
+import dataclasses
+import functools
+
+import jax.numpy as jnp
+
+from scorejax import losses, models, samplers, sde_lib
+from scorejax.run.errors import UserError, as_user_error
+from scorejax.run.optim import build_optimizer, ema_schedule
+from scorejax.samplers import likelihood
+
+VECTOR_MODELS = ("mlp", "classifier_mlp")  # networks for data of shape (dim,); every other one takes (H, W, C) images
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def data_shape(config):
+  """The shape of one example: `(image_size, image_size, num_channels)` where the config names
+  those (score_sde's image configs), otherwise `data.shape`."""
+  data = config.data
+  if "image_size" in data:
+    return (data.image_size, data.image_size, data.num_channels)
+  return tuple(data.shape)
+
+
+def _hashable(value):
+  return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def build_model(config, shape):
+  """The network `model.name` with every `config.model` field that the network declares (score_sde's
+  names: `nf`, `ch_mult`, `attn_resolutions`, ...), computing in `training.dtype`, checked to build for
+  examples of `shape` by an abstract trace of its initialisation (`jax.eval_shape`, no compilation)."""
+  m = config.model
+  cls = as_user_error(models.get_model_class, m.name)
+  is_image = len(shape) == 3
+  if m.name in VECTOR_MODELS and is_image:
+    raise UserError(
+      f"model.name={m.name!r} needs vector data of shape (dim,), got {tuple(shape)}; "
+      f"choose an image model: {', '.join(n for n in models.model_names() if n not in VECTOR_MODELS)}"
+    )
+  if m.name not in VECTOR_MODELS and not is_image:
+    raise UserError(
+      f"model.name={m.name!r} needs images of shape (H, W, C), got {tuple(shape)}; "
+      f"use model.name={VECTOR_MODELS[0]!r} for vector data"
+    )
+  fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
+  kwargs = {k: _hashable(m[k]) for k in fields if k in m}
+  if "dtype" in fields:
+    if config.training.dtype not in DTYPES:
+      raise UserError(f"unknown training.dtype {config.training.dtype!r}; valid choices: {', '.join(DTYPES)}")
+    kwargs["dtype"] = DTYPES[config.training.dtype]
+  if is_image and "ch_mult" in kwargs:
+    factor = 2 ** (len(kwargs["ch_mult"]) - 1)
+    if shape[0] % factor or shape[1] % factor:
+      raise UserError(f"image size {tuple(shape[:2])} is not divisible by 2**(len(model.ch_mult)-1)={factor}")
+  model = cls(**kwargs)
+  as_user_error(models.utils.check_conditioning, model, m.conditioning, m.input_transform)
+  try:
+    models.utils.param_shapes(model, shape)
+  except Exception as e:  # the network's own checks: shapes, group counts
+    reason = " ".join(str(e).split()) or type(e).__name__
+    raise UserError(
+      f"model.name={m.name!r} cannot be built from the model fields (model.nf, model.ch_mult, ...) "
+      f"for examples of shape {tuple(shape)}: {reason}"
+    ) from None
+  return model
+
+
+def build_sde(config):
+  """The SDE `training.sde` with the noise range of `config.model` (score_sde's fields: `sigma_min`,
+  `sigma_max` for VE; `beta_min`, `beta_max` for VP and sub-VP; `num_scales` = N)."""
+  m = config.model
+  return as_user_error(
+    sde_lib.get_sde,
+    config.training.sde,
+    sigma_min=m.sigma_min,
+    sigma_max=m.sigma_max,
+    beta_min=m.beta_min,
+    beta_max=m.beta_max,
+    N=m.num_scales,
+  )
+
+
+def build_score_fn(config, model, sde):
+  """`score_fn_of(params, train=False, rng=None) -> score_fn(x, t)`: the network wrapped by the one score
+  wrapper (models/utils.py `get_score_fn`) with the `config.model` fields that say what its output means."""
+  m = config.model
+  score_fn_of = functools.partial(
+    models.get_score_fn,
+    model,
+    sde=sde,
+    prediction=m.prediction,
+    scale_by_sigma=m.scale_by_sigma,
+    conditioning=m.conditioning,
+    input_transform=m.input_transform,
+    continuous=config.training.continuous,
+    sigma_data=m.sigma_data,
+  )
+  as_user_error(score_fn_of, None)  # the wrapper checks its names and ranges before it needs parameters
+  return lambda params, train=False, rng=None: score_fn_of(params, train=train, rng=rng)
+
+
+def build_loss(config, sde, is_classifier=False):
+  """`loss(score_fn, x, rng)` of `training.loss` (losses/registry.py) with the `config.training` fields its
+  builder names, and `model.sigma_data`; for a classifier of noisy inputs, `loss(logits_fn, x, labels, rng)`."""
+  t = config.training
+  if is_classifier:
+    return functools.partial(losses.noisy_classifier_loss, sde=sde, eps=t.eps)
+  return as_user_error(losses.get_loss_fn, sde, t.loss, **t, sigma_data=config.model.sigma_data)
+
+
+def sampling_options(config):
+  """The `config.sampling` fields as the sampler's builder takes them, with `time_grid='auto'` resolved:
+  a network trained on the levels of a discrete chain samples on them."""
+  options = dict(config.sampling)
+  if options.get("time_grid") == "auto":
+    options["time_grid"] = "uniform" if config.training.continuous else "discrete"
+  return options
+
+
+def build_sampler(config, sde):
+  """`sample_fn(score_fn, x_init, rng) -> (x, nfe)` of `sampling.method` with its `config.sampling` fields."""
+  return as_user_error(samplers.get_sampling_fn, sde, config.sampling.method, **sampling_options(config))
+
+
+def likelihood_options(config):
+  """`probability_flow_encode`'s options (samplers/likelihood.py) from the `config.eval` fields."""
+  e = config.eval
+  if e.ode_solver not in likelihood.ODE_SOLVERS:
+    raise UserError(f"unknown eval.ode_solver {e.ode_solver!r}; valid choices: {', '.join(likelihood.ODE_SOLVERS)}")
+  kind = e.hutchinson_type.lower()
+  if kind not in likelihood.HUTCHINSON_TYPES:
+    raise UserError(f"unknown eval.hutchinson_type {kind!r}; valid choices: {', '.join(likelihood.HUTCHINSON_TYPES)}")
+  return dict(
+    eps=float(e.eps),
+    ode_solver=e.ode_solver,
+    ode_steps=int(e.ode_steps),
+    rtol=float(e.rtol),
+    atol=float(e.atol),
+    max_steps=int(e.ode_max_steps),
+    hutchinson_type=kind,
+    num_probes=int(e.num_probes),
+    exact_trace=bool(e.exact_trace),
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+  """Everything a config builds before it sees data: each part built once."""
+
+  shape: tuple  # one example
+  model: object  # the Flax module
+  sde: sde_lib.SDE
+  is_classifier: bool  # a classifier of noisy inputs (models/classifier.py), not a score model
+  score_fn_of: object  # params -> score_fn (None for a classifier)
+  loss_fn: object
+  sampling_fn: object
+  optimizer: object  # optax's
+  ema_decay: object  # step -> the EMA's decay
+
+
+def build_parts(config):
+  """The `Parts` of `config`, each builder checking its own fields."""
+  shape = data_shape(config)
+  model = build_model(config, shape)
+  sde = build_sde(config)
+  is_classifier = models.classifier.is_classifier(model)
+  score_fn_of = None if is_classifier else build_score_fn(config, model, sde)
+  loss_fn = build_loss(config, sde, is_classifier)
+  sampling_fn = build_sampler(config, sde)
+  return Parts(
+    shape, model, sde, is_classifier, score_fn_of, loss_fn, sampling_fn, build_optimizer(config), ema_schedule(config)
+  )
