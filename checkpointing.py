@@ -194,13 +194,13 @@ class Checkpointer:
   def all_steps(self):
     return list(self.manager.all_steps())
 
-  def save(self, step, state, config=None):
-    """Start an asynchronous save of `state` at `step` with its record (`config`: a JSON-able dict);
+  def save(self, step, state, saved_config=None):
+    """Start an asynchronous save of `state` at `step` with its record (`saved_config`: a JSON-able dict);
     a no-op if that step is already saved. Raises `CheckpointError` if this or the previous save failed."""
     self.wait()
     if step in self.manager.all_steps():
       return
-    record = {"checksum": tree_checksum(state), "signature": tree_signature(state), "config": config}
+    record = {"checksum": tree_checksum(state), "signature": tree_signature(state), "config": saved_config}
     try:
       self.manager.save(step, args=ocp.args.StandardSave(state), custom_metadata={RECORD: record})
     except Exception as e:

@@ -104,13 +104,9 @@ MIXTURE_STD = np.sqrt(GMM_WEIGHTS @ (GMM_MEANS**2 + GMM_STDS[:, None] ** 2) - MI
 
 
 def override(config, fields):
+  """A copy of `config` with the dotted `fields` set (ml_collections' `update_from_flattened_dict`)."""
   config = config.copy_and_resolve_references()
-  for path, value in fields.items():
-    node = config
-    *parents, leaf = path.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  config.update_from_flattened_dict(fields)
   return config
 
 

@@ -44,9 +44,7 @@ NUM_CLASSES = 10
 
 def saved_config(workdir, **fields):
   config = resolve_config(get_default_config(), workdir, False, "sample", argv=[], print_fn=lambda *a: None)
-  for name, value in fields.items():
-    section, field = name.split(".")
-    config[section][field] = value
+  config.update_from_flattened_dict(fields)
   return config
 
 

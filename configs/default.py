@@ -12,6 +12,8 @@ def get_default_config():
   config = ml_collections.ConfigDict()
   config.seed = 42
   config.import_from = ""             # --mode=import: the score_sde checkpoint file (checkpoint_<n>)
+  config.extensions = ""              # your own modules that register an SDE, sampler, loss or network, imported
+                                      # before anything is built: comma-separated .py files or module names
 
   config.training = training = ml_collections.ConfigDict()
   training.batch_size = 64

@@ -20,6 +20,7 @@ class NoisyVectorClassifier(nn.Module):
   """`net(x, c_noise) -> logits (batch, num_classes)` for vectors `(batch, dim)`: the residual SiLU MLP of
   the score network (models/mlp.py) with the noise embedding added to each layer, ending in the logits."""
 
+  takes_vectors = True  # data of shape (dim,)
   nf: int = 128
   num_layers: int = 3
   num_classes: int = 0

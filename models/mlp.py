@@ -15,6 +15,7 @@ class ScoreMLP(nn.Module):
   `(batch, dim)`: a residual SiLU MLP with the noise embedding (and, with `num_classes > 0`, the class label)
   added to each layer."""
 
+  takes_vectors = True  # data of shape (dim,); networks without this attribute take images (H, W, C)
   nf: int = 128
   num_layers: int = 3
   num_classes: int = 0  # > 0: class-conditional (labels in 0..num_classes-1, num_classes the null label)

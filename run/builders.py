@@ -8,6 +8,11 @@ without compiling: it is both what a mode runs with and the check of the config.
 
 import dataclasses
 import functools
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
 
 import jax.numpy as jnp
 
@@ -16,8 +21,41 @@ from scorejax.run.errors import UserError, as_user_error
 from scorejax.run.optim import build_optimizer, ema_schedule
 from scorejax.samplers import likelihood
 
-VECTOR_MODELS = ("mlp", "classifier_mlp")  # networks for data of shape (dim,); every other one takes (H, W, C) images
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def load_extensions(config):
+  """Import the modules of `config.extensions` (comma-separated `.py` files, or names of importable modules),
+  whose decorators (`register_sde`, `register_sampler`, `register_loss`, `register_model`) add their entries to
+  the registries: how a fork extends the project without editing it. A file is imported once per process
+  (under a name made from its absolute path), so a run's saved config re-imports it when it resumes."""
+  for item in (s.strip() for s in config.get("extensions", "").split(",")):
+    if not item:
+      continue
+    if not item.endswith(".py"):
+      try:
+        importlib.import_module(item)
+      except ModuleNotFoundError as e:
+        if e.name != item.split(".")[0] and e.name != item:
+          raise  # a module that `item` itself imports is missing: its traceback says where
+        raise UserError(f"extensions: no module named {item!r}; name a .py file or an installed module") from None
+      continue
+    path = os.path.abspath(os.path.expanduser(item))
+    if not os.path.isfile(path):
+      raise UserError(f"extensions: {item!r} is not a file; name a .py file (absolute, or relative to {os.getcwd()})")
+    name = (
+      f"scorejax_extension_{os.path.splitext(os.path.basename(path))[0]}_{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+    )
+    if name in sys.modules:
+      continue
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+      spec.loader.exec_module(module)
+    except BaseException:
+      del sys.modules[name]
+      raise
 
 
 def data_shape(config):
@@ -27,6 +65,11 @@ def data_shape(config):
   if "image_size" in data:
     return (data.image_size, data.image_size, data.num_channels)
   return tuple(data.shape)
+
+
+def takes_vectors(name):
+  """Whether the network `name` takes vectors `(dim,)` (its class says `takes_vectors = True`), not images."""
+  return getattr(models.get_model_class(name), "takes_vectors", False)
 
 
 def _hashable(value):
@@ -40,15 +83,16 @@ def build_model(config, shape):
   m = config.model
   cls = as_user_error(models.get_model_class, m.name)
   is_image = len(shape) == 3
-  if m.name in VECTOR_MODELS and is_image:
+  vector_models = [n for n in models.model_names() if takes_vectors(n)]
+  if takes_vectors(m.name) and is_image:
     raise UserError(
       f"model.name={m.name!r} needs vector data of shape (dim,), got {tuple(shape)}; "
-      f"choose an image model: {', '.join(n for n in models.model_names() if n not in VECTOR_MODELS)}"
+      f"choose an image model: {', '.join(n for n in models.model_names() if n not in vector_models)}"
     )
-  if m.name not in VECTOR_MODELS and not is_image:
+  if not takes_vectors(m.name) and not is_image:
     raise UserError(
       f"model.name={m.name!r} needs images of shape (H, W, C), got {tuple(shape)}; "
-      f"use model.name={VECTOR_MODELS[0]!r} for vector data"
+      f"use a network for vector data: {', '.join(vector_models)}"
     )
   fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
   kwargs = {k: _hashable(m[k]) for k in fields if k in m}

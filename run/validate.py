@@ -8,7 +8,7 @@ import inspect
 import os
 
 from scorejax import datasets, models
-from scorejax.run.builders import build_parts, data_shape
+from scorejax.run.builders import build_parts, data_shape, load_extensions
 from scorejax.run.errors import UserError, _is_int, as_user_error, check_int, check_ints, check_real
 
 # Integer fields that the run layer reads, and their least value; a config may lack some of them
@@ -70,6 +70,7 @@ def validate_config(config, num_devices):
   the run layer's own fields here, each part's fields by its builder, then what ties the parts together. A
   bad value is a `UserError` whose one line names the field and its valid range. What needs the data (its
   shape and classes, the batch against the size of the training set) is checked by run/data.py."""
+  load_extensions(config)  # before any name is looked up in a registry
   t, m = config.training, config.model
   if not (_is_int(config.seed) and 0 <= config.seed < 2**63):
     raise UserError(f"seed must be a non-negative integer below 2**63, got {config.seed!r}")

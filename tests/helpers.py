@@ -20,13 +20,9 @@ TOY_FLAGS = [
 
 
 def override(config, **fields):
-  """`override(c, **{"training.n_iters": 5})` sets dotted fields."""
-  for path, value in fields.items():
-    node = config
-    *parents, leaf = path.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  """`override(c, **{"training.n_iters": 5})` sets dotted fields (ml_collections' `update_from_flattened_dict`,
+  as `--config.<section>.<field>=` does) and returns the config."""
+  config.update_from_flattened_dict(fields)
   return config
 
 
