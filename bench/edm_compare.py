@@ -4,8 +4,8 @@
                               [--wide_sigma_max=80] [--mixture_samples=10000]
                               [--out=bench/edm_compare] [--workdir=DIR] [--quick]
 
-The defaults take about 20-25 minutes on a shared 2-core CPU (digits: 2-3 min a run); `--quick` (tiny networks,
-20 and 4 steps, one seed) about 2 minutes, most of it compiling and training the digits classifier.
+`--quick` (tiny networks, 20 and 4 steps, one seed) is a smoke check, most of it compiling and training the
+digits classifier. How long a run took: bench/edm_compare.md and bench/README.md.
 
 Formulations, each trained from scratch with the dataset's own config (configs/toy2d.py: MLP, batch 512,
 lr 2e-3; configs/digits.py: ncsn_small, batch 64, lr 2e-3): the same network, batch, optimizer (Adam,

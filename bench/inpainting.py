@@ -11,7 +11,7 @@ control/constraints.py: plain replacement (score_sde's inpainter: no corrector),
 `--langevin`). The conditional law of the free coordinates given the known ones is Gaussian with a
 closed-form mean and covariance; the table gives the largest error of the sample's mean and the Frobenius
 norm of its covariance's error, with the score evaluations per sample (nfe) and the wall-clock time.
-The standard errors of 20,000 samples are ~0.007 (mean) and ~0.01 (covariance). About 2 minutes on 2 cores.
+The standard errors of 20,000 samples are ~0.007 (mean) and ~0.01 (covariance). Run time: bench/README.md.
 """
 
 import argparse

@@ -41,10 +41,10 @@ after them. Pausing the loop changes little: the loader's prefetch queue (2 batc
 each) is full when a stretch starts, and background threads that outlive a stretch (an orbax save still
 finishing) add their time to the next burst, which can only make the bare side look slower, i.e.
 lower loop_efficiency. With `--snapshot_freq` = `--segment_steps` (the default) every repeat holds
-exactly one checkpoint, so that the repeats do the same work. A checkpoint costs ~0.5-0.9 s of CPU time
-here, mostly in orbax's background thread, about 4% of a 500-step segment: the default of 500 steps
-checkpoints twice as often as this bench used to (1000) and four times as often as the default config
-(2000), so loop_efficiency errs low by 2-3%; `--segment_steps=2000` matches the config (~9 minutes).
+exactly one checkpoint, so that the repeats do the same work. A checkpoint's CPU time goes mostly to
+orbax's background thread, about 4% of a 500-step segment (measured: bench/README.md): the default
+of 500 steps checkpoints twice as often as this bench used to (1000) and four times as often as the default
+config (2000), so loop_efficiency errs low by 2-3%; `--segment_steps=2000` matches the config.
 
 `--with_sampling` also draws the config's sample grid at every checkpoint (training.snapshot_sampling,
 a 251-evaluation chain): generation, not training, so off by default; the warm-up then runs past the
@@ -58,9 +58,9 @@ evaluates that same `score_fn(x, sigma)`,
 jitted alone, N = `num_scales` x `n_steps_each` (+1 denoising step) times on the chain's batch. Each
 repeat is one chain (A) and then its N reference evaluations (B).
 
-Default run: 3-4 minutes on the 2-core CPU machine under load (two compilations of the train
-step, 100 + 5 x 500 training steps, 5 x 100 bare steps, 5 chains and 5 x 251 score evaluations). More
-repeats narrow the spread: `--repeats=10`.
+A default run: two compilations of the train step, 100 + 5 x 500 training steps, 5 x 100 bare steps,
+5 chains and 5 x 251 score evaluations; how long it took is in bench/README.md. More repeats narrow the
+spread: `--repeats=10`.
 """
 
 import argparse

@@ -7,8 +7,8 @@ spends its time.
                            [--overhead_steps=20] [--batch=1000] [--repeats=3]
                            [--em_batches=64,2000] [--em_repeats=15]
 
-The defaults take 3-4 minutes on a quiet 2-core CPU (more while other jobs load it); `--steps=`,
-`--overhead_steps=0` and `--em_batches=` skip sections 1-2, 3 and 4.
+`--steps=`, `--overhead_steps=0` and `--em_batches=` skip sections 1-2, 3 and 4. How long each part took:
+bench/README.md.
 
 1. Quality. Every sampler, driven by the exact score of the 2D unequal-weight Gaussian mixture
    (datasets/toy2d.py), at each step count N of `--steps`, over `--seeds` seeds. Seed s draws a fresh
@@ -27,7 +27,7 @@ The defaults take 3-4 minutes on a quiet 2-core CPU (more while other jobs load 
    smallest that does (from 1 step; above the largest of `--steps` only if the step count of about
    `--max_nfe` evaluations reaches it); reported are the nfe of the first step count that reaches it and
    that nfe interpolated linearly in log nfe from the step count before it.
-   `--study=grids` and `--study=edm` (not run by default, ~20 and ~10 minutes) measure the same for the
+   `--study=grids` and `--study=edm` (not run by default; their run times: bench/README.md) measure the same for the
    time grids of DDIM and DPM-Solver (`sampling.skip_type` logSNR or time_uniform, on VE, VP, sub-VP),
    and for EDM's `rho` and `eps` (its sigma range), on the mixture scaled by 0.1 to 10 (SW in units of
    the unscaled mixture; the chains start from the exact p_T, the mixture carried to T by the SDE's

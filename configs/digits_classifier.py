@@ -9,8 +9,8 @@ SDE's kernel at uniform times (losses/classifier.py).
 Its `sampling.guidance_scale`, saved with its run, is the scale it guides with unless the sampling command sets
 one: 8. With the exact noisy classifier w = 1 samples the class-conditional law; with a learned one the class
 is taken far less often at w = 1, and it takes larger scales, as Dhariwal & Nichol (2021, Sec. 4) found for
-unconditional models. Measured by bench/guidance.py (README): 42% of samples labelled as asked at w = 1, 87%
-at 4, 95% at 8.
+unconditional models. Measured by bench/guidance.py (bench/README.md): 42% of samples labelled as asked at
+w = 1, 87% at 4, 95% at 8.
 """
 
 from scorejax.configs import digits

@@ -163,8 +163,8 @@ def precision_recall(real, fake, k=3, batch=1000):
       recall    = (1/|real|) sum_{x in real} 1[ exists y in fake: |x - y| <= r_k(y) ].
 
   Distances are computed `batch` rows at a time in float64 NumPy, so memory stays at `batch * max(n_real, n_fake)`
-  floats (10k x 10k features of width 2048: about 26 s on two CPU cores, where a jitted JAX version with
-  `lax.top_k` in float32 measured 30% slower). The real-fake distances are computed once and serve both directions.
+  floats (a jitted JAX version with `lax.top_k` in float32 measured slower: bench/README.md). The real-fake
+  distances are computed once and serve both directions.
   """
   real, fake = _as_matrix(real, "real"), _as_matrix(fake, "fake")
   if real.shape[1] != fake.shape[1]:
