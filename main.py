@@ -1,6 +1,6 @@
 """Train, sample from and evaluate score-based generative models.
 
-  python main.py                                       # train the default: digits, ~10 min on a CPU
+  python main.py                                       # train the default: the digits (times: bench/README.md)
   python main.py --config=configs/toy2d.py --workdir=runs/gmm
   python main.py --config=configs/toy2d.py:moons --config.training.n_iters=2000
   python main.py --mode=sample --workdir=runs/digits   # samples from the latest checkpoint

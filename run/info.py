@@ -21,6 +21,8 @@ def info(config, workdir=None, devices=None, print_fn=print):
   )
   if t.loss == "edm":
     loss = f"EDM (ln sigma ~ N({t.p_mean}, {t.p_std}^2), sigma_data={m.sigma_data})"
+  elif t.loss != "sde":
+    loss = f"{t.loss} (registered)"
   print_fn(
     f"model       {m.name}: {count:,} parameters ({count / 1e6:.1f}M), "
     f"{4 * count / 2**20:.0f} MiB in float32, compute in {t.dtype}"
