@@ -65,3 +65,43 @@ def test_control_builds_on_score_functions_and_the_sde_only(path):
   imported = set(imported_modules(ast.parse(path.read_text())))
   assert not {m for m in imported if m.startswith(("scorejax.models", "scorejax.samplers", "scorejax.losses"))}
   assert not list(sde_type_references(ast.parse(path.read_text()))), "ask the SDE (sde_lib) instead"
+
+
+# The run layer reads the config; below it, functions take the plain values they need (ARCHITECTURE.md, "One
+# config field, end to end"). A config is read as `config.<section>` or `config["<section>"]`, or taken as an
+# argument named `config`; the library never imports ml_collections.
+LIBRARY = ("samplers", "losses", "models", "control", "evaluation", "datasets")
+TOP_LEVEL = sorted(p for p in pathlib.Path(ROOT).glob("*.py") if p.name not in ("main.py", "__init__.py"))
+SECTIONS = {"training", "sampling", "model", "data", "eval", "optim"}
+
+
+def config_reads(tree):
+  """Where a module reads a config object: an argument named config or cfg, an attribute of a name so called,
+  a config section of an attribute so called (`exp.config.sampling`), or an import of ml_collections."""
+  for node in ast.walk(tree):
+    if isinstance(node, ast.arg) and node.arg in ("config", "cfg"):
+      yield f"argument {node.arg}"
+    elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ("config", "cfg"):
+      yield f"{node.value.id}.{node.attr}"
+    elif isinstance(node, ast.Attribute) and node.attr in SECTIONS:
+      if isinstance(node.value, ast.Attribute) and node.value.attr == "config":  # exp.config.sampling
+        yield f"config.{node.attr}"
+  yield from (m for m in imported_modules(tree) if m.split(".")[0] == "ml_collections")
+
+
+@pytest.mark.parametrize(
+  "path", [p for folder in LIBRARY for p in modules(folder)] + TOP_LEVEL, ids=lambda p: f"{p.parent.name}/{p.name}"
+)
+def test_only_the_run_layer_reads_a_config(path):
+  assert not list(config_reads(ast.parse(path.read_text()))), "take the values as arguments; run/ reads the config"
+
+
+@pytest.mark.parametrize("path", modules("models"), ids=lambda p: p.name)
+def test_no_network_tests_the_type_of_an_sde(path):
+  assert not list(sde_type_references(ast.parse(path.read_text()))), "ask the SDE (sde_lib) instead"
+
+
+def test_the_config_check_catches_what_it_looks_for():
+  for code in ("def f(config): pass", "config.training.n_iters", "import ml_collections", "cfg.model", "e.config.eval"):
+    assert list(config_reads(ast.parse(code))), code
+  assert not list(config_reads(ast.parse("def f(sde, eps): return sde.T - eps")))
