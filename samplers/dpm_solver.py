@@ -175,8 +175,6 @@ def build_dpm_solver(sde, *, num_steps, dpm_solver_order, eps, skip_type):
   """Singlestep DPM-Solver for VE, VP and sub-VP: `dpm_solver_order`, `num_steps` (nfe = order x
   num_steps), `skip_type`, `eps`."""
   check_options(sde, num_steps=(num_steps, "positive integer"), eps=eps)
-  if dpm_solver_order not in (1, 2, 3) or isinstance(dpm_solver_order, bool):
-    raise ValueError(f"sampling.dpm_solver_order must be an integer in [1, 3], got {dpm_solver_order!r}")
   kwargs = dict(num_steps=num_steps, order=dpm_solver_order, eps=eps, skip_type=skip_type)
   dpm_solver_times(sde, **kwargs)  # invalid choices fail here
 

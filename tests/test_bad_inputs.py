@@ -100,7 +100,7 @@ DOMAINS = [
   (
     "toy",
     {"sampling.method": "dpm_solver", "sampling.dpm_solver_order": 4},
-    "sampling.dpm_solver_order must be an integer in [1, 3], got 4",
+    "unknown sampling.dpm_solver_order 4; valid choices: 1, 2, 3",
   ),
   ("toy", {"eval.batch_size": 0}, "eval.batch_size must be a positive integer, got 0"),
   ("toy", {"eval.num_levels": 0}, "eval.num_levels must be a positive integer, got 0"),

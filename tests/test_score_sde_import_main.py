@@ -59,9 +59,12 @@ SAMPLERS = {
 
 
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
-def test_every_sampler_runs_on_the_imported_checkpoint(imported, sampler):
+def test_every_sampler_runs_on_the_imported_checkpoint(imported, sampler, tmp_path):
+  """Without the training data: sampling takes the images' shape from the config, and the training batch is
+  no concern of it (here larger than the generated archive's training split)."""
   workdir, _ = imported
-  result = run_main("--mode=sample", f"--workdir={workdir}", *TINY_SAMPLING, *SAMPLERS[sampler], timeout=300)
+  no_data = [f"--config.data.root={tmp_path}", "--config.training.batch_size=4096"]
+  result = run_main("--mode=sample", f"--workdir={workdir}", *TINY_SAMPLING, *SAMPLERS[sampler], *no_data, timeout=300)
   assert result.returncode == 0, result.stderr
   assert f"wrote 4 samples of checkpoint step {STEP}" in result.stdout
   samples = np.load(workdir / "samples" / f"samples_{STEP}.npz")["samples"]
@@ -131,3 +134,13 @@ def test_a_corrupt_file_is_one_line_and_nothing_written(imported, tmp_path):
   )
   assert "is not a score_sde checkpoint (a Flax msgpack file)" in one_line_error(result)
   assert not os.path.exists(tmp_path / "run")
+
+
+def test_import_and_info_need_no_training_data(imported, tmp_path):
+  _, path = imported
+  flags = ["--config=configs/cifar.py:vp_ddpmpp", f"--config.data.root={tmp_path}", "--config.model.nf=8"]
+  flags += ["--config.model.ch_mult=(1,)", "--config.model.num_res_blocks=1", "--config.model.num_scales=10"]
+  result = run_main("--mode=import", f"--workdir={tmp_path / 'run'}", *flags, f"--config.import_from={path}")
+  assert result.returncode == 0 and os.listdir(tmp_path / "run" / "checkpoints"), result.stderr
+  result = run_main("--mode=info", *flags)
+  assert result.returncode == 0 and "ncsnpp" in result.stdout, result.stderr
