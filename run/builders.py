@@ -17,7 +17,7 @@ import sys
 import jax.numpy as jnp
 
 from scorejax import losses, models, samplers, sde_lib
-from scorejax.run.errors import UserError, as_user_error
+from scorejax.run.errors import UserError, as_user_error, check_int, check_ints, check_real
 from scorejax.run.optim import build_optimizer, ema_schedule
 from scorejax.samplers import likelihood
 
@@ -72,6 +72,25 @@ def takes_vectors(name):
   return getattr(models.get_model_class(name), "takes_vectors", False)
 
 
+# The network fields that several networks share, and their domains (the networks declare them as dataclass
+# fields; `build_model` checks those a network takes before building it).
+NETWORK_INTS = {"nf": 1, "num_res_blocks": 1, "num_layers": 1, "augment_dim": 0}
+
+
+def check_network_fields(kwargs):
+  """The shared network fields of `kwargs` (a network's arguments) in their domains: a `UserError` naming the
+  `model.` field otherwise."""
+  for name, low in NETWORK_INTS.items():
+    if name in kwargs:
+      check_int(f"model.{name}", kwargs[name], low)
+  if "ch_mult" in kwargs:
+    check_ints("model.ch_mult", kwargs["ch_mult"])
+  if "attn_resolutions" in kwargs:
+    check_ints("model.attn_resolutions", kwargs["attn_resolutions"], empty=True)
+  if "dropout" in kwargs:
+    check_real("model.dropout", kwargs["dropout"], "in [0, 1)")
+
+
 def _hashable(value):
   return tuple(value) if isinstance(value, (list, tuple)) else value
 
@@ -96,6 +115,7 @@ def build_model(config, shape):
     )
   fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
   kwargs = {k: _hashable(m[k]) for k in fields if k in m}
+  check_network_fields(kwargs)
   if "dtype" in fields:
     if config.training.dtype not in DTYPES:
       raise UserError(f"unknown training.dtype {config.training.dtype!r}; valid choices: {', '.join(DTYPES)}")

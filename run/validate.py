@@ -20,11 +20,6 @@ INT_FIELDS = {
   "training.snapshot_freq": 1,
   "training.n_jitted_steps": 1,
   "training.max_to_keep": 1,
-  "model.num_scales": 1,
-  "model.nf": 1,
-  "model.num_res_blocks": 1,
-  "model.num_layers": 1,
-  "model.augment_dim": 0,
   "sampling.num_samples": 1,
   "sampling.batch_size": 1,
   "eval.batch_size": 1,
@@ -45,7 +40,6 @@ INT_FIELDS = {
   "data.num_channels": 1,
 }
 REAL_FIELDS = {
-  "model.dropout": "in [0, 1)",
   "data.augment_p": "in [0, 1]",
   "eval.eps": "in (0, 1)",
   "eval.rtol": "> 0",
@@ -71,7 +65,7 @@ def validate_config(config, num_devices):
   bad value is a `UserError` whose one line names the field and its valid range. What needs the data (its
   shape and classes, the batch against the size of the training set) is checked by run/data.py."""
   load_extensions(config)  # before any name is looked up in a registry
-  t, m = config.training, config.model
+  t = config.training
   if not (_is_int(config.seed) and 0 <= config.seed < 2**63):
     raise UserError(f"seed must be a non-negative integer below 2**63, got {config.seed!r}")
   for name, value in _present(config, INT_FIELDS):
@@ -79,10 +73,6 @@ def validate_config(config, num_devices):
       check_int(name, value, INT_FIELDS[name])
   for name, value in _present(config, REAL_FIELDS):
     check_real(name, value, REAL_FIELDS[name])
-  if "ch_mult" in m:
-    check_ints("model.ch_mult", m.ch_mult)
-  if "attn_resolutions" in m:
-    check_ints("model.attn_resolutions", m.attn_resolutions, empty=True)
   if "image_size" not in config.data:
     check_ints("data.shape", config.data.shape)
   if t.batch_size % num_devices:  # global devices: every process's included

@@ -56,7 +56,7 @@ DOMAINS = [
   ("toy", {"model.beta_max": math.nan}, "model.beta_max must be a finite number > 0, got nan"),
   ("toy", {"model.beta_min": 30.0}, "need 0 < model.beta_min < model.beta_max, got 30.0 and 20.0"),
   ("toy", {"model.ema_rate": 1.0}, "model.ema_rate must be a finite number in [0, 1), got 1.0"),
-  ("toy", {"model.dropout": 1.0}, "model.dropout must be a finite number in [0, 1), got 1.0"),
+  ("cifar", {"model.dropout": 1.0}, "model.dropout must be a finite number in [0, 1), got 1.0"),
   ("toy", {"model.ema_halflife_kimg": -1.0}, "model.ema_halflife_kimg must be a finite number >= 0, got -1.0"),
   ("toy", {"model.ema_halflife_kimg": math.inf}, "model.ema_halflife_kimg must be a finite number >= 0, got inf"),
   ("toy", {"model.ema_rampup_ratio": -0.05}, "model.ema_rampup_ratio must be a finite number >= 0, got -0.05"),
