@@ -129,7 +129,7 @@ def setup(name, batch, output_scale):
   model, sde = make_model(), sde_lib.VPSDE(0.1, 20.0, N=1000)
   params = random_params(model, shape, jax.random.key(1), output_scale)
   x = batch_of(data, shape, batch, np.random.default_rng(0))
-  probes = likelihood.hutchinson_probes(jax.random.key(2), x.shape, "rademacher")
+  probes = likelihood.hutchinson_probes(jax.random.key(2), x.shape, "rademacher", 1)
   score_fn_of = lambda p: models.get_score_fn(model, p, sde, prediction="noise")
   return sde, params, x, probes, score_fn_of
 

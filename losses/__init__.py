@@ -2,7 +2,7 @@
 `logits_fn`; they never see a network."""
 
 from scorejax.losses.classifier import accuracy_at_time, noisy_classifier_loss
-from scorejax.losses.dsm import multiscale_dsm_loss, sample_noise_levels, score_matching_loss
+from scorejax.losses.dsm import score_matching_loss
 from scorejax.losses.edm import edm_loss, edm_weight, get_edm_loss_fn, tweedie_denoiser
 from scorejax.losses.registry import get_loss, get_loss_fn, loss_names, register_loss
 from scorejax.losses.sde_losses import (
@@ -19,8 +19,6 @@ __all__ = [
   "get_loss_fn",
   "loss_names",
   "score_matching_loss",
-  "multiscale_dsm_loss",
-  "sample_noise_levels",
   "continuous_dsm_loss",
   "discrete_dsm_loss",
   "level_dsm_loss",

@@ -1,4 +1,8 @@
-"""Denoising score matching (Vincent 2011; Song & Ermon 2019)."""
+"""Denoising score matching at given noise levels (Vincent 2011): `score_matching_loss`, of the seed API.
+
+NCSN's multiscale objective (Song & Ermon 2019, Eq. 5-6: `lambda(sigma) = sigma^2`, the level uniform per
+example) is the discrete loss over the VE SDE's chain that training uses, `losses.sde_losses.discrete_dsm_loss`
+(`training.continuous=False`); it has no second home here."""
 
 import jax
 import jax.numpy as jnp
@@ -26,24 +30,3 @@ def score_matching_loss(score_fn, x, sigma, rng, weighting=None):
   if weighting is not None:
     sq_err = sq_err * per_example(weighting, x)
   return jnp.mean(sq_err)
-
-
-def sample_noise_levels(rng, sigmas, batch_size):
-  """One noise level per example, uniform over the discrete levels `sigmas` (NCSN training)."""
-  idx = jax.random.randint(rng, (batch_size,), 0, sigmas.shape[0])
-  return sigmas[idx]
-
-
-def multiscale_dsm_loss(score_fn, x, rng, sigmas):
-  """The NCSN objective (Song & Ermon 2019, Eq. 5-6), the training loss of `main.py`.
-
-      L = E_i E_x E_noise [ lambda(sigma_i) * ||s(x + sigma_i noise, sigma_i) + noise / sigma_i||^2 ],
-      lambda(sigma) = sigma^2,
-
-  with `i` uniform per example. With `lambda = sigma^2` every level contributes O(1), and for
-  `s = -eps_hat / sigma` the summand is exactly the DDPM noise-prediction loss
-  `||eps_hat - noise||^2` (Ho et al. 2020, Eq. 14). Averaged over elements.
-  """
-  rng_sigma, rng_noise = jax.random.split(rng)
-  sigma = sample_noise_levels(rng_sigma, sigmas, x.shape[0])
-  return score_matching_loss(score_fn, x, sigma, rng_noise, weighting=jnp.square(sigma))

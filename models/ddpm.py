@@ -5,7 +5,11 @@ width `nf * ch_mult[i]` (self-attention after each block at the resolutions in `
 then a 2x downsampling; a middle block `ResBlock - Attn - ResBlock`; and the mirror image upwards
 with `num_res_blocks + 1` blocks per resolution, each fed the matching skip activation (and again
 followed by attention at `attn_resolutions`). The noise level enters every residual block through
-the sinusoidal embedding of `250 * log sigma` and a two-layer MLP.
+the sinusoidal embedding of `250 * log sigma` and a two-layer MLP. Every GroupNorm has 32 groups, at every
+width: score_sde's DDPM normalises with flax's `nn.GroupNorm()` and its default `num_groups=32` (its
+`models/ddpm.py`, `layers.py`), Ho et al.'s with `tf.contrib.layers.group_norm`'s 32. So every width,
+`model.nf` first, must be a multiple of 32. (NCSN++'s `min(C // 4, 32)` agrees only where `C >= 128`: at a
+narrower width a checkpoint of score_sde's DDPM would compute another function here.)
 
 At the CIFAR-10 settings (the defaults) the network has 35,746,307 parameters: the published 35.7M
 (Ho et al. 2020, App. B; `diffusion_tf/models/unet.py`). score_sde's port attends only once per
@@ -26,6 +30,8 @@ import jax.numpy as jnp
 from scorejax.models import layerspp
 from scorejax.models.registry import register_model
 
+NUM_GROUPS = 32  # score_sde's DDPM: flax's GroupNorm default, at every width
+
 
 @register_model("ddpm")
 class DDPM(nn.Module):
@@ -44,12 +50,17 @@ class DDPM(nn.Module):
 
   @nn.compact
   def __call__(self, x, c_noise, train: bool = False):
+    if self.nf % NUM_GROUPS:  # every width is a multiple of nf, and nf itself is normalised
+      raise ValueError(
+        f"model.nf={self.nf} is not a multiple of {NUM_GROUPS}: DDPM normalises every width with "
+        f"{NUM_GROUPS} groups (score_sde's DDPM); use model.nf=32, 64, 96, 128, ..."
+      )
     act = nn.swish
     dtype = self.dtype
     res_block = lambda out_ch=None: layerspp.ResnetBlockDDPM(  # noqa: E731
-      act=act, out_ch=out_ch, dropout=self.dropout, dtype=dtype
+      act=act, out_ch=out_ch, dropout=self.dropout, num_groups=NUM_GROUPS, dtype=dtype
     )
-    attn_block = lambda: layerspp.AttnBlock(dtype=dtype)  # noqa: E731
+    attn_block = lambda: layerspp.AttnBlock(num_groups=NUM_GROUPS, dtype=dtype)  # noqa: E731
 
     temb = None
     if self.conditional:
@@ -86,6 +97,6 @@ class DDPM(nn.Module):
         h = layerspp.Upsample(with_conv=self.resamp_with_conv, dtype=dtype)(h)
     assert not hs
 
-    h = act(layerspp.group_norm(h, dtype))
+    h = act(layerspp.group_norm(h, dtype, NUM_GROUPS))
     h = layerspp.conv3x3(h, x.shape[-1], init_scale=0.0, dtype=dtype)
     return h.astype(x.dtype)

@@ -4,9 +4,9 @@ Layer for layer the blocks of score_sde's `models/layers.py` and `models/layersp
 networks have the same parameters. All of them take NHWC inputs, keep their parameters in float32
 and compute in `dtype` (float32 or bfloat16).
 
-Every GroupNorm has `min(C // 4, 32)` groups (NCSN++'s rule). DDPM uses 32 groups; the two agree
-whenever `C >= 128`, which holds for every published CIFAR-10 model, and the rule keeps tiny test
-models (C < 32) valid.
+A GroupNorm has `min(C // 4, 32)` groups (score_sde's `layerspp.py`: NCSN++ and DDPM++), or the number
+of groups its block is given (`num_groups`): score_sde's DDPM (`models/ddpm.py`, `layers.py`) normalises with
+flax's default, 32 groups at every width. The two rules agree only where `C >= 128`.
 """
 
 from collections.abc import Sequence
@@ -55,9 +55,9 @@ def conv1x1(x, features: int, init_scale: float = 1.0, dtype: Any = jnp.float32)
   )
 
 
-def group_norm(x, dtype: Any = jnp.float32):
-  """GroupNorm with `min(C // 4, 32)` groups (call inside a compact module)."""
-  return nn.GroupNorm(num_groups=min(x.shape[-1] // 4, 32), dtype=dtype)(x)
+def group_norm(x, dtype: Any = jnp.float32, num_groups: int | None = None):
+  """GroupNorm with `num_groups` groups, by default NCSN++'s `min(C // 4, 32)` (call inside a compact module)."""
+  return nn.GroupNorm(num_groups=min(x.shape[-1] // 4, 32) if num_groups is None else num_groups, dtype=dtype)(x)
 
 
 def timestep_embedding(timesteps, embedding_dim: int, max_positions: int = 10_000):
@@ -111,16 +111,18 @@ class AttnBlock(nn.Module):
     h = GroupNorm(x),  A = softmax(q k^T / sqrt(C)),  out = x + NIN(A v)  [/ sqrt 2 if skip_rescale]
 
   with `q, k, v` 1x1 projections of `h`; the output projection starts at zero (`init_scale = 0`).
+  `num_groups`: the GroupNorm's groups (`group_norm`; None is NCSN++'s rule).
   """
 
   skip_rescale: bool = False
   init_scale: float = 0.0
+  num_groups: int | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     b, height, width, c = x.shape
-    h = group_norm(x, self.dtype)
+    h = group_norm(x, self.dtype, self.num_groups)
     q, k, v = (NIN(c, dtype=self.dtype)(h) for _ in range(3))
     logits = jnp.einsum("bhwc,bHWc->bhwHW", q, k).reshape(b, height, width, height * width)
     weights = jax.nn.softmax(logits.astype(jnp.float32) * c**-0.5, axis=-1).astype(self.dtype)
@@ -192,7 +194,8 @@ class ResnetBlockDDPM(nn.Module):
     out = skip(x) + h  [/ sqrt 2 if skip_rescale]
 
   `Conv_0` starts near zero (`init_scale`); `skip` is a NIN (or a 3x3 conv with `conv_shortcut`)
-  when the width changes. With `skip_rescale=False, init_scale=0` this is exactly DDPM's block.
+  when the width changes. With `skip_rescale=False, init_scale=0, num_groups=32` this is exactly DDPM's
+  block; `num_groups=None` normalises as DDPM++'s (`group_norm`).
   """
 
   act: Any = nn.swish
@@ -201,14 +204,15 @@ class ResnetBlockDDPM(nn.Module):
   dropout: float = 0.1
   skip_rescale: bool = False
   init_scale: float = 0.0
+  num_groups: int | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, temb=None, train: bool = False):
     out_ch = self.out_ch or x.shape[-1]
-    h = conv3x3(self.act(group_norm(x, self.dtype)), out_ch, dtype=self.dtype)
+    h = conv3x3(self.act(group_norm(x, self.dtype, self.num_groups)), out_ch, dtype=self.dtype)
     h = _add_embedding(h, temb, self.act, self.dtype)
-    h = self.act(group_norm(h, self.dtype))
+    h = self.act(group_norm(h, self.dtype, self.num_groups))
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
     h = conv3x3(h, out_ch, init_scale=self.init_scale, dtype=self.dtype)
     if x.shape[-1] != out_ch:

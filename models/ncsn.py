@@ -6,7 +6,9 @@ normalisation++:
 
 * `ncsn` (NCSN, "Generative Modeling by Estimating Gradients of the Data Distribution", 2019,
   App. A / B.1): every normalisation is conditional instance norm++, whose `gamma, alpha, beta` are
-  looked up by the index `i` of the noise level `sigma_i`; output `s(x, sigma_i)` directly.
+  looked up by the index `i` of the noise level `sigma_i`; output `s(x, sigma_i)` directly. The index
+  is the SDE's: the wrapper (`models.utils.get_score_fn`) feeds it the label of the level of the SDE's
+  discrete chain (`sde.score_sde_label(t, continuous=False)`), so the network knows no noise levels.
 * `ncsnv2` (NCSNv2, "Improved Techniques for Training Score-Based Generative Models", 2020,
   technique 3): unconditional, `s(x, sigma) = s(x) / sigma`; the division lives in
   `models.utils.get_score_fn` (`model.scale_by_sigma=True`), not here. `ncsnv2` is the 32-64 px
@@ -19,29 +21,13 @@ Resolution: each non-dilated downsampling stage halves H and W, so H and W must 
 pipeline decides the data range.
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from scorejax.models.refinenet_layers import NCSNConv, RefineBlock, ResidualBlock, get_act, get_normalization
 from scorejax.models.registry import register_model
-
-
-def noise_level_index(c_noise, sigma_min: float, sigma_max: float, num_scales: int):
-  """Index `i` of the level `sigma_i = exp(linspace(log sigma_max, log sigma_min, num_scales))[i]`
-  nearest (in log sigma) to `sigma = exp(c_noise)`:
-
-    i = clip(round((log sigma_max - c_noise) / (log sigma_max - log sigma_min) * (num_scales - 1)), 0, num_scales - 1).
-
-  The levels are evenly spaced in `log sigma`, so rounding recovers `i` exactly from `log sigma_i`;
-  noise levels outside `[sigma_min, sigma_max]` map to the nearest end.
-  """
-  if num_scales == 1:
-    return jnp.zeros(jnp.shape(c_noise), jnp.int32)
-  log_max, log_min = jnp.log(sigma_max), jnp.log(sigma_min)
-  position = (log_max - c_noise.astype(jnp.float32)) / (log_max - log_min) * (num_scales - 1)
-  return jnp.clip(jnp.round(position), 0, num_scales - 1).astype(jnp.int32)
 
 
 def refinenet(x, y, *, nf, encoder, decoder, act, norm, refine_norm, pool, interpolation, dtype):
@@ -70,25 +56,25 @@ def refinenet(x, y, *, nf, encoder, decoder, act, norm, refine_norm, pool, inter
 class NCSN(nn.Module):
   """NCSN v1 score network `s(x, sigma_i)` (Song & Ermon 2019), CIFAR-10 defaults.
 
-  `c_noise = log sigma` is turned into the level index `i` by `noise_level_index` over the
-  geometric levels given by `sigma_min, sigma_max, num_scales`; these must be the training levels.
+  `c_noise` is the index of the level among the `num_scales` levels of the SDE's discrete chain, as the
+  SDE labels it (`LEVEL_CONDITIONED`: `models.utils.get_score_fn` feeds `sde.score_sde_label(t, False)`,
+  SMLD's index from `sigma_max` down for VE, score_sde's label of its NCSN); rounded, and clipped to the table.
   """
 
   nf: int = 128
   normalization: str = "InstanceNorm++"
   nonlinearity: str = "elu"
   interpolation: str = "bilinear"
-  sigma_min: float = 0.01
-  sigma_max: float = 1.0
-  num_scales: int = 10
+  num_scales: int = 10  # the levels of the SDE's chain: one row of each conditional normalisation per level
   dtype: Any = jnp.float32
 
   ENCODER = ((1, 1), (2, 1), (2, 2), (2, 4))
   DECODER = (1, 1, 2, 2)
+  LEVEL_CONDITIONED: ClassVar[bool] = True  # `c_noise` is the chain level's label (models/utils.py)
 
   @nn.compact
   def __call__(self, x, c_noise, train: bool = False):
-    y = noise_level_index(c_noise, self.sigma_min, self.sigma_max, self.num_scales)
+    y = jnp.clip(jnp.round(c_noise), 0, self.num_scales - 1).astype(jnp.int32)
     norm = get_normalization(self.normalization, num_classes=self.num_scales, dtype=self.dtype)
     return refinenet(
       x,

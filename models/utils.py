@@ -9,6 +9,10 @@ preconditioning (`edm_preconditioning`): input `c_in x / m(t)`, conditioning `c_
 `edm_vp` and `edm_ve` are its VP and VE ones (`PRECONDITIONINGS`); `edm_vp`'s `c_noise = 999 t` is a
 time-step label and goes to a network with `conditioning='score_sde'` (below).
 
+A network that knows the levels of a discrete chain only by their index (NCSN's conditional normalisations,
+`LEVEL_CONDITIONED`) takes the SDE's label of the level, `sde.score_sde_label(t, continuous=False)`, whatever
+`model.conditioning`: SMLD's index for VE, as score_sde conditions its NCSN.
+
 Networks trained by score_sde (Song et al. 2021) saw other inputs, and an imported one must see
 exactly those (`model.conditioning`, `model.input_transform`):
 
@@ -27,18 +31,26 @@ import jax
 import jax.numpy as jnp
 
 from scorejax.models.registry import get_model_class, model_names
-from scorejax.sde_lib import per_example
+from scorejax.sde_lib import VPSDE, per_example
 
 CONDITIONINGS = ("log_sigma", "score_sde")
 INPUT_TRANSFORMS = {"none": lambda x: x, "2x-1": lambda x: 2 * x - 1.0}
 
 
-def noise_conditioning(sde, t, conditioning: str = "log_sigma", continuous: bool = True):
+def noise_conditioning(sde, t, conditioning: str = "log_sigma", continuous: bool = True, level: bool = False):
   """The network's second input at time `t`, shape `(batch,)`: `c_noise(t) = log(std(t) / m(t))`, or with
-  `conditioning='score_sde'` score_sde's label for a network trained continuously or on the discrete chain."""
+  `conditioning='score_sde'` score_sde's label for a network trained continuously or on the discrete chain, or
+  for a network conditioned on the chain's `level` (NCSN) the SDE's label of that level."""
+  if level:
+    return sde.score_sde_label(t, False)
   if conditioning == "score_sde":
     return sde.score_sde_label(t, continuous)
   return jnp.log(sde.noise_level(t))
+
+
+def is_level_conditioned(model) -> bool:
+  """Whether `model` takes the index of a level of the SDE's discrete chain (NCSN), not a noise level."""
+  return getattr(model, "LEVEL_CONDITIONED", False)
 
 
 class Preconditioning(typing.NamedTuple):
@@ -67,22 +79,22 @@ def edm_preconditioning(sigma, sigma_data):
 
 
 # EDM's VPPrecond labels the noise level with the time of its own VP schedule (beta_min = 0.1, beta_d = 19.9,
-# M = 1000 steps), whatever SDE the score is then used with.
-EDM_VP_BETA_MIN, EDM_VP_BETA_D, EDM_VP_STEPS = 0.1, 19.9, 1000
+# M = 1000 steps), whatever SDE the score is then used with: that schedule is this VP SDE.
+EDM_VP_SDE = VPSDE(beta_min=0.1, beta_max=20.0, N=1000)
 
 
 def edm_vp_preconditioning(sigma, sigma_data=None):
   """EDM's `VPPrecond` (Karras et al. 2022, Table 1, column VP): score_sde's VP noise prediction as a denoiser,
   `c_skip = 1`, `c_out = -sigma`, `c_in = 1 / sqrt(sigma^2 + 1)` (the VP input `x_t`), `c_noise = (M - 1) t(sigma)`
-  with `t(sigma) = (sqrt(beta_min^2 + 2 beta_d ln(1 + sigma^2)) - beta_min) / beta_d`. `sigma_data` is unused.
+  with `t(sigma) = (sqrt(beta_min^2 + 2 beta_d ln(1 + sigma^2)) - beta_min) / beta_d`, the time at which its VP
+  schedule (`EDM_VP_SDE`) reaches the noise level `sigma` (`time_of_noise_level`). `sigma_data` is unused.
   The label runs up to ~999, as DDPM's time step: the registry's log-sigma embeddings (`layers.noise_level_embedding`
   scales `c_noise` by 250) are made for `ln sigma`, so it goes to a network conditioned on score_sde's labels
   (`model.conditioning='score_sde'`), which embeds it as DDPM does."""
   del sigma_data
-  integral = jnp.log1p(jnp.square(sigma))  # int_0^t beta, written below without cancellation at small sigma
-  t = 2.0 * integral / (EDM_VP_BETA_MIN + jnp.sqrt(EDM_VP_BETA_MIN**2 + 2.0 * EDM_VP_BETA_D * integral))
+  t = EDM_VP_SDE.time_of_noise_level(sigma)
   one, zero = jnp.ones_like(sigma), jnp.zeros_like(sigma)
-  return Preconditioning(one, -sigma, jax.lax.rsqrt(jnp.square(sigma) + 1.0), (EDM_VP_STEPS - 1) * t, zero)
+  return Preconditioning(one, -sigma, jax.lax.rsqrt(jnp.square(sigma) + 1.0), (EDM_VP_SDE.N - 1) * t, zero)
 
 
 def edm_ve_preconditioning(sigma, sigma_data=None):
@@ -109,8 +121,7 @@ def _preconditioned_score(network, sde, precondition, sigma_data, x, t):
   `x_hat = x / m(t) = x_0 + sigma z`, `sigma = std(t) / m(t)` (Karras et al. 2022, Eq. 3 and 7):
   `s_hat = (D - x_hat) / sigma^2`, and in `x`, `s = s_hat / m(t)`. Written as
   `s_hat = (c_out / sigma^2) F - ((1 - c_skip) / sigma^2) x_hat`: no cancellation of `D - x_hat` at small sigma."""
-  scale, std = sde.marginal_coefficients(t)
-  sigma = std / scale
+  scale, sigma = sde.marginal_coefficients(t)[0], sde.noise_level(t)
   c = precondition(sigma, sigma_data)
   x_hat = x / per_example(scale, x)
   raw = network(per_example(c.c_in, x) * x_hat, c.c_noise).astype(x.dtype)
@@ -184,6 +195,17 @@ def get_score_fn(
     )
   if prediction == "edm" and not (sigma_data is not None and sigma_data > 0):
     raise ValueError(f"model.prediction='edm' needs model.sigma_data > 0, got {sigma_data!r}")
+  level = is_level_conditioned(model)
+  if level and not sde.has_discrete_chain:
+    raise ValueError(
+      f"{type(model).__name__} is conditioned on the level of a discrete chain, which {type(sde).__name__} lacks; "
+      "use training.sde 'vesde' or 'vpsde'"
+    )
+  if level and sde.N != model.num_scales:
+    raise ValueError(
+      f"{type(model).__name__} is conditioned on model.num_scales={model.num_scales} levels, "
+      f"but the SDE's chain has {sde.N}"
+    )
   transform = INPUT_TRANSFORMS[input_transform]
   augment_dim = getattr(model, "augment_dim", 0)
 
@@ -201,7 +223,7 @@ def get_score_fn(
     if precondition is not None:
       network = lambda x_in, c: model.apply(variables, transform(x_in), c, train=train, rngs=rngs, **labelled)
       return _preconditioned_score(network, sde, precondition, sigma_data, x, t)
-    c_noise = noise_conditioning(sde, t, conditioning, continuous)
+    c_noise = noise_conditioning(sde, t, conditioning, continuous, level)
     out = model.apply(variables, transform(x), c_noise, train=train, rngs=rngs, **labelled)
     out = out.astype(x.dtype)
     _, std = sde.marginal_coefficients(t)

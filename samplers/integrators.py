@@ -73,7 +73,7 @@ def per_example_error_norm(scaled_error):
   return jnp.max(jnp.sqrt(jnp.mean(jnp.square(flat), axis=1)))
 
 
-def integrate(f, y0, t0, t1, solver="rk45", steps=100, rtol=1e-5, atol=1e-5, max_steps=4096):
+def integrate(f, y0, t0, t1, solver, steps, rtol, atol, max_steps):
   """Solve `dy/dt = f(y, t)` from `t0` to `t1` (either direction; `t` a scalar, `y` a pytree).
 
   Fixed-step solvers take `steps` equal steps in one `lax.scan`: `nfe = steps * stages` (euler 1,

@@ -31,7 +31,7 @@ def langevin_dynamics(score_fn, x_init, rng, step_size, n_steps):
   return x
 
 
-def annealed_langevin_dynamics(score_fn, x_init, rng, sigmas, n_steps_each, step_lr, denoise):
+def annealed_langevin_dynamics(score_fn, x_init, rng, sigmas, n_steps_each, step_lr, denoise=False):
   """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1).
 
   For each level `sigma_i` of the decreasing `sigmas`, `n_steps_each` Langevin steps with
@@ -39,7 +39,9 @@ def annealed_langevin_dynamics(score_fn, x_init, rng, sigmas, n_steps_each, step
   `alpha_i = step_lr * (sigma_i / sigma_L)^2`, so that the signal-to-noise ratio of each step is the
   same at every level. With `denoise` a final Tweedie step `x + sigma_L^2 score_fn(x, sigma_L)` returns
   the posterior mean `E[x_0 | x]` (Efron 2011; Jolicoeur-Martineau et al. 2021) instead of a sample
-  still carrying noise `sigma_L`.
+  still carrying noise `sigma_L`; it is off by default, as Algorithm 1 and the published signature
+  `annealed_langevin_dynamics(score_fn, x_init, rng, sigmas, n_steps_each, step_lr)` have it (the
+  registered sampler `'ald'` passes `sampling.noise_removal`).
 
   The chain is one `lax.scan` over all `L * n_steps_each` steps; call it inside `jax.jit`. Returns
   the final `x`.

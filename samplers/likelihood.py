@@ -16,7 +16,7 @@ HUTCHINSON_TYPES = ("rademacher", "gaussian")
 DIVERGENCE_MODES = ("forward", "reverse")  # how hutchinson_divergence forms v^T J v: jax.jvp or jax.vjp
 
 
-def hutchinson_probes(rng, shape, hutchinson_type="rademacher", num_probes=1):
+def hutchinson_probes(rng, shape, hutchinson_type, num_probes):
   """`num_probes` probes `v` of `shape` with `E[v v^T] = I`: Rademacher (each entry +-1 with
   probability 1/2) or standard Gaussian. Shape `(num_probes,) + shape`."""
   kind = hutchinson_type.lower()

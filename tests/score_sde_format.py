@@ -22,6 +22,12 @@ class created so far in the same parent; a helper function that creates a layer 
 
 The networks below call them in the order of score_sde's `NCSNpp.__call__` (models/ncsnpp.py) and
 `DDPM.__call__` (models/ddpm.py).
+
+A GroupNorm's leaves do not depend on its groups, but whether the network can be built does: NCSN++/DDPM++
+normalise with `min(C // 4, 32)` groups (score_sde's `layerspp.py`), its DDPM with flax's default 32 at every
+width (`normalization.get_normalization`: `nn.GroupNorm`), so `ddpm_shapes` refuses a width that is not a
+multiple of 32, which score_sde's DDPM cannot build. Its forward pass, for the scores, is score_sde's own code
+(tests/score_sde_ddpm.py), whose parameters tests/test_models_ddpm.py checks against `ddpm_shapes`.
 """
 
 from collections import Counter
@@ -118,6 +124,8 @@ def ncsnpp_shapes(nf, ch_mult, num_res_blocks, attn_resolutions, image_size, cha
 
 def ddpm_shapes(nf, ch_mult, num_res_blocks, attn_resolutions, image_size, channels):
   """The parameter shapes of score_sde's `DDPM` (conditional, `resamp_with_conv=True`)."""
+  if nf % 32:  # every width is a multiple of nf; flax's GroupNorm needs its 32 groups to divide each
+    raise ValueError(f"score_sde's DDPM normalises with 32 groups and cannot be built with nf={nf}")
   top = _Scope()
   top.dense(nf, 4 * nf)
   top.dense(4 * nf, 4 * nf)

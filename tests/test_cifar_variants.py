@@ -32,6 +32,8 @@ def root(tmp_path_factory):
 
 def tiny(config, root):
   fields = {"data.root": root, "data.verify_checksum": False, "model.nf": 8, "training.batch_size": 4}
+  if config.model.name == "ddpm":  # 32 groups at every width (score_sde's DDPM): 32 channels at least
+    fields["model.nf"] = 32
   if config.model.name in ("ncsnpp", "ddpm"):  # fewer levels and blocks: the same code paths, less to compile
     fields.update({"model.ch_mult": (1, 2), "model.num_res_blocks": 1})
   return override(config, **fields)
@@ -165,7 +167,7 @@ def test_folder_config_reads_its_images(tmp_path):
       "data.root": str(tmp_path),
       "data.image_size": 16,
       "training.batch_size": 4,
-      "model.nf": 8,
+      "model.nf": 32,  # DDPM: 32 groups at every width
       "model.ch_mult": (1, 2),
       "model.num_res_blocks": 1,
       "model.attn_resolutions": (8,),

@@ -127,13 +127,11 @@ def test_gaussian_data_of_std_sigma_data_has_unit_loss_at_every_noise_level():
 
 
 # The noise level from each preconditioning's `c_noise`: `ln(sigma) / 4`, `ln(sigma / 2)`, and `999 t` of EDM's
-# VP schedule, `sigma = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1)`.
+# VP schedule, `sigma = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1)` (VPPrecond's beta_d = 19.9, beta_min = 0.1).
 SIGMA_OF_C_NOISE = {
   "edm": lambda c: jnp.exp(4.0 * c),
   "edm_ve": lambda c: 2.0 * jnp.exp(c),
-  "edm_vp": lambda c: jnp.sqrt(
-    jnp.expm1(0.5 * models.utils.EDM_VP_BETA_D * jnp.square(c / 999) + models.utils.EDM_VP_BETA_MIN * c / 999)
-  ),
+  "edm_vp": lambda c: jnp.sqrt(jnp.expm1(0.5 * 19.9 * jnp.square(c / 999) + 0.1 * c / 999)),
 }
 
 

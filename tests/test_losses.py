@@ -86,11 +86,13 @@ def test_noise_prediction_and_score_forms_give_the_same_training_loss():
   assert ddpm > 0.01  # the comparison is not between two zeros
 
 
-def test_multiscale_loss_weights_levels_equally_for_the_optimal_score(data):
-  # sigma^2 * S^2 / (sigma^2 (S^2 + sigma^2)) = S^2 / (S^2 + sigma^2): O(1) at every level.
-  sigmas = sde_lib.get_sigmas(0.01, 5.0, 10)
-  loss = losses.multiscale_dsm_loss(optimal_score, data, jax.random.key(10), sigmas)
-  expected = np.mean(S**2 / (S**2 + np.asarray(sigmas) ** 2))
+def test_the_ncsn_loss_weights_levels_equally_for_the_optimal_score(data):
+  # NCSN's objective (Song & Ermon 2019, Eq. 5-6) is training's discrete loss over the VE chain's levels:
+  # sigma^2 * S^2 / (sigma^2 (S^2 + sigma^2)) = S^2 / (S^2 + sigma^2), O(1) at every level.
+  sde = sde_lib.VESDE(0.01, 5.0, 10)
+  score_fn = lambda x, t: optimal_score(x, sde.noise_level(t))
+  loss = losses.discrete_dsm_loss(score_fn, data, jax.random.key(10), sde, reduce_mean=True)
+  expected = np.mean(S**2 / (S**2 + np.asarray(sde.discrete_sigmas) ** 2))
   np.testing.assert_allclose(loss, expected, rtol=0.02)
 
 

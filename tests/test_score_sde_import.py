@@ -6,14 +6,18 @@ that is not one, or not of this network, is refused with one line and nothing wr
 The reference score is score_sde's `models/utils.get_score_fn` re-implemented from its formulas: the label
 (VP cont. `999 t`; VE cont. `sigma(t) = sigma_min (sigma_max / sigma_min)^t`; DDPM's level index `i`), `2x - 1`
 inside the network for uncentred data (NCSN++ on VE), and the output as the score (`h / sigma` for NCSN++,
-`-eps / std` for the VP networks). It applies our network module (with `conditioning='score_sde'`: it embeds
-the label as score_sde's networks do) to score_sde's tree renamed by this file's own table.
+`-eps / std` for the VP networks). For NCSN++ and DDPM++ it applies our network module (with
+`conditioning='score_sde'`: it embeds the label as score_sde's networks do) to score_sde's tree renamed by this
+file's own table. For DDPM it applies score_sde's own DDPM module, its code copied verbatim
+(tests/score_sde_ddpm.py), to score_sde's tree as it is: at 32 channels, where its GroupNorm (32 groups) and
+NCSN++'s rule (8 groups) differ.
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import score_sde_ddpm
 import score_sde_format as fmt
 
 from scorejax import models, sde_lib
@@ -57,13 +61,6 @@ def ours(tree):
   return out
 
 
-def with_identity_blocks(tree, channels):
-  """Our DDPM's extra attention blocks as the identity: a zero output projection makes `x + h = x`."""
-  zero = {"W": np.zeros((channels, channels), np.float32), "b": np.zeros(channels, np.float32)}
-  block = {"GroupNorm_0": {"scale": np.ones(channels, np.float32), "bias": np.zeros(channels, np.float32)}}
-  return {**tree, **{name: {**block, **{f"NIN_{i}": zero for i in range(4)}} for name in DDPM_IDENTITY}}
-
-
 def vp_std(t, beta_min, beta_max):
   """score_sde's VPSDE std `sqrt(1 - exp(2 log m(t)))`, written with expm1 (the same number, without float32's
   cancellation at small t)."""
@@ -71,24 +68,31 @@ def vp_std(t, beta_min, beta_max):
   return jnp.sqrt(-jnp.expm1(2.0 * log_mean))
 
 
-def ddpmpp_reference(net, params, config, x, t):
+def ddpmpp_reference(net, theirs, config, x, t):
   label = 999.0 * t  # continuous VP
-  eps = net.apply({"params": params}, x, label)  # data centred: no transform
+  eps = net.apply({"params": ours(theirs)}, x, label)  # data centred: no transform
   return -eps / vp_std(t, config.model.beta_min, config.model.beta_max)[:, None, None, None]
 
 
-def ncsnpp_reference(net, params, config, x, t):
+def ncsnpp_reference(net, theirs, config, x, t):
   m = config.model
   sigma = m.sigma_min * (m.sigma_max / m.sigma_min) ** t  # continuous VE: the label is sigma(t)
-  h = net.apply({"params": params}, 2 * x - 1.0, sigma)  # uncentred data: score_sde's NCSN++ sees 2x - 1
+  h = net.apply({"params": ours(theirs)}, 2 * x - 1.0, sigma)  # uncentred data: score_sde's NCSN++ sees 2x - 1
   return h / sigma[:, None, None, None]  # scale_by_sigma
 
 
-def ddpm_reference(net, params, config, x, level):
-  n = config.model.num_scales
-  betas = np.linspace(config.model.beta_min / n, config.model.beta_max / n, n)
-  std = np.sqrt(1.0 - np.cumprod(1.0 - betas))[level]  # sqrt_1m_alphas_cumprod of the level
-  eps = net.apply({"params": params}, x, jnp.asarray(level, jnp.float32))  # discrete VP: the level's index
+def ddpm_reference(net, theirs, config, x, level):
+  """score_sde's DDPM module (its code, tests/score_sde_ddpm.py) on its own tree; `net` (ours) is not used."""
+  del net
+  m = config.model
+  theirs_net = score_sde_ddpm.DDPM(
+    score_sde_ddpm.ddpm_config(m.nf, m.ch_mult, m.num_res_blocks, m.attn_resolutions, config.data.centered)
+  )
+  n = m.num_scales
+  betas = np.linspace(m.beta_min / n, m.beta_max / n, n)
+  std = np.sqrt(1.0 - np.cumprod(1.0 - betas))[level]  # sqrt_1m_alphas_cumprod of the level (here in float64)
+  labels = jnp.asarray(level, jnp.float32)  # discrete VP: the level's index, `t (N - 1)` at score_sde's t
+  eps = theirs_net.apply({"params": theirs}, x, labels, train=False)
   return -eps / jnp.asarray(std, jnp.float32)[:, None, None, None]
 
 
@@ -108,10 +112,10 @@ CASES = {
     ncsnpp_reference,
     np.array([1e-5, 0.1, 0.37, 0.7, 1.0]),
   ),
-  "ddpm": (
+  "ddpm": (  # 32 channels: score_sde's DDPM normalises with 32 groups and cannot be narrower
     "vp_ddpm",
-    {"model.num_res_blocks": 2},
-    lambda: fmt.ddpm_shapes(8, (1, 2), 2, (4,), 8, 3),
+    {"model.num_res_blocks": 2, "model.nf": 32},
+    lambda: fmt.ddpm_shapes(32, (1, 2), 2, (4,), 8, 3),
     ddpm_reference,
     np.array([0, 1, 250, 998, 999]),
   ),
@@ -120,7 +124,7 @@ CASES = {
 
 def case_config(name):
   variant, fields, *_ = CASES[name]
-  return override(cifar.get_config(variant), **TINY, **fields)
+  return override(cifar.get_config(variant), **{**TINY, **fields})
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -146,9 +150,6 @@ def test_the_imported_score_is_score_sde_s(imported):
   name, config, model, theirs, state, _ = imported
   _, _, _, reference, times = CASES[name]
   m, sde = config.model, build_sde(config)
-  reference_params = ours(theirs["params_ema"])
-  if name == "ddpm":
-    reference_params = with_identity_blocks(reference_params, 16)
   x = jax.random.normal(jax.random.key(1), (len(times),) + data_shape(config))
   if name == "ddpm":  # a discrete network at its levels: our time of level i against score_sde's label i
     levels, t = jnp.asarray(times), sde.discrete_times[times]
@@ -166,7 +167,7 @@ def test_the_imported_score_is_score_sde_s(imported):
   )
   got = jax.jit(score_fn)(x, t)
   label = np.asarray(t) if levels is None else np.asarray(levels)
-  want = jax.jit(lambda p, x: reference(model, p, config, x, label))(reference_params, x)
+  want = jax.jit(lambda p, x: reference(model, p, config, x, label))(theirs["params_ema"], x)
   error = relative_error(got, want)
   print(f"{name}: max |imported - score_sde| / max |score_sde| = {error:.2e}")
   assert error < 1e-5
