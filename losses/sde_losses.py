@@ -69,7 +69,7 @@ def level_dsm_loss(score_fn, x, rng, sde, levels, reduce_mean):
   return jnp.mean(_reduce(jnp.square(score_fn(mean + std * z, t) * std + z), reduce_mean))
 
 
-def get_sde_loss_fn(sde, continuous, reduce_mean, likelihood_weighting, eps=1e-5):
+def get_sde_loss_fn(sde, continuous, reduce_mean, likelihood_weighting, eps):
   """`loss(score_fn, x, rng)` as score_sde's `training.continuous`, `reduce_mean` and
   `likelihood_weighting` select it; `eps` is the smallest time of the continuous loss."""
   if continuous:

@@ -121,13 +121,13 @@ def test_loss_selection_follows_the_score_sde_flags():
   zero = lambda x, t: jnp.zeros_like(x)
   # With a zero score each loss is E||z||^2 per element = 1: a check that every path runs.
   for sde, continuous in ((ve, True), (ve, False), (vp, False), (subvp, True)):
-    loss = losses.get_sde_loss_fn(sde, continuous=continuous, reduce_mean=True, likelihood_weighting=False)(
+    loss = losses.get_sde_loss_fn(sde, continuous=continuous, reduce_mean=True, likelihood_weighting=False, eps=1e-5)(
       zero, x, rng
     )
     np.testing.assert_allclose(
       loss, np.mean(np.square(jax.random.normal(jax.random.split(rng)[1], x.shape))), rtol=1e-5
     )
   with pytest.raises(ValueError, match="VE \\(SMLD\\) or VP \\(DDPM\\), not SubVPSDE"):
-    losses.get_sde_loss_fn(subvp, continuous=False, reduce_mean=True, likelihood_weighting=False)
+    losses.get_sde_loss_fn(subvp, continuous=False, reduce_mean=True, likelihood_weighting=False, eps=1e-5)
   with pytest.raises(ValueError, match="needs training.continuous=True"):
-    losses.get_sde_loss_fn(vp, continuous=False, reduce_mean=True, likelihood_weighting=True)
+    losses.get_sde_loss_fn(vp, continuous=False, reduce_mean=True, likelihood_weighting=True, eps=1e-5)
