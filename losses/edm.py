@@ -3,6 +3,8 @@ Sec. 5, Eq. 2 and 8, Table 1), over a `score_fn(x, t)` of any network and any sc
 noise level `sigma` is Tweedie's `D(x_hat; sigma) = x_hat + sigma^2 score(x_hat, sigma)` in the VE variables
 `x_hat = x / m(t)`, at the time `t` of `sigma` (`sde.noise_level_score`)."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -43,8 +45,11 @@ def edm_loss(score_fn, y, rng, sde, p_mean, p_std, sigma_data, reduce_mean):
 def get_edm_loss_fn(sde, p_mean, p_std, sigma_data, reduce_mean):
   """`loss(score_fn, y, rng)`: `edm_loss` with `training.p_mean`, `training.p_std`, `model.sigma_data` and
   `training.reduce_mean`."""
-  if not (p_std > 0 and sigma_data > 0):
-    raise ValueError(f"the EDM loss needs training.p_std > 0 and model.sigma_data > 0, got {p_std} and {sigma_data}")
+  for name, value, positive in (("training.p_mean", p_mean, False), ("training.p_std", p_std, True)):
+    if not (math.isfinite(value) and (value > 0 or not positive)):
+      raise ValueError(f"{name} must be a finite number {'> 0' if positive else '(any sign)'}, got {value!r}")
+  if not (math.isfinite(sigma_data) and sigma_data > 0):
+    raise ValueError(f"model.sigma_data must be a finite number > 0, got {sigma_data!r}")
   return lambda score_fn, y, rng: edm_loss(score_fn, y, rng, sde, p_mean, p_std, sigma_data, reduce_mean)
 
 

@@ -20,6 +20,7 @@ from scorejax import losses, models, samplers, sde_lib
 from scorejax.run.errors import UserError, as_user_error, check_int, check_ints, check_real
 from scorejax.run.optim import build_optimizer, ema_schedule
 from scorejax.samplers import likelihood
+from scorejax.samplers.integrators import ODE_SOLVERS
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -197,8 +198,8 @@ def build_sampler(config, sde):
 def likelihood_options(config):
   """`probability_flow_encode`'s options (samplers/likelihood.py) from the `config.eval` fields."""
   e = config.eval
-  if e.ode_solver not in likelihood.ODE_SOLVERS:
-    raise UserError(f"unknown eval.ode_solver {e.ode_solver!r}; valid choices: {', '.join(likelihood.ODE_SOLVERS)}")
+  if e.ode_solver not in ODE_SOLVERS:
+    raise UserError(f"unknown eval.ode_solver {e.ode_solver!r}; valid choices: {', '.join(ODE_SOLVERS)}")
   kind = e.hutchinson_type.lower()
   if kind not in likelihood.HUTCHINSON_TYPES:
     raise UserError(f"unknown eval.hutchinson_type {kind!r}; valid choices: {', '.join(likelihood.HUTCHINSON_TYPES)}")

@@ -247,14 +247,18 @@ def test_a_model_trained_with_the_edm_loss_learns_the_mixture_and_samples_it_in_
   assert result["sliced_wasserstein"] < 0.35, result
 
 
+EDM_LOSS = {"training.loss": "edm", "training.continuous": True}
+
+
 @pytest.mark.parametrize(
   "fields, message",
   [
-    ({"training.loss": "nope"}, "unknown training.loss 'nope'; valid choices: sde, edm"),
+    ({"training.loss": "nope"}, "unknown training.loss 'nope'; valid choices: edm, sde"),
     ({"training.loss": "edm"}, "training.loss='edm' trains at continuous noise levels: set training.continuous=True"),
-    ({"training.p_std": 0.0}, "training.p_std must be a finite number > 0, got 0.0"),
-    ({"training.p_mean": float("nan")}, "training.p_mean must be a finite number (any sign), got nan"),
-    ({"model.sigma_data": -1.0}, "model.sigma_data must be a finite number > 0, got -1.0"),
+    # The EDM loss checks its own fields (run/builders.py passes them).
+    ({**EDM_LOSS, "training.p_std": 0.0}, "training.p_std must be a finite number > 0, got 0.0"),
+    ({**EDM_LOSS, "training.p_mean": float("nan")}, "training.p_mean must be a finite number (any sign), got nan"),
+    ({**EDM_LOSS, "model.sigma_data": -1.0}, "model.sigma_data must be a finite number > 0, got -1.0"),
     (
       {"model.prediction": "edm", "model.conditioning": "score_sde"},
       "model.prediction='edm' feeds the network its own c_noise; set model.conditioning='log_sigma'",

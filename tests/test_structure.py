@@ -96,12 +96,27 @@ def test_only_the_run_layer_reads_a_config(path):
   assert not list(config_reads(ast.parse(path.read_text()))), "take the values as arguments; run/ reads the config"
 
 
+def sde_type_tests(tree):
+  """Tests of an SDE's type: `isinstance(x, <SDE class>)` or `type(x) is/== <SDE class>` (a network may build an
+  SDE of its own, as EDM's VP preconditioning does, but never branches on the type of the one it is given)."""
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "isinstance":
+      if list(sde_type_references(node.args[1])):
+        yield ast.unparse(node)
+    elif isinstance(node, ast.Compare) and isinstance(node.left, ast.Call) and ast.unparse(node.left.func) == "type":
+      if any(list(sde_type_references(c)) for c in node.comparators):
+        yield ast.unparse(node)
+
+
 @pytest.mark.parametrize("path", modules("models"), ids=lambda p: p.name)
 def test_no_network_tests_the_type_of_an_sde(path):
-  assert not list(sde_type_references(ast.parse(path.read_text()))), "ask the SDE (sde_lib) instead"
+  assert not list(sde_type_tests(ast.parse(path.read_text()))), "ask the SDE (sde_lib) instead"
 
 
 def test_the_config_check_catches_what_it_looks_for():
   for code in ("def f(config): pass", "config.training.n_iters", "import ml_collections", "cfg.model", "e.config.eval"):
     assert list(config_reads(ast.parse(code))), code
   assert not list(config_reads(ast.parse("def f(sde, eps): return sde.T - eps")))
+  assert list(sde_type_tests(ast.parse("isinstance(sde, sde_lib.VPSDE)")))
+  assert list(sde_type_tests(ast.parse("type(sde) == VESDE")))
+  assert not list(sde_type_tests(ast.parse("EDM_VP = sde_lib.VPSDE(0.1, 20.0, 1000)")))
