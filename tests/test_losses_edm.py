@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_sde_samplers import NUM_SAMPLES, assert_is_the_mixture
-from test_sde_samplers import SDES as SAMPLER_SDES
-from test_sde_samplers import run as run_sampler
+from test_samplers_registry import NUM_SAMPLES, assert_is_the_mixture
+from test_samplers_registry import SDES as SAMPLER_SDES
+from test_samplers_registry import run as run_sampler
 
 from scorejax import losses, models, sde_lib
 from scorejax.datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_sde_score, sample_gmm
@@ -213,7 +213,7 @@ def test_the_edm_sampler_with_the_exact_score_returns_the_mixture_in_35_evaluati
 # error when the same label went through the log-sigma embedding).
 @pytest.mark.parametrize("sde, prediction", [("vesde", "edm"), ("vpsde", "edm"), ("vpsde", "edm_vp")])
 def test_a_model_trained_with_the_edm_loss_learns_the_mixture_and_samples_it_in_35_steps(tmp_path, sde, prediction):
-  """The tolerances of test_train.py's `test_a_trained_model_learns_the_mixture_score`, with the network
+  """The tolerances of test_run_train.py's `test_a_trained_model_learns_the_mixture_score`, with the network
   preconditioned for the mixture's standard deviation (~2) (or as EDM's VP column), the EDM loss, and EDM's
   Heun sampler at 18 steps."""
   config = tiny_toy(

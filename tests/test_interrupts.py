@@ -307,7 +307,7 @@ def test_nothing_but_pytest():
 def test_pytest_runs_with_or_without_xdist(options):
   env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS" and not k.startswith("PYTEST_XDIST")}
   result = subprocess.run(
-    [sys.executable, "-m", "pytest", *options, "tests/test_faults_signals.py", "-k", "test_nothing_but_pytest"],
+    [sys.executable, "-m", "pytest", *options, "tests/test_interrupts.py", "-k", "test_nothing_but_pytest"],
     cwd=ROOT,
     capture_output=True,
     text=True,
