@@ -9,6 +9,8 @@ from scorejax import datasets, models, sde_lib
 from scorejax.datasets.loader import batch_indices
 from scorejax.datasets.toy2d import empirical_score, gmm_log_prob, gmm_score
 
+from helpers import SDE_NAMES, make_sde
+
 
 @pytest.mark.parametrize("name,shape", [("mlp", (2,)), ("ncsn_small", (8, 8, 1))])
 def test_networks_map_data_to_data_shape(name, shape):
@@ -30,8 +32,8 @@ class _Echo:
 
 @pytest.mark.parametrize(
   "sde",
-  [sde_lib.VESDE(0.01, 10.0, N=100), sde_lib.VPSDE(0.1, 20.0, N=100), sde_lib.SubVPSDE(0.1, 20.0, N=100)],
-  ids=["ve", "vp", "subvp"],
+  [make_sde(name, 100, sigma_max=10.0) for name in SDE_NAMES],
+  ids=list(SDE_NAMES),
 )
 def test_score_wrapper_forms(sde):
   """c_noise = log(std / m); score = out / std with scale_by_sigma; score = -out / std for noise prediction."""

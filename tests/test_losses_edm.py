@@ -6,24 +6,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_samplers_registry import NUM_SAMPLES, assert_is_the_mixture
-from test_samplers_registry import SDES as SAMPLER_SDES
-from test_samplers_registry import run as run_sampler
 
-from scorejax import losses, models, sde_lib
+from scorejax import losses, models
 from scorejax.datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_sde_score, sample_gmm
 from scorejax.run.evaluate import evaluate
 from scorejax.run.experiment import UserError, validate_config
 from scorejax.run.train import train
 
-from helpers import tiny_toy
+from helpers import NUM_SAMPLES, SDE_NAMES, assert_is_the_mixture, make_sde, run_sampler, tiny_toy
 
 quiet = lambda *a, **k: None
-SDES = {
-  "ve": sde_lib.VESDE(0.01, 50.0, N=100),
-  "vp": sde_lib.VPSDE(0.1, 20.0, N=100),
-  "subvp": sde_lib.SubVPSDE(0.1, 20.0, N=100),
-}
+SDES = {name: make_sde(name, 100, sigma_max=50.0) for name in SDE_NAMES}
 P_MEAN, P_STD = -1.2, 1.2  # EDM's Table 1 (configs/default.py)
 # The mixture's mean and per-dimension standard deviation: Var = sum_k w_k (mu_k^2 + s_k^2) - mean^2.
 MIXTURE_MEAN = GMM_WEIGHTS @ GMM_MEANS
@@ -201,7 +194,7 @@ def test_the_training_target_has_unit_variance_at_every_noise_level():
 
 @pytest.mark.parametrize("sde_name", ["ve", "vp"])
 def test_the_edm_sampler_with_the_exact_score_returns_the_mixture_in_35_evaluations(sde_name):
-  sde = SAMPLER_SDES[sde_name](200)
+  sde = make_sde(sde_name, 200, sigma_max=50.0)
   x, nfe = run_sampler("edm", sde, sde.prior_sample(jax.random.key(0), (NUM_SAMPLES, 2)), num_steps=18)
   assert nfe == 35
   assert_is_the_mixture(x)

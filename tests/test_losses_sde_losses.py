@@ -6,14 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scorejax import losses, models, sde_lib
+from scorejax import losses, models
+
+from helpers import make_sde, sde_table
 
 MU, S, D, BATCH = 0.5, 0.3, 4, 200_000
-SDES = {
-  "ve": lambda: sde_lib.VESDE(0.01, 5.0, N=100),
-  "vp": lambda: sde_lib.VPSDE(0.1, 20.0, N=100),
-  "subvp": lambda: sde_lib.SubVPSDE(0.1, 20.0, N=100),
-}
+SDES = sde_table(sigma_max=5.0, N=100)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +92,7 @@ class EchoNoiseLevel(nn.Module):
 @pytest.mark.parametrize("name", ["ve", "vp"])
 def test_every_level_is_finite_and_conditioned_on_the_chains_own_noise(name):
   # N = 1000 as the published variants; every level drawn once (level 0 used to land on t = 0 for DDPM).
-  sde = {"ve": lambda: sde_lib.VESDE(0.01, 50.0, N=1000), "vp": lambda: sde_lib.VPSDE(0.1, 20.0, N=1000)}[name]()
+  sde = make_sde(name, 1000, sigma_max=50.0)
   if name == "ve":
     chain = np.geomspace(0.01, 50.0, 1000)
   else:

@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scorejax import sde_lib
 from scorejax.configs.default import get_default_config
 from scorejax.datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_sde_log_prob, gmm_sde_score, sample_gmm
 from scorejax.metrics import sliced_wasserstein
@@ -16,11 +15,9 @@ from scorejax.samplers import likelihood, ode
 from scorejax.samplers.integrators import FIXED_STEP_STAGES
 from scorejax.samplers.registry import get_sampling_fn
 
-SDES = {
-  "ve": lambda: sde_lib.VESDE(0.01, 50.0, N=1000),
-  "vp": lambda: sde_lib.VPSDE(0.1, 20.0, N=1000),
-  "subvp": lambda: sde_lib.SubVPSDE(0.1, 20.0, N=1000),
-}
+from helpers import sde_table
+
+SDES = sde_table(sigma_max=50.0, N=1000)
 
 
 def options(**fields):

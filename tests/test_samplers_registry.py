@@ -10,48 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scorejax import samplers, sde_lib
-from scorejax.configs.default import get_default_config
-from scorejax.datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_sde_score, sample_gmm
-from scorejax.metrics import sliced_wasserstein
+from scorejax.datasets.toy2d import GMM_STDS, gmm_sde_score, sample_gmm
 
-NUM_SAMPLES = 6_000
+from helpers import NUM_SAMPLES, assert_is_the_mixture, build_sampler, run_sampler, sde_table
+
 # sigma_max = 50: the prior N(0, sigma_max^2 I) misses the data mean (0.4, 0.8) by 0.016 standard
 # deviations, which a deterministic sampler carries straight into the mode weights (0.013 at sigma_max = 20).
-SDES = {
-  "ve": lambda n: sde_lib.VESDE(0.01, 50.0, N=n),
-  "vp": lambda n: sde_lib.VPSDE(0.1, 20.0, N=n),
-  "subvp": lambda n: sde_lib.SubVPSDE(0.1, 20.0, N=n),
-}
-# Two true samples of 6000 lie 0.07-0.20 apart in sliced Wasserstein (median 0.11 over 20 seeds);
-# the equal-weight mixture lies ~0.9 from the true one.
-SW_BOUND = 0.25
-MEAN_ATOL = 0.08  # ~5 standard errors of the smallest mode's mean (600 samples of std 0.4)
-VAR_RTOL = 0.15  # ~3.5 standard errors of the smallest mode's variance
-
-
-def build(method, sde, **fields):
-  """The sampler with the config's defaults (configs/default.py) but for `fields`, on a uniform grid."""
-  options = {**get_default_config().sampling, "time_grid": "uniform", **fields}
-  return samplers.get_sampling_fn(sde, method, **options)
-
-
-def run(method, sde, x_init, **fields):
-  sample_fn = build(method, sde, **fields)
-  x, nfe = jax.jit(lambda x, rng: sample_fn(gmm_sde_score(sde), x, rng))(x_init, jax.random.key(1))
-  return np.asarray(x), nfe
-
-
-def assert_is_the_mixture(x):
-  """Mode weights (nearest mean) within 0.03, per-mode means and variances within the stated
-  tolerances, sliced Wasserstein to true samples below `SW_BOUND`."""
-  nearest = np.argmin(((x[:, None, :] - GMM_MEANS[None]) ** 2).sum(-1), axis=1)
-  np.testing.assert_allclose(np.bincount(nearest, minlength=4) / len(x), GMM_WEIGHTS, atol=0.03)
-  for k in range(4):
-    mode = x[nearest == k]
-    np.testing.assert_allclose(mode.mean(0), GMM_MEANS[k], atol=MEAN_ATOL)
-    np.testing.assert_allclose(mode.var(0).mean(), GMM_STDS[k] ** 2, rtol=VAR_RTOL)
-  assert sliced_wasserstein(x, sample_gmm(np.random.default_rng(0), len(x))) < SW_BOUND
+SDES = sde_table(sigma_max=50.0)
 
 
 def test_the_mixture_check_accepts_true_samples_and_rejects_wrong_weights_or_widths():
@@ -90,7 +55,7 @@ MIXTURE_CASES = [
 )
 def test_sampler_with_the_exact_score_returns_the_unequal_mixture(method, sde_name, fields):
   sde = SDES[sde_name](200)  # PC and CAS take N = 200 steps
-  x, _ = run(method, sde, sde.prior_sample(jax.random.key(0), (NUM_SAMPLES, 2)), **fields)
+  x, _ = run_sampler(method, sde, sde.prior_sample(jax.random.key(0), (NUM_SAMPLES, 2)), **fields)
   assert_is_the_mixture(x)
 
 
@@ -136,7 +101,7 @@ def test_ode_solvers_converge_to_the_probability_flow_at_their_order(flow_refere
   sde, x_init, reference = flow_reference
   errors = []
   for num_steps in (fields["num_steps"], 2 * fields["num_steps"]):
-    x, _ = run(method, sde, x_init, **{**fields, "num_steps": num_steps})
+    x, _ = run_sampler(method, sde, x_init, **{**fields, "num_steps": num_steps})
     errors.append(np.mean(np.linalg.norm(x - np.asarray(reference), axis=-1)))
   assert errors[1] < errors[0] / 2 ** (order - 0.5), errors
   assert errors[1] < 0.12, errors
@@ -201,7 +166,7 @@ def test_nfe_counts_the_score_evaluations_of_one_program(method, sde_name, field
   sizes = []
   for n in (4, 40):
     sde = SDES[sde_name](n)  # PC, CAS and ALD take N = sde.N steps; the others sampling.num_steps
-    sample_fn = build(method, sde, num_steps=n, **fields)
+    sample_fn = build_sampler(method, sde, num_steps=n, **fields)
 
     exact_score = gmm_sde_score(sde)
 
@@ -255,7 +220,7 @@ def test_nfe_counts_the_score_evaluations_of_one_program(method, sde_name, field
 )
 def test_unknown_or_unsupported_choices_fail_when_the_sampler_is_built(method, sde_name, fields, message):
   with pytest.raises(ValueError, match=re.escape(message)):
-    build(method, SDES[sde_name](10), **fields)
+    build_sampler(method, SDES[sde_name](10), **fields)
 
 
 @pytest.mark.parametrize("sde_name", ["vp", "subvp"])
@@ -263,7 +228,7 @@ def test_langevin_corrector_on_a_short_vp_grid_stays_finite(sde_name):
   # At N = 10 score_sde's step size 2 (1 - beta(t) / N) (...)^2 is negative and the chain NaN; the
   # chain's own alpha on the grid is a fraction at every N.
   sde = SDES[sde_name](10)
-  x, _ = run(
+  x, _ = run_sampler(
     "pc",
     sde,
     sde.prior_sample(jax.random.key(0), (NUM_SAMPLES, 2)),

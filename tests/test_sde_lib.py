@@ -7,12 +7,10 @@ import pytest
 
 from scorejax import sde_lib
 
+from helpers import sde_table
+
 MU, S, N = 0.5, 0.3, 20_000
-SDES = {
-  "ve": lambda: sde_lib.VESDE(0.01, 5.0, N=1000),
-  "vp": lambda: sde_lib.VPSDE(0.1, 20.0, N=1000),
-  "subvp": lambda: sde_lib.SubVPSDE(0.1, 20.0, N=1000),
-}
+SDES = sde_table(sigma_max=5.0, N=1000)
 
 
 def gaussian_marginal(sde, t):
