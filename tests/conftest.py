@@ -24,6 +24,19 @@ def root():
   return ROOT
 
 
+@pytest.fixture(scope="session")
+def weight_files(tmp_path_factory):
+  """`random_state_dict(0)` written in both torch layouts, as pytorch-fid's file (legacy) and as torch >= 1.6 would."""
+  from scorejax.evaluation import inception, torch_file
+
+  state_dict = inception.random_state_dict(0)
+  folder = tmp_path_factory.mktemp("weights")
+  paths = {"legacy": str(folder / "legacy.pth"), "zip": str(folder / "zip.pt")}
+  for layout, path in paths.items():
+    torch_file.save_state_dict(path, state_dict, legacy=layout == "legacy")
+  return paths
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config):
   """Two workers, one test file each at a time (XLA compiles on one core, so two files overlap well), where

@@ -1,7 +1,9 @@
-"""Tiny configs for end-to-end runs, `main.py` as a user runs it, where the repository is, the SDEs the tests run
-on, and samplers checked on the 2D mixture."""
+"""Tiny configs for end-to-end runs, `main.py` as a user runs it and what it leaves on disk, where the repository is,
+the SDEs the tests run on, and samplers checked on the 2D mixture."""
 
 import functools
+import glob
+import hashlib
 import os
 import subprocess
 import sys
@@ -89,6 +91,26 @@ def run_main(*args, timeout=120, **kwargs):
   )
 
 
+def tree_hashes(directory):
+  """Every file under `directory` (hidden ones too) with the SHA-256 of its bytes."""
+  out = {}
+  for path in glob.glob(os.path.join(directory, "**", "*"), recursive=True) + glob.glob(
+    os.path.join(directory, "**", ".*"), recursive=True
+  ):
+    if os.path.isfile(path):
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
+def one_error_line(stderr):
+  """The one line of a refusal: `error: ...`, no traceback."""
+  assert "Traceback" not in stderr, stderr
+  lines = stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+  return lines[0]
+
+
 def mixture_classes_run(**fields):
   """A continuous VP run on the four-component mixture, whose components serve as classes: 1000 steps of an
   MLP, sampled by DPM-Solver in 25 steps (the conditional and guidance tests)."""
@@ -163,3 +185,17 @@ def assert_is_the_mixture(x):
     np.testing.assert_allclose(mode.mean(0), GMM_MEANS[k], atol=MEAN_ATOL)
     np.testing.assert_allclose(mode.var(0).mean(), GMM_STDS[k] ** 2, rtol=VAR_RTOL)
   assert sliced_wasserstein(x, sample_gmm(np.random.default_rng(0), len(x))) < SW_BOUND
+
+
+class Counter:
+  """Counts the score evaluations a compiled program really runs (a host callback in `score_fn`)."""
+
+  def __init__(self, score_fn):
+    self.score_fn, self.calls = score_fn, 0
+
+  def _tick(self):
+    self.calls += 1
+
+  def __call__(self, x, t):
+    jax.debug.callback(self._tick)
+    return self.score_fn(x, t)

@@ -269,25 +269,6 @@ def test_a_config_that_conflicts_with_the_checkpoint_is_refused(copy):
     resolve_config(override(digits.get_config(), **{"model.nf": 3}), copy, False, "eval", ["m", "--config.model.nf=3"])
 
 
-def test_a_lock_from_another_host_is_refused_and_a_reused_pid_is_stale(tmp_path):
-  from scorejax.run.workdir import workdir_lock
-
-  workdir = str(tmp_path)
-  elsewhere = {"host": "elsewhere", "pid": os.getpid(), "started": "2020-01-01 00:00:00 +0000", "mode": "eval"}
-  with open(f"{workdir}/{LOCK}", "w") as f:
-    json.dump(elsewhere, f)
-  with pytest.raises(UserError, match=rf"is in use by another run \(eval, pid {os.getpid()} on elsewhere, started"):
-    with workdir_lock(workdir, "train"):
-      pass
-  # This host, a live pid, but not the process that took the lock (its start time differs).
-  reused = dict(elsewhere, host=socket.gethostname(), start_ticks="1")
-  with open(f"{workdir}/{LOCK}", "w") as f:
-    json.dump(reused, f)
-  with workdir_lock(workdir, "train"):
-    assert json.load(open(f"{workdir}/{LOCK}"))["start_ticks"] not in (None, "1")
-  assert os.listdir(workdir) == []
-
-
 def test_sample_skips_a_corrupt_checkpoint_and_moves_nothing(copy):
   # A training run may own the workdir: sample and eval report a bad step and use an older one.
   os.remove(f"{copy}/checkpoints/40/default/_METADATA")

@@ -1,80 +1,20 @@
-"""Class-conditional networks for classifier-free guidance: a label embedding joins the noise embedding,
-label dropout trains the null label, and a network trained this way on the mixture samples the class asked
-for. Unconditional networks keep their parameter trees."""
+"""The experiment (`Experiment`) of a class-conditional model, for classifier-free guidance: label dropout trains the
+null label, a network trained this way on the mixture samples the class asked for, `sampling.class_label=-2`
+samples every class in turn, and conditioning fields out of their domain are one line. The label embedding
+itself: test_models_layers.py."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scorejax import datasets, models, sde_lib
 from scorejax.datasets.toy2d import GMM_MEANS
 from scorejax.run.experiment import Experiment, UserError, validate_config
 from scorejax.run.train import train
 
 from helpers import mixture_classes_run, override, tiny_digits, tiny_toy
 
-NETWORKS = {  # name: (options of a tiny network, example shape, width of its noise embedding)
-  "mlp": (dict(nf=8, num_layers=2), (2,), 8),
-  "ncsn_small": (dict(nf=8, ch_mult=(1, 2), num_res_blocks=1), (8, 8, 1), 32),
-  "ncsnpp": (dict(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,)), (8, 8, 3), 32),
-}
-NUM_CLASSES = 3
 # One device: no collectives, whose rendezvous XLA:CPU aborts after 40 s when the two cores are busy elsewhere.
 QUIET = dict(print_fn=lambda *a: None, devices=jax.devices()[:1])
-
-
-def shapes(name, **options):
-  kwargs, shape, _ = NETWORKS[name]
-  return models.utils.param_shapes(models.get_model(name, **kwargs, **options), shape)
-
-
-@pytest.mark.parametrize("name", NETWORKS)
-def test_a_conditional_network_is_the_unconditional_one_plus_a_table_with_a_null_row(name):
-  unconditional = shapes(name)
-  assert "label_embedding" not in unconditional and shapes(name, num_classes=0) == unconditional
-  conditional = dict(shapes(name, num_classes=NUM_CLASSES))
-  table = conditional.pop("label_embedding")["embedding"]
-  assert conditional == unconditional  # the same tree beside the table: nothing renamed or resized
-  assert table.shape == (NUM_CLASSES + 1, NETWORKS[name][2])
-
-
-@pytest.mark.parametrize("name", ["mlp", "ncsn_small", "ncsnpp"])
-def test_the_score_depends_on_the_label_and_no_label_is_the_null_label(name):
-  kwargs, shape, _ = NETWORKS[name]
-  model = models.get_model(name, **kwargs, num_classes=NUM_CLASSES)
-  params = models.init_params(model, jax.random.key(0), shape)
-  # Zero-initialised output layers make every score 0 at initialisation: move every parameter.
-  leaves, tree = jax.tree_util.tree_flatten(params)
-  keys = jax.random.split(jax.random.key(1), len(leaves))
-  params = tree.unflatten([p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
-  sde = sde_lib.VPSDE(0.1, 20.0, N=10)
-  # One example under each label, then unlabelled; eager (one network call each): compiling costs more.
-  x = jnp.broadcast_to(jax.random.normal(jax.random.key(2), shape), (NUM_CLASSES + 1,) + shape)
-  t = jnp.full((NUM_CLASSES + 1,), 0.4)
-  score_fn = models.get_score_fn(model, params, sde)
-  by_label = np.asarray(score_fn(x, t, jnp.arange(NUM_CLASSES + 1)))
-  assert all(np.abs(by_label[k] - by_label[0]).max() > 1e-3 for k in range(1, NUM_CLASSES + 1))
-  np.testing.assert_allclose(score_fn(x, t), np.broadcast_to(by_label[NUM_CLASSES], x.shape), rtol=1e-5, atol=1e-6)
-
-
-def test_labels_given_to_an_unconditional_network_are_refused():
-  kwargs, shape, _ = NETWORKS["mlp"]
-  model = models.get_model("mlp", **kwargs)
-  params = models.init_params(model, jax.random.key(0), shape)
-  with pytest.raises(ValueError, match="without class input"):
-    models.get_score_fn(model, params, sde_lib.VPSDE(0.1, 20.0, N=10))(jnp.ones((2, 2)), 0.5, jnp.zeros(2, jnp.int32))
-
-
-def test_batches_carry_the_labels_of_their_examples():
-  data = np.arange(100, dtype=np.float32)[:, None]
-  loader = datasets.BatchLoader(data, 8, seed=0, start_step=3, steps_per_call=2, labels=10 * np.arange(100))
-  try:
-    images, labels = next(loader)
-  finally:
-    loader.close()
-  assert images.shape == (2, 8, 1) and labels.shape == (2, 8)
-  np.testing.assert_array_equal(labels, 10 * images[..., 0])
 
 
 # ----------------------------------------------------------------------------- trained on the mixture
@@ -156,3 +96,8 @@ def test_conditioning_fields_out_of_their_domain_are_one_line(make, fields, expe
 def test_a_conditional_model_needs_the_classes_of_its_data(fields, expected):
   with pytest.raises(UserError, match=expected):
     Experiment(tiny_toy(**fields))
+
+
+def test_class_label_minus_two_samples_every_class_in_turn():
+  exp = Experiment(tiny_toy(**{"model.num_classes": 4, "sampling.class_label": -2}), devices=jax.devices()[:1])
+  np.testing.assert_array_equal(exp.sample_labels(10), [0, 1, 2, 3, 0, 1, 2, 3, 0, 1])

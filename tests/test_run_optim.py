@@ -1,6 +1,6 @@
 """EDM's training details (Karras et al. 2022, App. F, Table 7; NVlabs/edm `training/training_loop.py`): the EMA
 by half-life in images with its ramp-up, and the learning-rate ramp-up in images, as pure functions and inside
-the compiled train step; and sampling a class-conditional model over every class."""
+the compiled train step."""
 
 import jax
 import numpy as np
@@ -150,8 +150,3 @@ def test_no_rampup_is_none_or_zero():
   for ratio in (None, 0.0):
     validate_config(edm_config(**{"model.ema_rampup_ratio": ratio}), num_devices=1)
     assert float(ema_decay(0, BATCH, HALFLIFE_KIMG, ratio)) == pytest.approx(0.5 ** (BATCH / (HALFLIFE_KIMG * 1000)))
-
-
-def test_class_label_minus_two_samples_every_class_in_turn():
-  exp = Experiment(tiny_toy(**{"model.num_classes": 4, "sampling.class_label": -2}), devices=jax.devices()[:1])
-  np.testing.assert_array_equal(exp.sample_labels(10), [0, 1, 2, 3, 0, 1, 2, 3, 0, 1])

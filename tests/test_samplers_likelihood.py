@@ -1,5 +1,6 @@
-"""The probability-flow ODE sampler and likelihood, checked where the answer is known in closed form:
-Gaussian data (the flow is affine), the 2D Gaussian-mixture oracle, and dequantized uniform data."""
+"""The probability-flow likelihood, and the fixed-step ODE solvers it integrates with, checked where the answer is
+known in closed form: Gaussian data (the flow is affine), the 2D Gaussian-mixture oracle, and dequantized uniform
+data. The ODE sampler on the mixture: test_samplers_ode.py."""
 
 import math
 
@@ -9,13 +10,11 @@ import numpy as np
 import pytest
 
 from scorejax.configs.default import get_default_config
-from scorejax.datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_sde_log_prob, gmm_sde_score, sample_gmm
-from scorejax.metrics import sliced_wasserstein
+from scorejax.datasets.toy2d import gmm_sde_log_prob, gmm_sde_score, sample_gmm
 from scorejax.samplers import likelihood, ode
 from scorejax.samplers.integrators import FIXED_STEP_STAGES
-from scorejax.samplers.registry import get_sampling_fn
 
-from helpers import sde_table
+from helpers import Counter, sde_table
 
 SDES = sde_table(sigma_max=50.0, N=1000)
 
@@ -26,20 +25,6 @@ def options(**fields):
 
 
 MU, S, DIM = 0.7, 0.5, 4  # Gaussian data N(MU, S^2 I_4)
-
-
-class Counter:
-  """Counts the score evaluations a compiled program really runs (a host callback in `score_fn`)."""
-
-  def __init__(self, score_fn):
-    self.score_fn, self.calls = score_fn, 0
-
-  def _tick(self):
-    self.calls += 1
-
-  def __call__(self, x, t):
-    jax.debug.callback(self._tick)
-    return self.score_fn(x, t)
 
 
 # ----------------------------------------------------------------------------- Gaussian data
@@ -205,37 +190,6 @@ def test_fixed_step_solvers_converge_at_their_order():
       assert int(out[solver, n][1]) == n * FIXED_STEP_STAGES[solver]
     ratio = float(out[solver, steps][0] / out[solver, 2 * steps][0])
     assert abs(math.log2(ratio) - order) < 0.3, (solver, ratio)
-
-
-def _gmm_checks(x, truth):
-  nearest = np.argmin(((x[:, None, :] - GMM_MEANS[None]) ** 2).sum(-1), axis=1)
-  np.testing.assert_allclose(np.bincount(nearest, minlength=4) / len(x), GMM_WEIGHTS, atol=0.03)
-  for k in range(4):
-    np.testing.assert_allclose(
-      x[nearest == k].mean(0), GMM_MEANS[k], atol=4 * GMM_STDS[k] / math.sqrt(GMM_WEIGHTS[k] * len(x)) + 0.02
-    )
-    np.testing.assert_allclose(x[nearest == k].std(0), GMM_STDS[k], rtol=0.2)
-  return sliced_wasserstein(x, truth)
-
-
-@pytest.mark.parametrize("name,solver", [("ve", "rk4"), ("vp", "heun"), ("ve", "tsit5"), ("vp", "rk45")])
-def test_ode_sampler_returns_the_mixture(name, solver):
-  sde, num = SDES[name](), 2_000
-  sample_fn = get_sampling_fn(
-    sde, "ode", ode_solver=solver, ode_steps=40, eps=1e-3, rtol=1e-5, atol=1e-5, ode_max_steps=4096, noise_removal=True
-  )
-  counted = Counter(gmm_sde_score(sde))
-  x_init = sde.prior_sample(jax.random.key(4), (num, 2))
-  x, nfe = jax.block_until_ready(jax.jit(lambda x, r: sample_fn(counted, x, r))(x_init, jax.random.key(5)))
-  assert counted.calls == int(nfe)  # fixed: steps * stages + 1; adaptive: from diffrax's step count
-  if solver in FIXED_STEP_STAGES:
-    assert int(nfe) == 40 * FIXED_STEP_STAGES[solver] + 1
-  rng = np.random.default_rng(6)
-  truth = sample_gmm(rng, num)
-  # Two true samples of 2000 lie 0.08-0.27 apart (mean ~0.17); equal weights instead lie ~0.9 away.
-  bound = 2 * np.mean([sliced_wasserstein(sample_gmm(rng, num), sample_gmm(rng, num)) for _ in range(4)])
-  assert _gmm_checks(np.asarray(x), truth) < bound
-  assert sliced_wasserstein(sample_gmm(rng, num, weights=np.full(4, 0.25, np.float32)), truth) > bound
 
 
 # ----------------------------------------------------------------------------- bits per dimension
