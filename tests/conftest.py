@@ -1,5 +1,14 @@
-"""Shared set-up: 4 virtual CPU devices, a compilation cache shared with subprocesses, and two test workers
-where pytest-xdist is installed."""
+"""Shared set-up: 4 virtual CPU devices, a compilation cache shared with subprocesses, two test workers where
+pytest-xdist is installed, and the fixtures that more than one test file uses.
+
+Test files mirror the source: `test_<module>.py` for a top-level module (`test_sde_lib.py`, `test_checkpointing.py`),
+`test_<folder>_<module>.py` for one in a package (`test_samplers_pc.py`, `test_run_train.py`), `test_main_*.py` for
+what goes through `main.py` end to end. The SDEs the tests run on, and the sampler check on the 2D mixture, are in
+helpers.py.
+
+`python -m pytest -m "not slow"` leaves out the tests marked `slow` (end-to-end trainings, `main.py` in
+subprocesses, several processes, long compilations): the edit-test loop, under 3 minutes on 2 cores.
+`python -m pytest` runs every test, as CI does."""
 
 import os
 import tempfile

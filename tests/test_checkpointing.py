@@ -25,6 +25,8 @@ from scorejax.run.workdir import LOCK
 import helpers
 from helpers import ROOT, TOY_FLAGS, override, tiny_toy
 
+pytestmark = pytest.mark.slow  # end to end: left out by `-m "not slow"`
+
 TOY = [
   *TOY_FLAGS,
   "--config.training.snapshot_sampling=False",

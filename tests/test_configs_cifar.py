@@ -50,6 +50,7 @@ def two_batches(exp, size=4):
   return [(x, y) for x, y in zip(images, split(exp.dataset.train_labels))] if exp.num_classes else list(images)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", TRAINED)
 def test_variant_trains(variant, root):
   """The variant's own loss, SDE, preprocessing and network, through `run_lib`'s train step: two
@@ -123,6 +124,7 @@ def test_edm_variants_train_on_200_mimg_and_sample_from_sigma_80_to_0_002(varian
 EDM_SONGUNET = {"edm_ddpmpp": 55_732_739 + 9 * 128, "edm_ncsnpp": 56_395_523 + 9 * 256 + 128}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", sorted(EDM_SONGUNET))
 def test_edm_networks_have_the_parameters_of_edms_songunet(variant):
   quiet = dict(print_fn=lambda *a: None)
@@ -144,6 +146,7 @@ PUBLISHED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", sorted(PUBLISHED))
 def test_info_reports_the_published_parameter_count(variant):
   lines = []

@@ -4,6 +4,7 @@ import os
 
 import jax
 import numpy as np
+import pytest
 
 from scorejax.configs import cifar
 from scorejax.datasets import cifar10
@@ -11,6 +12,8 @@ from scorejax.run.experiment import Experiment
 from scorejax.run.train import make_train_step
 
 from helpers import override
+
+pytestmark = pytest.mark.slow  # end to end: left out by `-m "not slow"`
 
 
 def test_vp_ddpm_trains_200_steps_at_batch_128_with_a_finite_loss(tmp_path):

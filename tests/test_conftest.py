@@ -14,6 +14,7 @@ def test_nothing_but_pytest():
   """The target of the next test: it only needs pytest to start."""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [["-p", "no:xdist"], []], ids=["without-xdist", "default"])
 def test_pytest_runs_with_or_without_xdist(options):
   env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS" and not k.startswith("PYTEST_XDIST")}

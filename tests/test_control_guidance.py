@@ -179,6 +179,7 @@ def guided_flow_map(w, v_start, v_end):
   return phi(v_end) / phi(v_start), phi(v_end) * integral
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
   "method, fields", [("ode", dict(ode_solver="rk45")), ("dpm_solver", dict(num_steps=40, dpm_solver_order=3))]
 )
@@ -237,6 +238,7 @@ def errors(x, exact):
   return np.abs(x[:, 2:].mean(0) - mean[2:]).max(), np.linalg.norm(np.cov(x[:, 2:].T) - cov[2:, 2:])
 
 
+@pytest.mark.slow
 def test_inpainting_keeps_the_known_coordinates_exact_and_resampling_halves_the_bias_of_replacement(
   exact_inpainting,
 ):
@@ -259,6 +261,7 @@ def test_inpainting_keeps_the_known_coordinates_exact_and_resampling_halves_the_
   )
 
 
+@pytest.mark.slow
 def test_langevin_corrector_steps_after_each_replacement_lower_the_covariance_error(exact_inpainting):
   # score_sde's own remedy: the Langevin corrector at each level, under the same replacement.
   _, cov_replaced = errors(inpaint("none", 0, num=10_000), exact_inpainting)
@@ -266,6 +269,7 @@ def test_langevin_corrector_steps_after_each_replacement_lower_the_covariance_er
   assert cov_langevin < cov_replaced / 2, (cov_replaced, cov_langevin)
 
 
+@pytest.mark.slow
 def test_colorization_keeps_the_gray_image_and_samples_the_colors_given_it():
   # One 1x2 image of 3 channels, Gaussian with correlated channels and pixels: given each pixel's gray
   # value (the mean of its channels), the colours are Gaussian with a closed-form mean and covariance.
@@ -288,6 +292,7 @@ def test_colorization_keeps_the_gray_image_and_samples_the_colors_given_it():
   np.testing.assert_allclose(np.cov(flat.T), exact_cov, atol=0.05)
 
 
+@pytest.mark.slow
 def test_a_constraint_on_nothing_leaves_the_sampler_as_it_was():
   # P = 0: x - P x + P(...) = x at every step, whatever the noise drawn for it.
   sde = vp(50)

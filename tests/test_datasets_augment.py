@@ -290,6 +290,7 @@ def test_augmentation_labels_for_a_network_without_that_input_are_refused():
     score_fn(jnp.zeros((2, 8, 8, 1)), 0.5, augment_labels=jnp.zeros((2, 9)))
 
 
+@pytest.mark.slow
 def test_the_train_step_with_augmentation_trains_the_map_of_the_labels():
   """Three steps through `Experiment.batch_loss`: finite, and the labels' map moved. Its gradient passes two
   zero-initialised layers (a residual block's last convolution, then the output's), so it is nonzero from the

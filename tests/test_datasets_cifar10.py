@@ -54,6 +54,7 @@ def test_a_missing_archive_says_where_to_put_it(tmp_path):
     datasets.get_dataset("cifar10", root=str(tmp_path), download=False)
 
 
+@pytest.mark.slow
 def test_main_reports_the_checksum_in_one_line(root, tmp_path):
   result = subprocess.run(
     [

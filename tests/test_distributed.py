@@ -139,6 +139,7 @@ def one_process(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_resume_and_stop_together(one_process, tmp_path):
   assert len(jax.devices()) == 4
   workdir = str(tmp_path / "run")
@@ -174,6 +175,7 @@ def test_two_processes_train_like_one_resume_and_stop_together(one_process, tmp_
   assert samples.shape == (256, 2) and np.all(np.isfinite(samples))
 
 
+@pytest.mark.slow
 def test_a_bad_process_flag_is_one_line(tmp_path):
   result = subprocess.run(
     [

@@ -41,6 +41,7 @@ def cached_params(cache_dir):
     return flax.serialization.msgpack_restore(f.read())
 
 
+@pytest.mark.slow
 def test_classifier_reaches_95_percent_on_the_held_out_digits(trained, digits):
   test_images, test_labels = digits["test"]
   assert trained["accuracy"] >= 0.95
@@ -51,6 +52,7 @@ def test_classifier_reaches_95_percent_on_the_held_out_digits(trained, digits):
   assert f"{100 * trained['accuracy']:.1f}%" in line
 
 
+@pytest.mark.slow
 def test_feature_network_is_the_penultimate_layer_and_ten_logits(trained, digits):
   network = trained["network"]
   assert network.name == "digits_classifier" and network.num_classes == 10
@@ -61,6 +63,7 @@ def test_feature_network_is_the_penultimate_layer_and_ten_logits(trained, digits
   assert network.weights_hash == hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_from_the_seed(trained, digits):
   params, accuracy = digits_classifier.train_digits_classifier(*digits["train"], *digits["test"], seed=0)
   assert digits_classifier.digits_feature_network(params).weights_hash == trained["network"].weights_hash
@@ -79,6 +82,7 @@ def count_training(monkeypatch, params):
   return calls
 
 
+@pytest.mark.slow
 def test_a_second_call_reads_the_cache_and_does_not_train(trained, digits, monkeypatch):
   calls = count_training(monkeypatch, None)
   lines = []
@@ -97,6 +101,7 @@ def copy_cache(src, dst):
       g.write(f.read())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
   "corruption",
   [("msgpack", b"\x00not msgpack"), ("msgpack", None), ("json", b"{truncated"), ("json", b'{"accuracy": "x"}')],
@@ -121,6 +126,7 @@ def test_a_corrupt_cache_is_trained_again_with_one_line(trained, digits, monkeyp
   assert calls == [0] and len(lines) == 2
 
 
+@pytest.mark.slow
 def test_other_data_or_seed_trains_anew(trained, digits, monkeypatch, tmp_path):
   copy_cache(trained["cache_dir"], tmp_path)
   calls = count_training(monkeypatch, cached_params(trained["cache_dir"]))
@@ -187,6 +193,7 @@ def total_variation_from_uniform(histogram):
   return 0.5 * np.abs(histogram - 0.1).sum()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("noise", NOISE)
 def test_real_digits_score_better_than_noise_from_an_untrained_model(scores, noise):
   real, fake = scores["held-out"], scores[noise]
@@ -195,6 +202,7 @@ def test_real_digits_score_better_than_noise_from_an_untrained_model(scores, noi
   assert total_variation_from_uniform(fake["histogram"]) > 2 * total_variation_from_uniform(real["histogram"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("removed", range(10))
 def test_a_missing_class_shows_in_every_digits_metric(scores, removed):
   # The set without one class is drawn from the training split, like the control set of all classes, and has the

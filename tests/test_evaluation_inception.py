@@ -57,6 +57,7 @@ def _assert_matches(ours, theirs):
 # --- Features and logits against pytorch-fid. ---
 
 
+@pytest.mark.slow
 def test_features_and_logits_equal_pytorch_fids(weight_files, images, reference):
   """All three images (enlarged from 32x32, grey 8x8, shrunk from 320x320) in one batch of the network."""
   variables = inception.variables_from_state_dict(torch_file.load_state_dict(weight_files["legacy"]))
@@ -69,6 +70,7 @@ def test_features_and_logits_equal_pytorch_fids(weight_files, images, reference)
     _assert_matches(np.asarray(logits[i]), reference[f"{name}_logits"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["legacy", "zip"])
 def test_load_inception_reads_either_layout_into_pytorch_fids_network(weight_files, images, reference, layout):
   """The whole path: file -> FeatureNetwork -> `extract` on an image larger than 299 (both layouts compile the same

@@ -15,6 +15,8 @@ import pytest
 
 from helpers import ROOT, TOY_FLAGS, one_error_line, run_main, tree_hashes
 
+pytestmark = pytest.mark.slow  # end to end: left out by `-m "not slow"`
+
 TOY = TOY_FLAGS
 STEPS = 20
 STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}

@@ -196,6 +196,7 @@ def test_the_training_target_has_unit_variance_at_every_noise_level():
 # 0.060 and 0.057 nats/dim above the truth, sliced Wasserstein 0.29 and 0.20; after 60 steps 0.90, 0.87, 0.95.
 # EDM's VPPrecond with its label 999 t embedded as DDPM's time step: 0.048, 0.117, 0.21 (0.51 relative score
 # error when the same label went through the log-sigma embedding).
+@pytest.mark.slow
 @pytest.mark.parametrize("sde, prediction", [("vesde", "edm"), ("vpsde", "edm"), ("vpsde", "edm_vp")])
 def test_a_model_trained_with_the_edm_loss_learns_the_mixture_and_samples_it_in_35_steps(tmp_path, sde, prediction):
   """The tolerances of test_run_train.py's `test_a_trained_model_learns_the_mixture_score`, with the network

@@ -272,6 +272,7 @@ RUNS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,args,expected", RUNS, ids=[f"{r[0]}-{i}" for i, r in enumerate(RUNS)])
 def test_main_reports_a_fault_in_one_line_and_changes_nothing(kind, args, expected, tmp_path):
   root = make_data(kind, tmp_path / "data")

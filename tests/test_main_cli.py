@@ -12,6 +12,8 @@ import pytest
 
 from helpers import ROOT, TOY_FLAGS, run_main
 
+pytestmark = pytest.mark.slow  # end to end: left out by `-m "not slow"`
+
 TOY = [*TOY_FLAGS, "--config.training.snapshot_sampling=False"]
 
 

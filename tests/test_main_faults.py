@@ -8,6 +8,8 @@ import pytest
 
 from helpers import TOY_FLAGS, one_error_line, run_main, tree_hashes
 
+pytestmark = pytest.mark.slow  # end to end: left out by `-m "not slow"`
+
 TOY = TOY_FLAGS
 
 

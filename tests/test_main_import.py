@@ -14,6 +14,8 @@ from scorejax.datasets import cifar10
 
 from helpers import run_main
 
+pytestmark = pytest.mark.slow  # end to end: left out by `-m "not slow"`
+
 STEP = 1_000
 
 

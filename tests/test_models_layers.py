@@ -32,6 +32,7 @@ def test_a_conditional_network_is_the_unconditional_one_plus_a_table_with_a_null
   assert table.shape == (NUM_CLASSES + 1, NETWORKS[name][2])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mlp", "ncsn_small", "ncsnpp"])
 def test_the_score_depends_on_the_label_and_no_label_is_the_null_label(name):
   kwargs, shape, _ = NETWORKS[name]

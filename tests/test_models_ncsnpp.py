@@ -182,6 +182,7 @@ def random_params(model, seed=0):
   )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(RUN_CASES))
 def test_networks_run_are_conditioned_and_use_dropout(case):
   name, options = RUN_CASES[case]

@@ -39,6 +39,7 @@ def runs(tmp_path_factory):
   return score_dir, classifier_dir, classifier, state
 
 
+@pytest.mark.slow
 def test_the_classifier_of_noisy_inputs_learns_the_classes_where_the_noise_leaves_them_apart(runs):
   # Components 4 apart with standard deviations 0.3-0.6: at sigma = 0.1 the classes barely overlap (the
   # Bayes classifier is right 99.3% of the time); at sigma = 3 most of what tells them apart is gone.
@@ -47,6 +48,7 @@ def test_the_classifier_of_noisy_inputs_learns_the_classes_where_the_noise_leave
   assert accuracy["accuracy_sigma_0.1"] > 0.97 and accuracy["accuracy_sigma_3"] < 0.8, accuracy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("label", [0, 3])
 def test_classifier_guidance_samples_the_class_asked_for(runs, label):
   score_dir, classifier_dir, _, _ = runs
@@ -56,6 +58,7 @@ def test_classifier_guidance_samples_the_class_asked_for(runs, label):
   assert share > 0.9, np.bincount(nearest_component(x), minlength=4) / len(x)
 
 
+@pytest.mark.slow
 def test_classifier_guidance_from_the_command_line(runs):
   score_dir, classifier_dir, _, _ = runs
   args = [f"--workdir={score_dir}", f"--config.sampling.classifier_workdir={classifier_dir}"]
@@ -65,6 +68,7 @@ def test_classifier_guidance_from_the_command_line(runs):
   assert np.all(written["labels"] == 2) and np.mean(nearest_component(written["samples"]) == 2) > 0.9
 
 
+@pytest.mark.slow
 def test_a_classifier_run_refuses_to_be_sampled_and_a_score_run_to_guide(runs, tmp_path):
   score_dir, classifier_dir, _, _ = runs
   with pytest.raises(UserError, match="is a classifier of noisy inputs, not a score model"):
@@ -81,6 +85,7 @@ def test_a_classifier_run_refuses_to_be_sampled_and_a_score_run_to_guide(runs, t
     sample(override(ve, **{"sampling.classifier_workdir": classifier_dir, "sampling.class_label": 1}), ve_dir, **QUIET)
 
 
+@pytest.mark.slow
 def test_the_default_scale_of_classifier_guidance_is_the_one_saved_with_the_classifier(runs, tmp_path):
   # A learned classifier is weaker than the exact one and its run carries the scale that suits it
   # (configs/digits_classifier.py: 8); a scale given for the sampling wins; unguided and classifier-free
@@ -97,6 +102,7 @@ def test_the_default_scale_of_classifier_guidance_is_the_one_saved_with_the_clas
   assert Experiment(mixture_run(**{"model.num_classes": 4}), QUIET["devices"]).guidance_scale == 1.0
 
 
+@pytest.mark.slow
 def test_classifier_free_guidance_from_the_command_line(tmp_path):
   workdir = str(tmp_path)
   train(mixture_run(**{"model.num_classes": 4}), workdir, **QUIET)

@@ -31,6 +31,7 @@ def trained(tmp_path_factory):
   return config, train(config, str(tmp_path_factory.mktemp("conditional")), **QUIET)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [0.0, 1.0])
 def test_classifier_free_guidance_of_a_trained_network_samples_each_class(trained, scale):
   # Measured after 1000 steps: 98.6-99.4% of each class's samples nearest its own component at w = 0, and
@@ -44,6 +45,7 @@ def test_classifier_free_guidance_of_a_trained_network_samples_each_class(traine
     assert np.mean(nearest == k) > 0.95, (k, np.bincount(nearest, minlength=4) / len(x))
 
 
+@pytest.mark.slow
 def test_label_dropout_is_what_trains_the_null_label(trained, tmp_path):
   # The null row of the table gets gradients only from dropped labels; Adam leaves a row with none as it was.
   null = lambda params: np.asarray(params["label_embedding"]["embedding"][4])

@@ -147,6 +147,7 @@ def relative_error(a, b):
   return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
 
 
+@pytest.mark.slow
 def test_the_imported_score_is_score_sde_s(imported):
   name, config, model, theirs, state, _ = imported
   _, _, _, reference, times = CASES[name]
@@ -193,6 +194,7 @@ def assert_same_leaves(ours_tree, expected, skip=()):
     np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
+@pytest.mark.slow
 def test_parameters_ema_moments_and_step_land_in_their_places(imported):
   name, config, _, theirs, state, moments = imported
   skip = DDPM_IDENTITY if name == "ddpm" else ()
@@ -210,6 +212,7 @@ def test_parameters_ema_moments_and_step_land_in_their_places(imported):
     assert not any(np.any(leaf) for leaf in jax.tree_util.tree_leaves(adam.mu[block]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("imported", ["ddpmpp"], indirect=True)  # the optimizer is the same for every network
 def test_fine_tuning_takes_the_adam_step_that_score_sde_would_take(imported):
   """flax.optim.Adam (score_sde's optimizer): m' = b1 m + (1 - b1) g, v' = b2 v + (1 - b2) g^2, and
@@ -287,6 +290,7 @@ def _zeros(shapes):
   return {k: _zeros(v) if isinstance(v, dict) else np.broadcast_to(np.float32(0), v) for k, v in shapes.items()}
 
 
+@pytest.mark.slow
 def test_every_released_cifar10_checkpoint_maps_onto_its_variant_at_the_published_width():
   """configs/cifar.py's SCORE_SDE_CHECKPOINTS: each variant with its overrides has score_sde's SDE, training,
   data centring and sampler, and score_sde's parameter tree lands on its network leaf for leaf."""

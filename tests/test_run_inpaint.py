@@ -47,6 +47,7 @@ def digits_run(tmp_path_factory):
   return config, workdir
 
 
+@pytest.mark.slow
 def test_inpainting_from_the_command_line_keeps_the_known_pixels_and_draws_the_rest(digits_run):
   _, workdir = digits_run
   result = run_main("--mode=sample", f"--workdir={workdir}", "--config.sampling.inpaint_mask=center")
@@ -60,6 +61,7 @@ def test_inpainting_from_the_command_line_keeps_the_known_pixels_and_draws_the_r
     assert picture.size[0] > picture.size[1] / 2  # original, input, mask and result side by side
 
 
+@pytest.mark.slow
 def test_colorization_keeps_the_grayscale_of_colour_images(tmp_path):
   folder = tmp_path / "images"
   folder.mkdir()

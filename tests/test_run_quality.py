@@ -19,6 +19,8 @@ from scorejax.run.train import train
 
 from helpers import ROOT, override, run_main, tiny_digits
 
+pytestmark = pytest.mark.slow  # end to end: left out by `-m "not slow"`
+
 QUALITY = ("fid", "inception_score", "kid", "precision", "recall", "class_histogram")
 
 

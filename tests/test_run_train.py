@@ -16,6 +16,8 @@ from scorejax.run.train import train
 
 from helpers import override, tiny_digits, tiny_toy
 
+pytestmark = pytest.mark.slow  # end to end: left out by `-m "not slow"`
+
 quiet = lambda *a, **k: None
 
 
