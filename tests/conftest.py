@@ -10,6 +10,7 @@ helpers.py.
 subprocesses, several processes, long compilations): the edit-test loop, under 3 minutes on 2 cores.
 `python -m pytest` runs every test, as CI does."""
 
+import collections
 import os
 import tempfile
 
@@ -59,3 +60,13 @@ def pytest_cmdline_main(config):
   if config.getoption("usepdb", False) or config.getoption("collectonly", False):
     return
   option.numprocesses, option.dist = 2, "loadfile"
+  # In the order of `pytest_collection_modifyitems` below, not by number of tests per file (xdist's default).
+  option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+  """The files with the most `slow` tests first, each file's tests in their order: with one file per worker at a
+  time, the long files start early and the short ones fill in around them, so that both workers finish together
+  (by number of tests, xdist's own order, files of a few long tests came last and left one worker idle)."""
+  slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
+  items.sort(key=lambda item: -slow[item.path])  # stable: each file keeps its order
