@@ -1,6 +1,16 @@
-"""Shared set-up: 4 virtual CPU devices, a compilation cache shared with subprocesses, and two test workers
-where pytest-xdist is installed."""
+"""Shared set-up: 4 virtual CPU devices, a compilation cache shared with subprocesses, two test workers where
+pytest-xdist is installed, and the fixtures that more than one test file uses.
 
+Test files mirror the source: `test_<module>.py` for a top-level module (`test_sde_lib.py`, `test_checkpointing.py`),
+`test_<folder>_<module>.py` for one in a package (`test_samplers_pc.py`, `test_run_train.py`), `test_main_*.py` for
+what goes through `main.py` end to end. The SDEs the tests run on, and the sampler check on the 2D mixture, are in
+helpers.py.
+
+`python -m pytest -m "not slow"` leaves out the tests marked `slow` (end-to-end trainings, `main.py` in
+subprocesses, several processes, long compilations): the edit-test loop, under 3 minutes on 2 cores.
+`python -m pytest` runs every test, as CI does."""
+
+import collections
 import os
 import tempfile
 
@@ -24,6 +34,19 @@ def root():
   return ROOT
 
 
+@pytest.fixture(scope="session")
+def weight_files(tmp_path_factory):
+  """`random_state_dict(0)` written in both torch layouts, as pytorch-fid's file (legacy) and as torch >= 1.6 would."""
+  from scorejax.evaluation import inception, torch_file
+
+  state_dict = inception.random_state_dict(0)
+  folder = tmp_path_factory.mktemp("weights")
+  paths = {"legacy": str(folder / "legacy.pth"), "zip": str(folder / "zip.pt")}
+  for layout, path in paths.items():
+    torch_file.save_state_dict(path, state_dict, legacy=layout == "legacy")
+  return paths
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config):
   """Two workers, one test file each at a time (XLA compiles on one core, so two files overlap well), where
@@ -37,3 +60,13 @@ def pytest_cmdline_main(config):
   if config.getoption("usepdb", False) or config.getoption("collectonly", False):
     return
   option.numprocesses, option.dist = 2, "loadfile"
+  # In the order of `pytest_collection_modifyitems` below, not by number of tests per file (xdist's default).
+  option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+  """The files with the most `slow` tests first, each file's tests in their order: with one file per worker at a
+  time, the long files start early and the short ones fill in around them, so that both workers finish together
+  (by number of tests, xdist's own order, files of a few long tests came last and left one worker idle)."""
+  slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
+  items.sort(key=lambda item: -slow[item.path])  # stable: each file keeps its order

@@ -55,6 +55,7 @@ def fork(tmp_path_factory):
   return folder
 
 
+@pytest.mark.slow
 def test_the_example_registers_each_family_and_trains_with_it(fork):
   with open(fork / "run" / "config.json") as f:
     saved = json.load(f)

@@ -1,0 +1,199 @@
+"""`--mode=eval`'s sample quality end to end: the digits classifier's metrics on a trained and an untrained
+model, resuming an interrupted evaluation, checkpoint sweeps, and FID through main.py on a CIFAR-format
+archive with Inception weights in pytorch-fid's file format (random values)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from scorejax.datasets import cifar10
+from scorejax.evaluation import inception, torch_file
+from scorejax.run.evaluate import evaluate
+from scorejax.run.train import train
+
+from helpers import ROOT, override, run_main, tiny_digits
+
+pytestmark = pytest.mark.slow  # end to end: left out by `-m "not slow"`
+
+QUALITY = ("fid", "inception_score", "kid", "precision", "recall", "class_histogram")
+
+
+def quiet(*args):
+  pass
+
+
+def digits_config(**fields):
+  return tiny_digits(
+    **{
+      "eval.num_samples": 96,
+      "sampling.batch_size": 48,
+      "training.snapshot_sampling": False,
+      **fields,
+    }
+  )
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+  """A workdir with checkpoints at steps 2 and 4 of a model that has barely trained: its samples are noise."""
+  workdir = str(tmp_path_factory.mktemp("digits"))
+  train(digits_config(**{"training.snapshot_freq": 2}), workdir, print_fn=quiet)
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def untrained_result(untrained):
+  return evaluate(digits_config(), untrained, print_fn=quiet)
+
+
+def test_digits_eval_reports_every_metric_next_to_held_out_data(untrained, untrained_result):
+  q = untrained_result["sample_quality"]
+  assert q["feature_network"] == "digits_classifier" and q["classifier_held_out_accuracy"] >= 0.95
+  assert q["samples"]["num_samples"] == 96 and q["sampler"] == "ald" and q["nfe"] > 0
+  for part in ("samples", "held_out_data"):
+    assert set(QUALITY) <= set(q[part]), part
+    assert len(q[part]["class_histogram"]) == 10 and abs(sum(q[part]["class_histogram"]) - 1) < 1e-6
+  # 96 of the 197 held-out digits: as many as samples, so no second, count-matched entry is needed.
+  assert q["held_out_data"]["num_samples"] == 96 and "samples_at_held_out_count" not in q
+  on_disk = json.load(open(os.path.join(untrained, "eval", "eval_4.json")))
+  assert on_disk["sample_quality"]["samples"]["fid"] == q["samples"]["fid"]
+  # Real held-out digits are far closer to the training split than the noise of an untrained model.
+  real, fake = q["held_out_data"], q["samples"]
+  assert real["fid"] < 0.5 * fake["fid"], (real["fid"], fake["fid"])
+  assert real["precision"] > fake["precision"] and real["recall"] > fake["recall"]
+  assert real["inception_score"] > fake["inception_score"]
+
+
+def test_an_interrupted_evaluation_redoes_only_unfinished_batches(untrained, untrained_result, tmp_path):
+  config = digits_config()
+  batches = os.path.join(untrained, "eval", "samples_4")
+  assert sorted(f for f in os.listdir(batches) if f.startswith("batch_")) == ["batch_00000.npz", "batch_00001.npz"]
+  os.remove(os.path.join(batches, "batch_00001.npz"))  # as if interrupted while drawing the second batch
+  lines = []
+  again = evaluate(config, untrained, print_fn=lines.append)
+  assert any("reused 1 of 2 sample batches" in line for line in lines), lines
+  assert sum(line.startswith("eval step 4: 96/96 samples") for line in lines) == 1, lines
+  for key in QUALITY:  # the redrawn batch is the one that was lost: the same key, the same samples
+    assert again["sample_quality"]["samples"][key] == untrained_result["sample_quality"]["samples"][key], key
+  # Other sampler settings make the saved batches stale: they are drawn again.
+  lines = []
+  evaluate(override(digits_config(), **{"sampling.n_steps_each": 2}), untrained, print_fn=lines.append)
+  assert any("discarding the saved samples" in line for line in lines), lines
+  assert not any("reused" in line for line in lines), lines
+
+
+def test_a_sweep_evaluates_each_checkpoint_once(untrained):
+  config = digits_config(**{"eval.begin_step": 0, "eval.num_samples": 48})
+  os.remove(os.path.join(untrained, "eval", "eval_4.json"))
+  lines = []
+  evaluate(config, untrained, print_fn=lines.append)
+  assert os.path.exists(os.path.join(untrained, "eval", "eval_2.json"))
+  assert os.path.exists(os.path.join(untrained, "eval", "eval_4.json"))
+  lines = []
+  evaluate(config, untrained, print_fn=lines.append)
+  assert sum("exists; skipped" in line for line in lines) == 2, lines
+  bad = digits_config(**{"eval.begin_step": 5})
+  with pytest.raises(Exception, match=r"no checkpoint .* from eval.begin_step=5 .* the steps there are: 2, 4"):
+    evaluate(bad, untrained, print_fn=quiet)
+
+
+def test_main_eval_interrupted_by_sigint_resumes_from_its_saved_batches(untrained):
+  """Through main.py as a user runs it: Ctrl-C after two of ten batches, then the same command again."""
+  args = [
+    sys.executable,
+    "main.py",
+    "--mode=eval",
+    f"--workdir={untrained}",  # no --config: the config saved with the checkpoints
+    "--config.eval.num_samples=480",
+    "--config.sampling.batch_size=48",
+    "--config.sampling.n_steps_each=3",  # other settings than the tests above: fresh batches
+  ]
+  batches = os.path.join(untrained, "eval", "samples_4")
+  proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while not os.path.exists(os.path.join(batches, "batch_00001.npz")):
+    assert proc.poll() is None and time.time() < deadline, proc.communicate(timeout=60)
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, (out, err)
+  assert "interrupted (SIGINT) during --mode=eval" in err and "reuse the finished sample batches" in err, err
+  done = len([f for f in os.listdir(batches) if f.startswith("batch_")])
+  assert 2 <= done < 10, done
+  again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert again.returncode == 0, again.stderr
+  assert f"reused {done} of 10 sample batches" in again.stdout, again.stdout
+  result = json.load(open(os.path.join(untrained, "eval", "eval_4.json")))
+  assert result["sample_quality"]["samples"]["num_samples"] == 480
+
+
+# ----------------------------------------------------------------------------- CIFAR-10 format, Inception
+
+
+@pytest.fixture(scope="module")
+def cifar_run(tmp_path_factory):
+  """A CIFAR-format archive of 16 + 8 random images, a model trained 2 steps on it through main.py, and
+  Inception weights with pytorch-fid's names and shapes in its file format."""
+  folder = tmp_path_factory.mktemp("cifar")
+  rng = np.random.default_rng(0)
+  names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+  sizes = [4, 4, 4, 2, 2, 8]
+  cifar10.write_archive(
+    os.path.join(folder, cifar10.ARCHIVE),
+    {name: rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) for name, n in zip(names, sizes)},
+  )
+  weights = os.path.join(folder, "pt_inception.pth")
+  torch_file.save_state_dict(weights, inception.random_state_dict(0))
+  workdir = os.path.join(folder, "run")
+  flags = [
+    "--config=configs/digits.py",
+    "--config.data.dataset=cifar10",
+    "--config.data.shape=(32, 32, 3)",
+    f"--config.data.root={folder}",
+    "--config.data.verify_checksum=False",
+    "--config.model.nf=8",
+    "--config.model.num_scales=4",
+    "--config.training.batch_size=8",
+    "--config.training.n_iters=2",
+    "--config.training.snapshot_freq=2",
+    "--config.training.snapshot_sampling=False",
+    "--config.sampling.n_steps_each=1",
+    "--config.sampling.batch_size=4",
+    "--config.eval.num_samples=6",
+    "--config.eval.feature_batch_size=4",
+    f"--workdir={workdir}",
+  ]
+  result = run_main(*flags, timeout=300)
+  assert result.returncode == 0, result.stderr
+  return flags, weights, workdir
+
+
+def test_cifar_eval_without_weights_says_which_file_to_get(cifar_run):
+  flags, _, workdir = cifar_run
+  result = run_main("--mode=eval", *flags, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert "pt_inception-2015-12-05-6726825d.pth" in result.stdout
+  assert "--config.eval.inception_weights=PATH" in result.stdout
+  assert "sample_quality" not in json.load(open(os.path.join(workdir, "eval", "eval_2.json")))
+
+
+def test_cifar_eval_with_inception_weights(cifar_run):
+  flags, weights, workdir = cifar_run
+  os.remove(os.path.join(workdir, "eval", "eval_2.json"))
+  result = run_main("--mode=eval", *flags, f"--config.eval.inception_weights={weights}", timeout=400)
+  assert result.returncode == 0, result.stderr
+  q = json.load(open(os.path.join(workdir, "eval", "eval_2.json")))["sample_quality"]
+  assert q["feature_network"] == "inception_v3_fid" and len(q["samples"]["class_histogram"]) == 1008
+  assert q["samples"]["num_samples"] == 6 and q["held_out_data"]["num_samples"] == 6
+  assert all(np.isfinite(q[part][k]) for part in ("samples", "held_out_data") for k in QUALITY[:-1])
+  stats = os.listdir(os.path.join(workdir, "eval", "stats"))
+  assert len(stats) == 2 and all(f.startswith("cifar10_") and "inception_v3_fid" in f for f in stats), stats
+  missing = run_main("--mode=eval", *flags, "--config.eval.inception_weights=/nonexistent.pth", timeout=300)
+  assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+  assert "pt_inception-2015-12-05-6726825d.pth" in missing.stderr
