@@ -24,7 +24,7 @@ warm-up, clipping), EMA and number of steps, from the same seeds:
 
 The VE prior N(0, sigma_max^2 I) ignores the data's mean, which p_T keeps: the mixture's (0.4, 0.8) and the
 digits' (norm 3.2 in [0, 1]) are a fair part of sigma_max = 6 or 5, and a deterministic sampler carries
-that offset into the sample (tests/test_sde_samplers.py); hence the wide range.
+that offset into the sample (tests/helpers.py); hence the wide range.
 
 Every trained model (EMA parameters) is sampled by the same three samplers at 35 score evaluations:
 
@@ -39,7 +39,7 @@ Every trained model (EMA parameters) is sampled by the same three samplers at 35
 Quality, per model and sampler:
   mixture (configs/toy2d.py, the 2D unequal-weight Gaussian mixture): sliced Wasserstein SW_2 (metrics.py,
     256 projections) of `--mixture_samples` samples to as many true points, and the largest error of the mode
-    weights (each point to its nearest mean), as tests/test_sde_samplers.py's `assert_is_the_mixture` checks
+    weights (each point to its nearest mean), as tests/helpers.py's `assert_is_the_mixture` checks
     them. The floor is the same for a second true sample; the exact score (datasets/toy2d.py) through each
     SDE and sampler gives what a perfect network reaches at 35 NFE (the prior's and the steps' error).
   digits (configs/digits.py, the default run, images in [0, 1]): FID, KID, IS, precision and recall in the
@@ -98,7 +98,7 @@ SAMPLERS = {
     "model.num_scales": 34,
   },
 }
-# The mixture's per-dimension standard deviation, Var = sum_k w_k (mu_k^2 + s_k^2) - mean^2, as tests/test_edm.py.
+# The mixture's per-dimension standard deviation, Var = sum_k w_k (mu_k^2 + s_k^2) - mean^2 (tests/test_losses_edm.py).
 MIXTURE_MEAN = GMM_WEIGHTS @ GMM_MEANS
 MIXTURE_STD = np.sqrt(GMM_WEIGHTS @ (GMM_MEANS**2 + GMM_STDS[:, None] ** 2) - MIXTURE_MEAN**2)
 

@@ -3,7 +3,7 @@ Langevin corrector steps buy back, per score evaluation.
 
   python bench/inpainting.py [--samples=20000] [--steps=100] [--jumps=1,2,4,9,19] [--langevin=1,4,9,19]
 
-Gaussian data N(mu, Sigma) in 4 dimensions with correlated coordinates (those of tests/test_control.py);
+Gaussian data N(mu, Sigma) in 4 dimensions with correlated coordinates (those of tests/test_control_guidance.py);
 the first two coordinates are known, (1, -1), and the last two are drawn with the exact score by the PC
 sampler (VP SDE, `--steps` ancestral steps, a final Tweedie step) under the inpainting constraint of
 control/constraints.py: plain replacement (score_sde's inpainter: no corrector), the resampling corrector
