@@ -2,7 +2,8 @@
 
 A Gaussian mixture whose components are the classes has an exact noisy classifier at every noise level,
 the responsibilities; its conditional scores are the components' own. Gaussian data have Gaussian
-conditionals given some coordinates (inpainting) or a linear function of them (colorization)."""
+conditionals given a linear function of their coordinates (colorization here; inpainting, and the
+replacement step itself, in test_control_constraints.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -204,69 +205,11 @@ def test_classifier_free_guidance_sharpens_the_class_as_the_guided_flow_predicts
 
 # ----------------------------------------------------------------------------- inpainting and colorization
 
-# Gaussian data N(mu, Sigma) with correlated coordinates: the first two are known, the last two drawn.
-DATA_MEAN = np.array([0.5, -0.3, 0.2, 0.1])
-_CORRELATION = np.array([[1.0, 0.8, 0.6, 0.3], [0.8, 1.0, 0.7, 0.5], [0.6, 0.7, 1.0, 0.8], [0.3, 0.5, 0.8, 1.0]])
-DATA_COV = _CORRELATION * np.outer([1.0, 1.2, 0.9, 1.1], [1.0, 1.2, 0.9, 1.1])
-KNOWN_MASK = np.array([1.0, 1.0, 0.0, 0.0])
-KNOWN_VALUES = np.array([1.0, -1.0, 0.0, 0.0])  # the free entries are ignored
-
 
 def conditional_gaussian(mean, cov, observe, observed):
   """Mean and covariance of x ~ N(mean, cov) given `observe @ x = observed` (a full-rank linear map)."""
   gain = cov @ observe.T @ np.linalg.inv(observe @ cov @ observe.T)
   return mean + gain @ (observed - observe @ mean), cov - gain @ observe @ cov
-
-
-def inpaint(corrector, n_steps_each, num=20_000, num_steps=100):
-  sde = vp(num_steps)
-  constraint = control.inpainting_constraint(sde, KNOWN_MASK, jnp.asarray(KNOWN_VALUES, jnp.float32))
-  score_fn = gaussian_sde_score(sde, DATA_MEAN, DATA_COV)
-  fields = dict(predictor="ancestral_sampling", corrector=corrector, n_steps_each=n_steps_each, snr=0.16)
-  return draw("pc", sde, score_fn, num=num, constraint=constraint, shape=(4,), **fields)
-
-
-@pytest.fixture(scope="module")
-def exact_inpainting():
-  observe = np.eye(4)[:2]
-  return conditional_gaussian(DATA_MEAN, DATA_COV, observe, KNOWN_VALUES[:2])
-
-
-def errors(x, exact):
-  """Largest error of the free coordinates' mean, and the Frobenius norm of their covariance's error."""
-  mean, cov = exact
-  return np.abs(x[:, 2:].mean(0) - mean[2:]).max(), np.linalg.norm(np.cov(x[:, 2:].T) - cov[2:, 2:])
-
-
-@pytest.mark.slow
-def test_inpainting_keeps_the_known_coordinates_exact_and_resampling_halves_the_bias_of_replacement(
-  exact_inpainting,
-):
-  replaced, resampled = inpaint("none", 0), inpaint("resample", 9)
-  for x in (replaced, resampled):
-    np.testing.assert_array_equal(x[:, :2], np.broadcast_to(KNOWN_VALUES[:2], x[:, :2].shape))
-  (mean_replaced, cov_replaced), (mean_resampled, cov_resampled) = (
-    errors(replaced, exact_inpainting),
-    errors(resampled, exact_inpainting),
-  )
-  # Measured: replacement 0.43 (mean) and 0.23 (covariance), resampling with 9 jumps per level 0.16 and 0.06;
-  # the standard errors of 20000 samples are ~0.007 and ~0.01. The conditional standard deviations are
-  # 0.64 and 0.93: resampling's mean lies within a third of the smaller one.
-  assert mean_resampled < 0.2
-  assert mean_resampled < mean_replaced / 2 and cov_resampled < cov_replaced / 2, (
-    mean_replaced,
-    cov_replaced,
-    mean_resampled,
-    cov_resampled,
-  )
-
-
-@pytest.mark.slow
-def test_langevin_corrector_steps_after_each_replacement_lower_the_covariance_error(exact_inpainting):
-  # score_sde's own remedy: the Langevin corrector at each level, under the same replacement.
-  _, cov_replaced = errors(inpaint("none", 0, num=10_000), exact_inpainting)
-  _, cov_langevin = errors(inpaint("langevin", 4, num=10_000), exact_inpainting)
-  assert cov_langevin < cov_replaced / 2, (cov_replaced, cov_langevin)
 
 
 @pytest.mark.slow
