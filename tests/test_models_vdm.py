@@ -1,0 +1,53 @@
+"""The learned noise schedule and the module that holds it beside a network (models/vdm.py): monotone with its
+endpoints for any parameters, one parameter tree, and the noise prediction model that the bound sees equal to the score
+that the samplers see."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scorejax import models, schedules
+from scorejax.models.vdm import FixedSchedule, LearnedSchedule, WithSchedule, noise_fn, schedule_fn
+
+T = jnp.linspace(0.0, 1.0, 2001)
+
+
+def test_learned_schedule_is_monotone_between_its_endpoints_for_any_parameters():
+  schedule = LearnedSchedule(gamma_min=-13.3, gamma_max=5.0, n_features=32)
+  params = schedule.init(jax.random.key(0), jnp.zeros((1,)))
+  np.testing.assert_allclose(schedule.apply(params, jnp.asarray([0.0, 1.0])), [-13.3, 5.0], atol=1e-5)
+  np.testing.assert_allclose(schedule.apply(params, T), -13.3 + 18.3 * T, atol=0.05)  # starts close to linear
+  curve = jax.jit(lambda p: schedules.gamma_and_slope(lambda t: schedule.apply(p, t), T))
+  for seed in range(5):  # random weights of either sign and scale, endpoints in either order
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+    random = [5.0 * jax.random.normal(k, jnp.shape(v)) for k, v in zip(keys, leaves)]
+    random = jax.tree_util.tree_unflatten(tree, random)
+    gamma, slope = curve(random)
+    low, high = float(random["params"]["gamma_min"]), float(random["params"]["gamma_max"])
+    np.testing.assert_allclose([gamma[0], gamma[-1]], [low, low + abs(high - low)], rtol=1e-5, atol=1e-4)
+    assert float(jnp.min(slope)) >= 0 and np.all(np.diff(np.asarray(gamma)) >= -1e-5), seed
+  fixed = LearnedSchedule(gamma_min=-5.0, gamma_max=1.0, nonlinear=False, learn_endpoints=False)
+  assert fixed.init(jax.random.key(0), jnp.zeros((1,)))["params"].keys() == {"linear"}
+  np.testing.assert_allclose(FixedSchedule(-5.0, 1.0).apply({}, T), -5.0 + 6.0 * T, rtol=1e-6)
+
+
+def test_with_schedule_holds_both_in_one_tree_and_its_noise_model_is_the_samplers_score():
+  net = models.get_model("ncsn_small", nf=8, ch_mult=(1,), num_res_blocks=1)
+  model = WithSchedule(net, LearnedSchedule(n_features=8))
+  params = models.init_params(model, jax.random.key(0), (4, 4, 1))
+  assert set(params) == {"network", "schedule"}
+  assert set(params["schedule"]) == {"gamma_min", "gamma_max", "linear", "l2", "l3"}
+  assert model.conditioning == "log_sigma" and not model.takes_vectors and model.num_classes == 0
+  params = jax.tree_util.tree_map(lambda v: v + 0.1 * jax.random.normal(jax.random.key(1), v.shape), params)
+
+  @jax.jit
+  def both(params, z, t):
+    gamma = schedule_fn(model, params)
+    score_fn = models.get_score_fn(model, params, schedules.GammaSDE(gamma), prediction="noise")
+    sigma = schedules.alpha_sigma(gamma(t))[1]
+    return noise_fn(model, params)(z, t, gamma(t)), -sigma[:, None, None, None] * score_fn(z, t)
+
+  eps, from_score = both(params, jax.random.normal(jax.random.key(2), (3, 4, 4, 1)), jnp.asarray([0.1, 0.5, 0.9]))
+  np.testing.assert_allclose(eps, from_score, rtol=1e-4, atol=1e-6)
+  assert float(jnp.std(eps)) > 1e-3  # the perturbed network's output, not its zero-initialised one
