@@ -5,8 +5,9 @@ that the samplers see."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from scorejax import models, schedules
+from scorejax import losses, models, schedules
 from scorejax.models.vdm import FixedSchedule, LearnedSchedule, WithSchedule, noise_fn, schedule_fn
 
 T = jnp.linspace(0.0, 1.0, 2001)
@@ -51,3 +52,32 @@ def test_with_schedule_holds_both_in_one_tree_and_its_noise_model_is_the_sampler
   eps, from_score = both(params, jax.random.normal(jax.random.key(2), (3, 4, 4, 1)), jnp.asarray([0.1, 0.5, 0.9]))
   np.testing.assert_allclose(eps, from_score, rtol=1e-4, atol=1e-6)
   assert float(jnp.std(eps)) > 1e-3  # the perturbed network's output, not its zero-initialised one
+
+
+def test_the_bound_trains_network_and_schedule_as_one_tree():
+  # What the train state will hold: one tree, one gradient, one optimizer step, whose schedule part takes the
+  # variance-minimising gradient (losses/vdm.py) and whose network part the bound's.
+  model = WithSchedule(models.get_model("mlp", nf=16, num_layers=1), LearnedSchedule(n_features=8))
+  params = models.init_params(model, jax.random.key(3), (2,))
+  x = jax.random.normal(jax.random.key(4), (64, 2))
+
+  @jax.jit
+  def loss_and_grads(params):
+    def loss(params):
+      denoiser = losses.Denoiser(noise_fn(model, params), schedule_fn(model, params))
+      return losses.vdm_loss(denoiser, x, jax.random.key(5), schedule_gradient="variance")
+
+    return jax.value_and_grad(loss)(params)
+
+  value, grads = loss_and_grads(params)
+  assert np.isfinite(float(value))
+  assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(params)
+  for part in ("network", "schedule"):
+    norm = optax.tree.norm(grads[part])
+    assert np.isfinite(float(norm)) and float(norm) > 0, part
+  optimizer = optax.adam(1e-2)
+  updates, _ = optimizer.update(grads, optimizer.init(params), params)
+  moved = optax.apply_updates(params, updates)
+  for name in ("gamma_min", "gamma_max", "l2"):
+    before, after = (jax.tree_util.tree_leaves(tree["schedule"][name])[0] for tree in (params, moved))
+    assert not np.allclose(before, after), name
