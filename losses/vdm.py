@@ -114,12 +114,12 @@ def diffusion_integrand(eps_fn, x, t, eps, gamma, slope):
 
 
 def with_squared_gradient(fn, *args):
-  """`fn(*args)`, a per-example loss `(batch,)`, whose gradient with respect to `args` is that of `sum_i L_i^2 / 2`
-  weighted as `L` (the cotangent of `L_i` times `2 L_i`), and with respect to everything else `fn` uses (closed over)
-  that of `L` itself. With `L` averaged over a batch, the parameters upstream of `args` get the gradient of
-  `mean_i L_i^2`, the second moment of the estimator, and those closed over the gradient of `mean_i L_i`: VDM's
-  variance minimisation (Kingma et al. 2021, Sec. 5.3: `d E[L^2] / d eta = E[2 L dL / d eta]`, one backward pass).
-  Exact when example `i` of `args` reaches only `L_i` (networks without batch statistics)."""
+  """`L = fn(*args)`, a per-example loss `(batch,)`, whose cotangent reaches `args` multiplied by `2 L_i` per example
+  and everything else `fn` uses (what it closes over) unchanged. With `mean_i L_i` the loss, the parameters upstream
+  of `args` get the gradient of `mean_i L_i^2`, the estimator's second moment, and those closed over the gradient
+  of `mean_i L_i`: VDM's variance minimisation (Kingma et al. 2021, Sec. 5.3: `d E[L^2] / d eta = E[2 L dL / d eta]`),
+  in the one backward pass of the loss. Exact when example `i` of `args` reaches only `L_i` (networks without
+  batch statistics)."""
   converted, consts = jax.closure_convert(fn, *args)
   return _scaled_call(converted, len(args), tuple(args), tuple(consts))
 

@@ -119,15 +119,14 @@ def test_low_discrepancy_times_are_uniform_and_lower_the_variance_of_the_batch_m
   mean, variance = predicted_moments(gamma)
   chi_square_share = (2 / D) * (variance + mean**2) / (1 + 2 / D)
 
-  def batch_means(low_discrepancy):
-    def one(key):
-      x = MU + S * jax.random.normal(jax.random.fold_in(key, 0), (32, D))
-      terms = vdm.bound_terms(vdm.Denoiser(exact_eps, gamma), x, jax.random.fold_in(key, 1), None, low_discrepancy)
-      return jnp.mean(terms.diffusion)
+  def batch_mean(key, low_discrepancy):
+    x = MU + S * jax.random.normal(jax.random.fold_in(key, 0), (32, D))
+    terms = vdm.bound_terms(vdm.Denoiser(exact_eps, gamma), x, jax.random.fold_in(key, 1), None, low_discrepancy)
+    return jnp.mean(terms.diffusion)
 
-    return np.asarray(jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(4), 1000)), np.float64)
-
-  stratified, iid = batch_means(True), batch_means(False)
+  keys = jax.random.split(jax.random.key(4), 1000)
+  both = jax.jit(lambda keys: [jax.vmap(lambda k: batch_mean(k, flag))(keys) for flag in (True, False)])
+  stratified, iid = (np.asarray(v, np.float64) for v in both(keys))
   for sample in (stratified, iid):
     assert abs(sample.mean() - mean) < 4 * sample.std() / math.sqrt(len(sample))
   np.testing.assert_allclose(32 * iid.var(), variance, rtol=0.1)
@@ -196,16 +195,24 @@ def test_discrete_decoder_matches_a_hand_computation():
   grid = vdm.level_grid(3)
   np.testing.assert_allclose(grid, [0.0, 0.5, 1.0])
   np.testing.assert_allclose(vdm.level_grid(3, centered=True), [-1.0, 0.0, 1.0])
-  gamma_0 = jnp.float32(math.log(1 / 16))
-  z_hat, x = jnp.asarray([[0.1, 0.9]]), jnp.asarray([[0.0, 1.0]])
+  gamma_0 = math.log(1 / 16)
+
+  @jax.jit
+  def cases(draws):
+    recon = vdm.discrete_reconstruction
+    return (
+      recon(jnp.asarray([[0.0, 1.0]]), jnp.asarray([[0.1, 0.9]]), gamma_0, grid),
+      recon(jnp.ones((1, 5)), jnp.zeros((1, 5)), 0.0, vdm.level_grid(2, centered=True)),
+      recon(jnp.zeros((1, 3)), jnp.zeros((1, 3)), 30.0, vdm.level_grid(256)),
+      recon(jnp.full(draws.shape, 0.5), 0.5 + 0.25 * draws, gamma_0, grid),
+    )
+
+  hand, halfway, flat, sample = cases(jax.random.normal(jax.random.key(6), (50_000, 1)))
   first = [-8 * 0.01, -8 * 0.16, -8 * 0.81]  # at z = 0.1: -0.08, -1.28, -6.48; at z = 0.9 the mirror image
   log_p = first[0] - math.log(sum(math.exp(v) for v in first))
-  np.testing.assert_allclose(vdm.discrete_reconstruction(x, z_hat, gamma_0, grid), [-2 * log_p], rtol=1e-6)
+  np.testing.assert_allclose(hand, [-2 * log_p], rtol=1e-6)
   # Two levels {-1, 1} and z_hat halfway: log 2 per dimension; a wide decoder knows nothing: log 256 per dimension.
-  two = vdm.level_grid(2, centered=True)
-  halfway = vdm.discrete_reconstruction(jnp.ones((1, 5)), jnp.zeros((1, 5)), 0.0, two)
   np.testing.assert_allclose(halfway, [5 * math.log(2)], rtol=1e-6)
-  flat = vdm.discrete_reconstruction(jnp.zeros((1, 3)), jnp.zeros((1, 3)), jnp.float32(30.0), vdm.level_grid(256))
   np.testing.assert_allclose(flat, [3 * math.log(256)], rtol=1e-5)
   # Its expectation over z_0 for one level, against quadrature over eps ~ N(0, 1): z_hat = x + exp(gamma_0 / 2) eps.
   u = np.linspace(-8, 8, 4001)
@@ -213,8 +220,6 @@ def test_discrete_decoder_matches_a_hand_computation():
   logits = -0.5 * (z[:, None] - np.asarray(grid)) ** 2 * 16
   nll = -(logits[:, 1] - np.log(np.exp(logits).sum(1)))
   expected = np.trapezoid(nll * np.exp(-0.5 * u**2) / math.sqrt(2 * math.pi), u)
-  draws = jax.random.normal(jax.random.key(6), (50_000, 1))
-  sample = vdm.discrete_reconstruction(jnp.full((50_000, 1), 0.5), 0.5 + 0.25 * draws, gamma_0, grid)
   assert abs(float(jnp.mean(sample)) - expected) < 4 * float(jnp.std(sample)) / math.sqrt(50_000)
 
 
@@ -295,6 +300,14 @@ def learned_bound(params):
   return (0.5 * D * (math.log(2 * math.pi) + g0 + 1) + prior + diffusion) / BITS
 
 
+@jax.jit
+def learned_summary(params):
+  """`(gamma(0), gamma(1), min gamma', E[L_diff^2], the bound)` of the learned schedule, in one program."""
+  g0, g1 = LEARNED.apply(params, jnp.asarray([0.0, 1.0]))
+  slope = schedules.gamma_and_slope(lambda t: LEARNED.apply(params, t), T_GRID)[1]
+  return g0, g1, jnp.min(slope), learned_second_moment(params), learned_bound(params)
+
+
 def learned_loss(params, x, rng, schedule_gradient):
   denoiser = vdm.Denoiser(exact_eps, lambda t: LEARNED.apply(params, t))
   return vdm.vdm_loss(denoiser, x, rng, schedule_gradient=schedule_gradient)
@@ -315,7 +328,7 @@ def test_variance_gradient_is_the_exact_gradient_of_the_second_moment_and_endpoi
     }
   }
   estimated = jax.jit(jax.grad(learned_loss), static_argnums=3)(params, gaussian_batch, jax.random.key(8), "variance")
-  exact_shape, exact_bound = jax.grad(learned_second_moment)(params), jax.grad(learned_bound)(params)
+  exact_shape, exact_bound = jax.jit(lambda p: (jax.grad(learned_second_moment)(p), jax.grad(learned_bound)(p)))(params)
   shape = ("linear", "l2", "l3")
   a, b = flat(estimated, shape), flat(exact_shape, shape)
   assert float(a @ b / (jnp.linalg.norm(a) * jnp.linalg.norm(b))) > 0.999
@@ -332,8 +345,8 @@ def test_learned_schedule_stays_monotone_and_the_variance_gradient_keeps_its_est
   # falls from 0.453 to 0.323 bits/dim (endpoints -4, 3 to -6.5, 5.2) both ways; the excess falls from 2.11 to 1.19
   # with the variance gradient, and stays at 2.11 with the bound's own gradient.
   def excess(params):
-    g0, g1 = (float(v) for v in LEARNED.apply(params, jnp.asarray([0.0, 1.0])))
-    return float(learned_second_moment(params)) / ((1 + 2 / D) * (diffusion_closed_form(g0, g1) / BITS) ** 2)
+    g0, g1, _, second_moment, _ = (float(v) for v in learned_summary(params))
+    return second_moment / ((1 + 2 / D) * (diffusion_closed_form(g0, g1) / BITS) ** 2)
 
   start = LEARNED.init(jax.random.key(9), jnp.zeros((1,)))
   results = {}
@@ -351,11 +364,10 @@ def test_learned_schedule_stays_monotone_and_the_variance_gradient_keeps_its_est
     for i in range(150):
       params, state = step(params, state, jax.random.fold_in(jax.random.key(10), i))
       if i % 50 == 49:
-        slope = schedules.gamma_and_slope(lambda t: LEARNED.apply(params, t), T_GRID)[1]
-        assert float(jnp.min(slope)) > 0, (mode, i)
-    g0, g1 = LEARNED.apply(params, jnp.asarray([0.0, 1.0]))
-    assert float(g0) < -4.5 and float(g1) > 3.5, (mode, g0, g1)
-    assert float(learned_bound(params)) < float(learned_bound(start)) - 0.02
+        assert float(learned_summary(params)[2]) > 0, (mode, i)  # gamma' > 0 on the grid
+    g0, g1, _, _, bound = (float(v) for v in learned_summary(params))
+    assert g0 < -4.5 and g1 > 3.5, (mode, g0, g1)
+    assert bound < float(learned_summary(start)[4]) - 0.02
     results[mode] = excess(params)
   assert excess(start) > 2.0
   assert results["variance"] < 0.7 * excess(start) and results["variance"] < 0.6 * results["vlb"], results

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from scorejax import losses, models, schedules
 from scorejax.models.vdm import FixedSchedule, LearnedSchedule, WithSchedule, noise_fn, schedule_fn
@@ -16,9 +17,10 @@ T = jnp.linspace(0.0, 1.0, 2001)
 def test_learned_schedule_is_monotone_between_its_endpoints_for_any_parameters():
   schedule = LearnedSchedule(gamma_min=-13.3, gamma_max=5.0, n_features=32)
   params = schedule.init(jax.random.key(0), jnp.zeros((1,)))
-  np.testing.assert_allclose(schedule.apply(params, jnp.asarray([0.0, 1.0])), [-13.3, 5.0], atol=1e-5)
-  np.testing.assert_allclose(schedule.apply(params, T), -13.3 + 18.3 * T, atol=0.05)  # starts close to linear
   curve = jax.jit(lambda p: schedules.gamma_and_slope(lambda t: schedule.apply(p, t), T))
+  gamma, _ = curve(params)
+  np.testing.assert_allclose([gamma[0], gamma[-1]], [-13.3, 5.0], atol=1e-5)
+  np.testing.assert_allclose(gamma, -13.3 + 18.3 * T, atol=0.05)  # starts close to linear
   for seed in range(5):  # random weights of either sign and scale, endpoints in either order
     leaves, tree = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
@@ -33,13 +35,17 @@ def test_learned_schedule_is_monotone_between_its_endpoints_for_any_parameters()
   np.testing.assert_allclose(FixedSchedule(-5.0, 1.0).apply({}, T), -5.0 + 6.0 * T, rtol=1e-6)
 
 
-def test_with_schedule_holds_both_in_one_tree_and_its_noise_model_is_the_samplers_score():
-  net = models.get_model("ncsn_small", nf=8, ch_mult=(1,), num_res_blocks=1)
-  model = WithSchedule(net, LearnedSchedule(n_features=8))
-  params = models.init_params(model, jax.random.key(0), (4, 4, 1))
+@pytest.fixture(scope="module")
+def mlp_with_schedule():
+  model = WithSchedule(models.get_model("mlp", nf=16, num_layers=1), LearnedSchedule(n_features=8))
+  return model, models.init_params(model, jax.random.key(0), (3,))
+
+
+def test_with_schedule_holds_both_in_one_tree_and_its_noise_model_is_the_samplers_score(mlp_with_schedule):
+  model, params = mlp_with_schedule
   assert set(params) == {"network", "schedule"}
   assert set(params["schedule"]) == {"gamma_min", "gamma_max", "linear", "l2", "l3"}
-  assert model.conditioning == "log_sigma" and not model.takes_vectors and model.num_classes == 0
+  assert model.conditioning == "log_sigma" and model.takes_vectors and model.num_classes == 0
   params = jax.tree_util.tree_map(lambda v: v + 0.1 * jax.random.normal(jax.random.key(1), v.shape), params)
 
   @jax.jit
@@ -47,19 +53,18 @@ def test_with_schedule_holds_both_in_one_tree_and_its_noise_model_is_the_sampler
     gamma = schedule_fn(model, params)
     score_fn = models.get_score_fn(model, params, schedules.GammaSDE(gamma), prediction="noise")
     sigma = schedules.alpha_sigma(gamma(t))[1]
-    return noise_fn(model, params)(z, t, gamma(t)), -sigma[:, None, None, None] * score_fn(z, t)
+    return noise_fn(model, params)(z, t, gamma(t)), -sigma[:, None] * score_fn(z, t)
 
-  eps, from_score = both(params, jax.random.normal(jax.random.key(2), (3, 4, 4, 1)), jnp.asarray([0.1, 0.5, 0.9]))
+  eps, from_score = both(params, jax.random.normal(jax.random.key(2), (3, 3)), jnp.asarray([0.1, 0.5, 0.9]))
   np.testing.assert_allclose(eps, from_score, rtol=1e-4, atol=1e-6)
   assert float(jnp.std(eps)) > 1e-3  # the perturbed network's output, not its zero-initialised one
 
 
-def test_the_bound_trains_network_and_schedule_as_one_tree():
+def test_the_bound_trains_network_and_schedule_as_one_tree(mlp_with_schedule):
   # What the train state will hold: one tree, one gradient, one optimizer step, whose schedule part takes the
   # variance-minimising gradient (losses/vdm.py) and whose network part the bound's.
-  model = WithSchedule(models.get_model("mlp", nf=16, num_layers=1), LearnedSchedule(n_features=8))
-  params = models.init_params(model, jax.random.key(3), (2,))
-  x = jax.random.normal(jax.random.key(4), (64, 2))
+  model, params = mlp_with_schedule
+  x = jax.random.normal(jax.random.key(4), (64, 3))
 
   @jax.jit
   def loss_and_grads(params):
