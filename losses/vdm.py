@@ -247,6 +247,8 @@ def build_vdm_loss(sde, *, eps, data_levels, centered, low_discrepancy, schedule
   `sample_times`; `schedule_gradient`: 'vlb' or 'variance' (`bound_terms`)."""
   if not 0 <= eps < sde.T:
     raise ValueError(f"training.eps must be a finite number in [0, {sde.T:g}), got {eps!r}")
+  if not float(sde.noise_level(jnp.float32(eps))) > 0:  # VP and sub-VP start noiseless: gamma(0) = -inf
+    raise ValueError(f"training.eps must be > 0 for {type(sde).__name__}: its noise level at t = {eps!r} is 0")
   if schedule_gradient not in SCHEDULE_GRADIENTS:
     raise ValueError(
       f"unknown training.schedule_gradient {schedule_gradient!r}; valid choices: {', '.join(SCHEDULE_GRADIENTS)}"

@@ -387,6 +387,7 @@ def test_registered_loss_over_a_score_function_is_the_bound_of_its_sdes_schedule
     ("schedule_gradient", "squared", "unknown training.schedule_gradient"),
     ("data_levels", 1, "number of levels"),
     ("eps", 1.0, "training.eps"),
+    ("eps", 0.0, "noise level at t = 0.0 is 0"),
   ):
     with pytest.raises(ValueError, match=message):
       losses.get_loss_fn(sde, "vdm", **{**options, field: value})
