@@ -12,6 +12,7 @@ from scorejax.losses.sde_losses import (
   get_sde_loss_fn,
   level_dsm_loss,
 )
+from scorejax.losses.vdm import Denoiser, bound_terms, score_denoiser, vdm_loss
 
 __all__ = [
   "register_loss",
@@ -28,6 +29,10 @@ __all__ = [
   "edm_weight",
   "tweedie_denoiser",
   "get_edm_loss_fn",
+  "Denoiser",
+  "bound_terms",
+  "score_denoiser",
+  "vdm_loss",
   "noisy_classifier_loss",
   "accuracy_at_time",
 ]

@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from scorejax.models import layerspp
+from scorejax.models.layers import input_fourier_features
 from scorejax.models.registry import register_model
 
 NUM_GROUPS = 32  # score_sde's DDPM: flax's GroupNorm default, at every width
@@ -46,6 +47,7 @@ class DDPM(nn.Module):
   resamp_with_conv: bool = True
   conditional: bool = True
   conditioning: str = "log_sigma"  # or "score_sde": `c_noise` is score_sde's label (models/utils.py)
+  input_fourier: Sequence[int] = ()  # exponents n of VDM's Fourier features of the input (layers.py); () for none
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -74,7 +76,7 @@ class DDPM(nn.Module):
       temb = nn.Dense(4 * self.nf, kernel_init=layerspp.default_init(), dtype=dtype)(act(temb))
 
     num_resolutions = len(self.ch_mult)
-    hs = [layerspp.conv3x3(x.astype(dtype), self.nf, dtype=dtype)]
+    hs = [layerspp.conv3x3(input_fourier_features(x, self.input_fourier).astype(dtype), self.nf, dtype=dtype)]
     for level, mult in enumerate(self.ch_mult):
       for _ in range(self.num_res_blocks):
         h = res_block(self.nf * mult)(hs[-1], temb, train)

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from scorejax.models.layers import NoiseEmbedding, add_label_embedding
+from scorejax.models.layers import NoiseEmbedding, add_label_embedding, input_fourier_features
 from scorejax.models.registry import register_model
 
 
@@ -45,13 +45,14 @@ class NCSNSmall(nn.Module):
   num_classes: int = 0  # > 0: class-conditional (labels in 0..num_classes-1, num_classes the null label)
   augment_dim: int = 0  # > 0: takes the labels of EDM's augmentation (datasets/augment.py; None = zeros)
   conditioning: str = "log_sigma"  # or "score_sde": `c_noise` is a time-step label such as 999 t (models/utils.py)
+  input_fourier: Sequence[int] = ()  # exponents n of VDM's Fourier features of the input (layers.py); () for none
   dtype: Any = jnp.float32  # compute dtype; parameters stay float32
 
   @nn.compact
   def __call__(self, x, c_noise, train: bool = False, labels=None, augment_labels=None):
     emb = NoiseEmbedding(4 * self.nf, self.dtype, self.augment_dim, self.conditioning)(c_noise, augment_labels)
     emb = add_label_embedding(emb, labels, self.num_classes, self.dtype)
-    h = nn.Conv(self.nf, (3, 3), dtype=self.dtype)(x)
+    h = nn.Conv(self.nf, (3, 3), dtype=self.dtype)(input_fourier_features(x, self.input_fourier))
     skips = [h]
     for level, mult in enumerate(self.ch_mult):
       for _ in range(self.num_res_blocks):

@@ -88,6 +88,8 @@ def check_network_fields(kwargs):
     check_ints("model.ch_mult", kwargs["ch_mult"])
   if "attn_resolutions" in kwargs:
     check_ints("model.attn_resolutions", kwargs["attn_resolutions"], empty=True)
+  if "input_fourier" in kwargs:
+    check_ints("model.input_fourier", kwargs["input_fourier"], empty=True)
   if "dropout" in kwargs:
     check_real("model.dropout", kwargs["dropout"], "in [0, 1)")
 

@@ -58,3 +58,26 @@ def test_labels_given_to_an_unconditional_network_are_refused():
   params = models.init_params(model, jax.random.key(0), shape)
   with pytest.raises(ValueError, match="without class input"):
     models.get_score_fn(model, params, sde_lib.VPSDE(0.1, 20.0, N=10))(jnp.ones((2, 2)), 0.5, jnp.zeros(2, jnp.int32))
+
+
+@pytest.mark.parametrize("name", ["ncsn_small", "ddpm"])
+def test_input_fourier_features_widen_the_first_layer_only(name):
+  # VDM's Fourier features (Kingma et al. 2021, App. C): sin and cos of 2^n 2 pi x per channel, concatenated to x.
+  x = jnp.asarray([[0.25, 1 / 16]])
+  features = models.layers.input_fourier_features(x, (1, 3))
+  angles = 2 * np.pi * np.asarray([2 * 0.25, 8 * 0.25, 2 / 16, 8 / 16])  # channel-major: (x_0, n=1), (x_0, n=3), ...
+  np.testing.assert_allclose(features, [[0.25, 1 / 16, *np.sin(angles), *np.cos(angles)]], atol=1e-6)
+  assert models.layers.input_fourier_features(x, ()) is x
+  if name == "ncsn_small":
+    options, shape = NETWORKS[name][0], NETWORKS[name][1]
+  else:  # VDM's network: one resolution, no downsampling
+    options, shape = dict(nf=32, ch_mult=(1,), num_res_blocks=1, attn_resolutions=()), (4, 4, 3)
+  plain = models.utils.param_shapes(models.get_model(name, **options), shape)
+  model = models.get_model(name, **options, input_fourier=(6, 7))
+  wide = models.utils.param_shapes(model, shape)
+  first = "Conv_0"  # the input convolution
+  assert wide[first]["kernel"].shape[-2] == 5 * plain[first]["kernel"].shape[-2]  # C (1 + 2 * 2) input channels
+  rest = lambda tree: {k: v for k, v in tree.items() if k != first}
+  assert jax.tree_util.tree_map(lambda a: a.shape, rest(wide)) == jax.tree_util.tree_map(lambda a: a.shape, rest(plain))
+  out = jax.eval_shape(lambda p, x: model.apply({"params": p}, x, jnp.zeros((2,))), wide, jnp.zeros((2, *shape)))
+  assert out.shape == (2, *shape)  # the output keeps the data's channels
