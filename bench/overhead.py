@@ -46,6 +46,10 @@ orbax's background thread, about 4% of a 500-step segment (measured: bench/READM
 of 500 steps checkpoints twice as often as this bench used to (1000) and four times as often as the default
 config (2000), so loop_efficiency errs low by 2-3%; `--segment_steps=2000` matches the config.
 
+Where the loop's extra CPU time goes: on Linux both sides' CPU time is also split by thread (from
+/proc/self/task, 10 ms ticks): the main thread (dispatch, batch placement, logging, waiting for the
+device), XLA's compute threads (`tf_*`), and the rest (the loader's thread, orbax's, TensorBoard's).
+
 `--with_sampling` also draws the config's sample grid at every checkpoint (training.snapshot_sampling,
 a 251-evaluation chain): generation, not training, so off by default; the warm-up then runs past the
 first grid, which compiles the sampler.
@@ -83,6 +87,34 @@ from scorejax.samplers.langevin import annealed_langevin_dynamics
 def clocks():
   """(wall seconds, CPU seconds of this process, all threads)."""
   return time.perf_counter(), time.process_time()
+
+
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def thread_cpu():
+  """CPU seconds so far of this process's main thread and of XLA's compute threads (`tf_*`, the
+  intra-op pool), from /proc (Linux, 10 ms ticks); None elsewhere. The process's CPU time less these two
+  is the other threads': the loader's, orbax's, TensorBoard's."""
+  main = xla = 0.0
+  try:
+    tids = os.listdir("/proc/self/task")
+  except OSError:
+    return None
+  for tid in tids:
+    try:
+      with open(f"/proc/self/task/{tid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+      with open(f"/proc/self/task/{tid}/comm") as f:
+        name = f.read()
+    except OSError:  # a thread that ended meanwhile
+      continue
+    seconds = (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    if int(tid) == os.getpid():
+      main += seconds
+    elif name.startswith("tf_"):
+      xla += seconds
+  return main, xla
 
 
 def timed(fn, calls):
@@ -124,21 +156,29 @@ class InterleavedTimer:
 
   def __init__(self, start, burst, bare_steps, sink):
     self.start, self.burst, self.bare_steps, self.sink = start, burst, bare_steps, sink
-    self.mark = None  # (step, wall, cpu) where the running stretch started
+    self.mark = None  # (step, wall, cpu, threads) where the running stretch started
     self.loop, self.bare = [], []
+    self.loop_threads, self.bare_threads = [], []  # (steps, CPU seconds of the main thread, of XLA's)
 
   def __call__(self, line):
     print(line, file=self.sink)
     wall, cpu = clocks()
+    threads = thread_cpu()
     match = self.LOG_LINE.match(line)
     if match is None or int(match.group(1)) < self.start:
       return
     step = int(match.group(1))
     if self.mark is not None:
-      mark_step, mark_wall, mark_cpu = self.mark
+      mark_step, mark_wall, mark_cpu, mark_threads = self.mark
       self.loop.append((step - mark_step, wall - mark_wall, cpu - mark_cpu))
+      before = thread_cpu()
       self.bare.append((self.bare_steps, *self.burst(self.bare_steps)))
-    self.mark = (step, *clocks())
+      after = thread_cpu()
+      if threads is not None:
+        self.loop_threads.append((step - mark_step, *(b - a for a, b in zip(mark_threads, threads))))
+        self.bare_threads.append((self.bare_steps, *(b - a for a, b in zip(before, after))))
+    threads = thread_cpu()
+    self.mark = (step, *clocks(), threads)
 
 
 def per_step(stretches):
@@ -161,11 +201,26 @@ def measure_loop(config, repeats, segment_steps, bare_steps, warmup_steps):
       "has the log line of train (logging_utils.MetricsLogger) changed?"
     )
   chunks = [slice(i * per_repeat, (i + 1) * per_repeat) for i in range(repeats)]
+  threads = None
+  if timer.loop_threads:  # per repeat: (main, XLA's, other) CPU seconds per step, of the loop and the bare step
+    threads = [
+      [thread_split(stretches[c], cpus[c]) for c in chunks]
+      for stretches, cpus in ((timer.loop_threads, timer.loop), (timer.bare_threads, timer.bare))
+    ]
   return (
     [per_step(timer.loop[c]) for c in chunks],
     [per_step(timer.bare[c]) for c in chunks],
     (warmup_steps, config.training.n_iters),
+    threads,
   )
+
+
+def thread_split(stretches, timed_stretches):
+  """(main, XLA's, other threads') CPU seconds per step over `(steps, main, xla)` stretches; the other
+  threads' is the process's CPU time (`timed_stretches`, `(steps, wall, cpu)`) less the first two."""
+  steps = sum(s[0] for s in stretches)
+  main, xla = (sum(s[k] for s in stretches) / steps for k in (1, 2))
+  return main, xla, per_step(timed_stretches)[1] - main - xla
 
 
 # ----------------------------------------------------------------------------- sampler_overhead
@@ -255,7 +310,7 @@ def main():
   if args.repeats < 1 or args.bare_steps < 1:
     parser.error("--repeats and --bare_steps must be positive")
 
-  loop, bare, (lo, hi) = measure_loop(config, args.repeats, args.segment_steps, args.bare_steps, warmup)
+  loop, bare, (lo, hi), threads = measure_loop(config, args.repeats, args.segment_steps, args.bare_steps, warmup)
   chains, scores, n = measure_sampler(digits.get_config(), args.repeats)
 
   print(
@@ -281,6 +336,11 @@ def main():
   sampler_overhead = [[c[k] / (n * e[k]) for c, e in zip(chains, scores)] for k in (0, 1)]
   print(f"{'loop_efficiency (target >= 0.90)':<38}" + "".join(f"{spread(r):>27}" for r in loop_efficiency))
   print(f"{'sampler_overhead (target <= 1.05)':<38}" + "".join(f"{spread(r):>27}" for r in sampler_overhead))
+  if threads is not None:
+    print(f"CPU time by thread (ms/step), median [min-max]:{'train() loop':>18}{'bare step':>27}")
+    labels = ("main thread (dispatch, batches, logs)", "XLA's compute threads", "other threads (loader, orbax)")
+    for k, label in enumerate(labels):
+      print(f"  {label:<36}" + "".join(f"{spread([r[k] * 1e3 for r in side], '.2f'):>27}" for side in threads))
   print(f"bench time: {time.perf_counter() - start:.0f} s")
 
 

@@ -195,15 +195,19 @@ def _train(config, workdir, devices, print_fn, stop):
 
 
 def max_steps_in_flight(mesh):
-  """How many dispatched train steps may run ahead of the host.
+  """How many dispatched train steps may run ahead of the host; when that many are pending, the loop
+  waits for the older half of them at once.
 
-  Two on accelerators: the device never waits for the host, and the host never queues without bound.
+  Twenty on one device or on accelerators, waited for ten at a time: the device never waits for the host,
+  the host never queues without bound, and it wakes once every ten steps. Waking once per step (two in
+  flight, waiting for one) cost the host thread a few percent of a digits step on a 2-core CPU machine
+  (bench/overhead.py splits the CPU time by thread).
   One on XLA:CPU with several devices: there each device's share of a step runs on one shared thread
   pool, and an all-reduce holds a thread per device until every device has arrived; with several steps
   in flight the pool can fill with participants of different steps, none of which can complete (seen
   with 4 virtual devices on 2 cores: "Termination timeout for all reduce" after 40 s, then an abort).
   """
-  return 1 if mesh.devices.flat[0].platform == "cpu" and mesh.size > 1 else 2
+  return 1 if mesh.devices.flat[0].platform == "cpu" and mesh.size > 1 else 20
 
 
 def _loop(exp, state, start, train_step, loader, logger, checkpointer, workdir, print_fn, stop):
@@ -218,7 +222,9 @@ def _loop(exp, state, start, train_step, loader, logger, checkpointer, workdir, 
     window.append(step_losses)
     pending.append(step_losses)
     if len(pending) >= in_flight:
-      jax.block_until_ready(pending.popleft())
+      # Each step consumes the state of the one before: once the newest of the older half is done, all of it is.
+      older = [pending.popleft() for _ in range(max(in_flight // 2, 1))]
+      jax.block_until_ready(older[-1])
     if step % t.log_freq == 0 or step == t.n_iters:
       _check_finite(state, checkpointer, workdir)
       logger.log(step, {"loss": float(jnp.mean(jnp.concatenate(window)))})
