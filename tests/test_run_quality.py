@@ -22,6 +22,7 @@ from helpers import ROOT, override, run_main, tiny_digits
 pytestmark = pytest.mark.slow  # end to end: left out by `-m "not slow"`
 
 QUALITY = ("fid", "inception_score", "kid", "precision", "recall", "class_histogram")
+COPYING = ("copy_share", "copy_excess", "copying_z", "copying_flagged")
 
 
 def quiet(*args):
@@ -55,19 +56,24 @@ def untrained_result(untrained):
 def test_digits_eval_reports_every_metric_next_to_held_out_data(untrained, untrained_result):
   q = untrained_result["sample_quality"]
   assert q["feature_network"] == "digits_classifier" and q["classifier_held_out_accuracy"] >= 0.95
-  assert q["samples"]["num_samples"] == 96 and q["sampler"] == "ald" and q["nfe"] > 0
-  for part in ("samples", "held_out_data"):
-    assert set(QUALITY) <= set(q[part]), part
+  assert q["protocol"] == "held_out" and q["num_draws"] == 10
+  assert q["num_samples"] == 96 and q["sampler"] == "ald" and q["nfe"] > 0
+  # Every set is measured by as many images as the samples (96 of each half of the 400 held-out digits).
+  assert q["count"] == 96
+  for part in ("samples", "held_out_floor", "training_copies"):
+    assert set(QUALITY + COPYING) <= set(q[part]), part
+    assert q[part]["num_samples"] == 96 and q[part]["fid_std"] > 0 and q[part]["kid_std"] > 0, part
     assert len(q[part]["class_histogram"]) == 10 and abs(sum(q[part]["class_histogram"]) - 1) < 1e-6
-  # 96 of the 197 held-out digits: as many as samples, so no second, count-matched entry is needed.
-  assert q["held_out_data"]["num_samples"] == 96 and "samples_at_held_out_count" not in q
   on_disk = json.load(open(os.path.join(untrained, "eval", "eval_4.json")))
   assert on_disk["sample_quality"]["samples"]["fid"] == q["samples"]["fid"]
-  # Real held-out digits are far closer to the training split than the noise of an untrained model.
-  real, fake = q["held_out_data"], q["samples"]
+  # Real held-out digits are far closer to the other held-out half than the noise of an untrained model.
+  real, fake = q["held_out_floor"], q["samples"]
   assert real["fid"] < 0.5 * fake["fid"], (real["fid"], fake["fid"])
   assert real["precision"] > fake["precision"] and real["recall"] > fake["recall"]
   assert real["inception_score"] > fake["inception_score"]
+  # Training digits are flagged as copies; noise and unseen real digits are not.
+  assert q["training_copies"]["copying_flagged"] and q["training_copies"]["copy_share"] == 1
+  assert not real["copying_flagged"] and not fake["copying_flagged"]
 
 
 def test_an_interrupted_evaluation_redoes_only_unfinished_batches(untrained, untrained_result, tmp_path):
@@ -130,7 +136,8 @@ def test_main_eval_interrupted_by_sigint_resumes_from_its_saved_batches(untraine
   assert again.returncode == 0, again.stderr
   assert f"reused {done} of 10 sample batches" in again.stdout, again.stdout
   result = json.load(open(os.path.join(untrained, "eval", "eval_4.json")))
-  assert result["sample_quality"]["samples"]["num_samples"] == 480
+  q = result["sample_quality"]  # 480 drawn; each set measured by 200, half the held-out digits
+  assert q["num_samples"] == 480 and q["count"] == q["samples"]["num_samples"] == 200
 
 
 # ----------------------------------------------------------------------------- CIFAR-10 format, Inception
@@ -186,14 +193,18 @@ def test_cifar_eval_without_weights_says_which_file_to_get(cifar_run):
 def test_cifar_eval_with_inception_weights(cifar_run):
   flags, weights, workdir = cifar_run
   os.remove(os.path.join(workdir, "eval", "eval_2.json"))
-  result = run_main("--mode=eval", *flags, f"--config.eval.inception_weights={weights}", timeout=400)
+  # Against the training split, as the FID literature measures CIFAR-10 (configs/cifar.py's eval.reference).
+  reference = "--config.eval.reference=train"
+  result = run_main("--mode=eval", *flags, reference, f"--config.eval.inception_weights={weights}", timeout=400)
   assert result.returncode == 0, result.stderr
   q = json.load(open(os.path.join(workdir, "eval", "eval_2.json")))["sample_quality"]
   assert q["feature_network"] == "inception_v3_fid" and len(q["samples"]["class_histogram"]) == 1008
-  assert q["samples"]["num_samples"] == 6 and q["held_out_data"]["num_samples"] == 6
-  assert all(np.isfinite(q[part][k]) for part in ("samples", "held_out_data") for k in QUALITY[:-1])
+  assert q["protocol"] == "train" and q["samples"]["num_samples"] == 6 and q["held_out_data"]["num_samples"] == 6
+  parts = ("samples", "held_out_data", "training_data")
+  assert all(np.isfinite(q[part][k]) for part in parts for k in QUALITY[:-1] + COPYING), q
+  assert q["training_data"]["copy_share"] == 1 and q["training_data"]["copying_z"] < 0  # 6 samples: not significant
   stats = os.listdir(os.path.join(workdir, "eval", "stats"))
   assert len(stats) == 2 and all(f.startswith("cifar10_") and "inception_v3_fid" in f for f in stats), stats
-  missing = run_main("--mode=eval", *flags, "--config.eval.inception_weights=/nonexistent.pth", timeout=300)
+  missing = run_main("--mode=eval", *flags, reference, "--config.eval.inception_weights=/nonexistent.pth", timeout=300)
   assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
   assert "pt_inception-2015-12-05-6726825d.pth" in missing.stderr
