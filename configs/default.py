@@ -98,7 +98,7 @@ def get_default_config():
   evaluate.reference = "held_out"     # held_out: against half of the held-out split at equal sample counts, the
                                       # other half the floor, over num_draws draws | train: against the training
                                       # split, as the FID literature (configs/cifar.py)
-  evaluate.num_draws = 10             # held_out: draws of the halves and of the images measured
+  evaluate.num_draws = 20             # held_out: draws of the halves and of the images measured
   evaluate.samples_file = ""          # score these images instead of a checkpoint's samples: an .npz (key images or
                                       # samples) or a folder of PNGs
   evaluate.num_samples = 1_000        # samples drawn with `sampling` (papers report 50_000 for CIFAR-10)
