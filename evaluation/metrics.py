@@ -243,6 +243,13 @@ def mann_whitney_z(a, b):
 COPY_QUANTILE = 0.05
 
 
+def copying_flagged(copying):
+  """Whether `data_copying`'s statistics (or their means over draws) flag copying: copying_z < -3 (samples nearer
+  to the training set than real unseen images are) or copy_share_z > 3 (more samples within the held-out images'
+  5% quantile than chance gives); each has a one-sided false-alarm rate of 0.13% under the null."""
+  return bool(copying["copying_z"] < -3 or copying["copy_share_z"] > 3)
+
+
 def data_copying(sample_distances, held_out_distances, quantile=COPY_QUANTILE):
   """Data copying of a set of samples, from `sample_distances` d(x) of each sample to its nearest training feature
   and `held_out_distances` d(h) of real images the generator never saw (its calibration):
@@ -252,6 +259,9 @@ def data_copying(sample_distances, held_out_distances, quantile=COPY_QUANTILE):
     real unseen images give `quantile` in expectation, a training image 1 (d = 0).
   - `copy_excess`: (share - q) / (1 - q), the estimated fraction of samples that are copies: a set of k copies and
     n - k images distributed as the held-out ones gives k/n in expectation.
+  - `copy_share_z`: (share - q) / sqrt(q (1 - q) (1/n + 1/m)), with m held-out distances: about N(0, 1) for samples
+    distributed as the held-out images (the binomial error of the share and that of the quantile), large when a
+    part of the samples are copies. It detects a tenth of copies among 200 samples, which copying_z does not.
   - `copying_z`: Meehan et al. 2020's three-sample test over a single cell, the Mann-Whitney Z of d(x) against d(h);
     Z ~ N(0, 1) for samples as far from the training set as unseen real data, Z << 0 for samples nearer to it
     (copies), Z > 0 for samples farther from it (an underfit model).
@@ -261,8 +271,10 @@ def data_copying(sample_distances, held_out_distances, quantile=COPY_QUANTILE):
     raise ValueError(f"quantile must be in (0, 1), got {quantile}")
   threshold = np.quantile(held_out_distances, quantile)
   share = float(np.mean(sample_distances < threshold))
+  n, m = len(sample_distances), len(held_out_distances)
   return {
     "copy_share": share,
     "copy_excess": (share - quantile) / (1 - quantile),
+    "copy_share_z": float((share - quantile) / np.sqrt(quantile * (1 - quantile) * (1 / n + 1 / m))),
     "copying_z": mann_whitney_z(sample_distances, held_out_distances),
   }

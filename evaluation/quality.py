@@ -43,8 +43,17 @@ def sample_quality(features, logits, reference, kid_subset_size=1000, kid_subset
   }
 
 
-FLAG_Z = -3.0  # copying_z below this flags a set as copying its training data (one-sided p = 0.0013 under the null)
-_DRAWN = ("fid", "kid", "precision", "recall", "inception_score", "copy_share", "copy_excess", "copying_z")
+_DRAWN = (
+  "fid",
+  "kid",
+  "precision",
+  "recall",
+  "inception_score",
+  "copy_share",
+  "copy_excess",
+  "copy_share_z",
+  "copying_z",
+)
 
 
 def held_out_protocol(sets, held_out, train_features, count=None, num_draws=10, seed=0):
@@ -67,8 +76,8 @@ def held_out_protocol(sets, held_out, train_features, count=None, num_draws=10, 
   - data copying (metrics.data_copying): distances to the nearest training feature against R's.
 
   Returns `{"count": n, "num_draws", "held_out_floor": {...}, name: {...}}`; each entry holds the mean of every
-  metric over the draws, its standard deviation over draws (`<metric>_std`), `copying_flagged` (mean copying_z
-  below FLAG_Z) and the class histogram of the whole set."""
+  metric over the draws, its standard deviation over draws (`<metric>_std`), `copying_flagged`
+  (metrics.copying_flagged of the means) and the class histogram of the whole set."""
   held_features = np.asarray(held_out["features"], np.float64)
   held_logits = np.asarray(held_out["logits"], np.float64)
   held_distances = metrics.nearest_distances(held_features, train_features)
@@ -111,7 +120,7 @@ def held_out_protocol(sets, held_out, train_features, count=None, num_draws=10, 
     entry = {"num_samples": n}
     for k, draws in v.items():
       entry[k], entry[f"{k}_std"] = float(np.mean(draws)), float(np.std(draws))
-    entry["copying_flagged"] = bool(entry["copying_z"] < FLAG_Z)
+    entry["copying_flagged"] = metrics.copying_flagged(entry)
     entry["class_histogram"] = [float(h) for h in metrics.class_histogram(histograms[name], held_logits.shape[1])]
     result[name] = entry
   return result

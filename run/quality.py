@@ -185,7 +185,7 @@ def score(exp, network, drawn, seed, workdir, print_fn=print):
   def measure(features, logits, distances, calibration):
     out = quality.sample_quality(features, logits, train, pr_max=e.pr_max, seed=seed)
     copying = metrics.data_copying(distances, calibration)
-    return {**out, **copying, "copying_flagged": bool(copying["copying_z"] < quality.FLAG_Z)}
+    return {**out, **copying, "copying_flagged": metrics.copying_flagged(copying)}
 
   # Data copying: distances to the nearest training feature, calibrated by half of the held-out images (at most
   # as many as samples); the other half is the held-out floor.
@@ -237,7 +237,7 @@ def _line(entry, spread):
   flag = ", FLAGGED as copies" if entry["copying_flagged"] else ""
   return (
     f"FID {show('fid', '.2f')}, KID {show('kid', '.4g')}, copy share {entry['copy_share']:.3f} "
-    f"(copying Z {entry['copying_z']:.1f}{flag})"
+    f"(Z {entry['copy_share_z']:.1f}; copying Z {entry['copying_z']:.1f}{flag})"
   )
 
 

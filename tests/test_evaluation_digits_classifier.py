@@ -215,3 +215,27 @@ def test_a_missing_class_shows_in_every_digits_metric(scores, removed):
   assert held_out["is"] > missing["is"] and control["is"] > missing["is"]
   # Taking 10% of the mass from one class and spreading it over nine moves the histogram by 0.1 in total variation.
   assert total_variation_from_uniform(missing["histogram"]) > 0.08 > total_variation_from_uniform(held_out["histogram"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", [0, 20, 100])
+def test_k_training_copies_among_held_out_digits_give_a_copy_share_of_k_over_n(trained, digits, k):
+  """Data copying in the classifier's features (metrics.data_copying): half of the held-out digits calibrate, and a
+  set of n = 200 made of k training digits and n - k digits of the other half gives copy_excess k/n within three
+  standard errors (binomial: which held-out digits fall below the threshold, and where the 5% quantile of 200
+  calibration digits puts it); only a set with copies is flagged. A tenth of copies is flagged by the share's Z;
+  Meehan et al.'s rank test alone (copying Z -1.9 at k = 20) would miss it."""
+  network, n = trained["network"], 200
+  train_features = network.extract(digits["train"][0])[0]
+  held_out = network.extract(digits["test"][0])[0]
+  order = np.random.default_rng(k).permutation(len(held_out))
+  calibration, rest = held_out[order[:200]], held_out[order[200:]]
+  copies = train_features[np.random.default_rng(k + 1).choice(len(train_features), k, replace=False)]
+  samples = np.concatenate([copies, rest[: n - k]])
+  stats = metrics.data_copying(
+    metrics.nearest_distances(samples, train_features), metrics.nearest_distances(calibration, train_features)
+  )
+  q = metrics.COPY_QUANTILE
+  standard_error = np.sqrt(q * (1 - q) * ((n - k) / n**2 + ((n - k) / n) ** 2 / 200)) / (1 - q)
+  assert abs(stats["copy_excess"] - k / n) <= 3 * standard_error, stats
+  assert metrics.copying_flagged(stats) == (k > 0), stats

@@ -23,7 +23,7 @@ from helpers import ROOT, override, run_main, tiny_digits
 pytestmark = pytest.mark.slow  # end to end: left out by `-m "not slow"`
 
 QUALITY = ("fid", "inception_score", "kid", "precision", "recall", "class_histogram")
-COPYING = ("copy_share", "copy_excess", "copying_z", "copying_flagged")
+COPYING = ("copy_share", "copy_excess", "copy_share_z", "copying_z", "copying_flagged")
 
 
 def quiet(*args):
