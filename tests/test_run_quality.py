@@ -4,6 +4,7 @@ archive with Inception weights in pytorch-fid's file format (random values)."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -270,7 +271,7 @@ PANEL = {
 
 
 @pytest.fixture(scope="module")
-def panel(tmp_path_factory):
+def panel(tmp_path_factory, untrained):
   """One model trained 2 steps (untrained), then on to 300 (weak) and 600 (trained), its 200 samples at each
   checkpoint drawn by one `--mode=eval` sweep, and the sets of real images beside them, all measured by one run of
   the held-out protocol (the same draws): 200 images per set against a random half of the 400 held-out digits."""
@@ -278,6 +279,8 @@ def panel(tmp_path_factory):
   from scorejax.evaluation import digits_classifier, quality
 
   workdir = str(tmp_path_factory.mktemp("panel"))
+  classifier = os.path.join("eval", "digits_classifier")  # the one trained for `untrained`: the same data
+  shutil.copytree(os.path.join(untrained, classifier), os.path.join(workdir, classifier))
   config = override(digits.get_config(), **PANEL, **{"training.n_iters": 2, "training.snapshot_freq": 2})
   train(config, workdir, print_fn=quiet)
   config = override(config, **{"training.n_iters": 600, "training.snapshot_freq": 300, "eval.begin_step": 0})
