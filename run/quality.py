@@ -303,7 +303,8 @@ def read_images(path, ds, centered):
 
 def score_file(exp, workdir, print_fn=print):
   """`--mode=eval` with `eval.samples_file`: the sample quality of the images in that file against the dataset's
-  cached statistics, as of a checkpoint's samples; written to `workdir/eval/eval_<file name>.json`."""
+  cached statistics, as of a checkpoint's samples; written to `workdir/eval/file_<file name>.json` (not
+  `eval_<name>.json`, which a checkpoint sweep would take for the evaluation of a step)."""
   e, ds = exp.config.eval, exp.dataset
   path = e.samples_file
   if not os.path.exists(path):
@@ -318,7 +319,7 @@ def score_file(exp, workdir, print_fn=print):
   result.update(info)
   out = {"samples_file": os.path.abspath(path), "dataset": exp.config.data.dataset, "sample_quality": result}
   name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
-  target = os.path.join(workdir, "eval", f"eval_{name}.json")
+  target = os.path.join(workdir, "eval", f"file_{name}.json")
   os.makedirs(os.path.dirname(target), exist_ok=True)
   with atomic_output(target) as tmp, open(tmp, "w") as f:
     json.dump(out, f, indent=2)

@@ -229,7 +229,7 @@ def test_a_saved_npz_of_held_out_digits_scores_the_same_through_main_as_in_proce
   cli = run_main("--mode=eval", f"--workdir={untrained}", f"--config.eval.samples_file={path}", timeout=300)
   assert cli.returncode == 0, cli.stderr
   assert "wrote" in cli.stdout and "held-out floor" in cli.stdout, cli.stdout
-  from_cli = json.load(open(os.path.join(untrained, "eval", "eval_held_out.json")))["sample_quality"]
+  from_cli = json.load(open(os.path.join(untrained, "eval", "file_held_out.json")))["sample_quality"]
   in_process = evaluate(digits_config(**{"eval.samples_file": path}), untrained, print_fn=quiet)["sample_quality"]
   assert from_cli == in_process
   folder = tmp_path / "pngs"
