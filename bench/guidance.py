@@ -13,8 +13,9 @@
    evaluation classifier (evaluation/digits_classifier.py, trained on the training digits, ~97% on the held-out
    ones; a separate network from the guiding classifier) labels as the class asked for, the mean, and the
    seconds. `--grid` writes one row of 10 samples per class at the first scale >= 1.
-2. Inpainting. The 197 held-out digits under each mask of `--inpaint` (the region to fill), completed by the PC
-   sampler (predictor reverse diffusion on the run's time grid, unguided) with each corrector of
+2. Inpainting. The held-out digits (400 since issue 19; 197 in the figures of bench/README.md) under each mask
+   of `--inpaint` (the region to fill), completed by the PC sampler (predictor reverse diffusion on the run's time
+   grid, unguided) with each corrector of
    `--inpaint_correctors`: none (plain replacement), Langevin (`sampling.n_steps_each` steps at `sampling.snr`:
    score_sde's inpainter) or resample (RePaint's jumps, as many). Whether the known pixels came back exact, and
    the fraction of completions that the evaluation classifier labels as the original digit, against the masked

@@ -89,6 +89,7 @@ def cifar10_defaults():
   evaluate.batch_size = 1024
   evaluate.enable_bpd = False
   evaluate.num_samples = 50_000  # FID/IS as published (needs eval.inception_weights)
+  evaluate.reference = "train"  # FID/KID against the training split's statistics, as published
 
   data = config.data
   del data["shape"]  # images: (image_size, image_size, num_channels), score_sde's fields

@@ -94,7 +94,13 @@ def get_default_config():
   evaluate.hutchinson_type = "rademacher"  # or gaussian: probes of the divergence estimator
   evaluate.num_probes = 1             # Hutchinson probes per evaluation, drawn once per solve
   evaluate.exact_trace = False        # exact divergence (low dimension only)
-  # Sample quality (evaluation/): FID, Inception Score, KID, precision/recall against the training split
+  # Sample quality (evaluation/): FID, Inception Score, KID, precision/recall and data copying
+  evaluate.reference = "held_out"     # held_out: against half of the held-out split at equal sample counts, the
+                                      # other half the floor, over num_draws draws | train: against the training
+                                      # split, as the FID literature (configs/cifar.py)
+  evaluate.num_draws = 20             # held_out: draws of the halves and of the images measured
+  evaluate.samples_file = ""          # score these images instead of a checkpoint's samples: an .npz (key images or
+                                      # samples) or a folder of PNGs
   evaluate.num_samples = 1_000        # samples drawn with `sampling` (papers report 50_000 for CIFAR-10)
   evaluate.begin_step = -1            # -1: the newest checkpoint; else every checkpoint from begin_step
   evaluate.end_step = -1              # ... to end_step (-1: the newest), skipping those with an eval_<step>.json

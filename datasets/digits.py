@@ -8,7 +8,12 @@ import numpy as np
 from scorejax.datasets.registry import Dataset, register_dataset
 
 DIGITS_PATH = os.path.join(os.path.dirname(__file__), "data", "digits.csv.gz")
-NUM_TEST = 197  # the last 197 images are held out: 1600 train, 197 test
+# The held-out split: 40 images of each class drawn at random from the whole file (1397 train, 400 test). The
+# file's rows come in blocks written by the same people: its last rows, held out before, were mostly other writers
+# than the training rows, and unseen real digits then scored far worse than a model's samples (issue 19).
+HELD_OUT_PER_CLASS = 40
+SPLIT_SEED = 0
+NUM_TEST = 10 * HELD_OUT_PER_CLASS
 
 
 def load_digits_raw():
@@ -18,17 +23,31 @@ def load_digits_raw():
   return table[:, :64].reshape(-1, 8, 8).astype(np.uint8), table[:, 64]
 
 
+def split_indices(labels, per_class=HELD_OUT_PER_CLASS, seed=SPLIT_SEED):
+  """`(train, test)` row indices: `per_class` rows of each class drawn at random (without replacement) from the
+  whole file for the test split, the rest for training. The test rows cycle through the classes (each run of 10
+  consecutive rows holds one image of each class), so that every prefix of 10k rows is stratified too; the training
+  rows are in random order, so that any prefix is a random draw."""
+  rng = np.random.default_rng(seed)
+  classes = np.unique(labels)
+  chosen = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes]
+  test = np.stack(chosen, axis=1).reshape(-1)  # row i * num_classes + c: the i-th image drawn of class c
+  train = rng.permutation(np.setdiff1d(np.arange(len(labels)), test))
+  return train, test
+
+
 @register_dataset("digits")
 def digits(**unused):
-  """Images `(n, 8, 8, 1)` of pixel counts 0..16, and their labels 0..9."""
+  """Images `(n, 8, 8, 1)` of pixel counts 0..16, and their labels 0..9; the splits of `split_indices`."""
   images, labels = load_digits_raw()
   x = images[..., None]
+  train, test = split_indices(labels)
   return Dataset(
     "digits",
-    train=x[:-NUM_TEST],
-    test=x[-NUM_TEST:],
+    train=x[train],
+    test=x[test],
     max_value=16,
-    train_labels=labels[:-NUM_TEST],
-    test_labels=labels[-NUM_TEST:],
+    train_labels=labels[train],
+    test_labels=labels[test],
     num_classes=10,
   )

@@ -23,11 +23,15 @@ def evaluate(config, workdir, devices=None, print_fn=print):
   """`--mode=eval`: `workdir/eval/eval_<step>.json` for the newest checkpoint, or with
   `eval.begin_step >= 0` for every checkpoint from `eval.begin_step` to `eval.end_step` (oldest first,
   skipping those already evaluated, so that a sweep resumes). Returns the result of the last one
-  evaluated. A `workdir/eval` that cannot be written is a UserError before any work."""
+  evaluated. With `eval.samples_file`, the sample quality of the images in that file instead, without a
+  checkpoint (run/quality.py: score_file). A `workdir/eval` that cannot be written is a UserError before any
+  work."""
   out = os.path.join(workdir, "eval")
   check_output_dir(out)
   exp = Experiment(config, devices)
   e = config.eval
+  if e.get("samples_file"):  # a file of images instead of a checkpoint's samples
+    return quality.score_file(exp, workdir, print_fn)
   steps = [None]
   if e.begin_step >= 0:
     end = e.end_step if e.end_step >= 0 else float("inf")

@@ -1,5 +1,7 @@
-"""`--mode=eval`'s sample quality: samples drawn in resumable batches, their features in a fixed network,
-and FID/IS/KID/precision-recall against the training split, next to the same for held-out real data."""
+"""`--mode=eval`'s sample quality: samples drawn in resumable batches (or read from a file), their features in a
+fixed network, and FID/IS/KID/precision-recall and data copying, next to the same for real data: against held-out
+real data at equal sample counts with the spread over draws (`eval.reference='held_out'`, the digits default), or
+against the training split as the FID literature reports it (`'train'`, CIFAR-10 and image folders)."""
 
 import json
 import os
@@ -11,7 +13,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from scorejax.evaluation import digits_classifier, inception, quality, statistics
+from scorejax.datasets import folder
+from scorejax.evaluation import digits_classifier, inception, metrics, quality, statistics
 from scorejax.logging_utils import atomic_output
 from scorejax.run.errors import UserError
 
@@ -142,57 +145,183 @@ def draw_and_extract(exp, params, step, rng, network, directory, print_fn=print)
   return {k: np.concatenate([np.atleast_1d(b[k]) for b in batches]) for k in ("images", "features", "logits", "nfe")}
 
 
-def sample_quality(exp, params, step, rng, network, workdir, print_fn=print):
-  """The sample-quality section of `eval_<step>.json`, and the samples as pixel counts."""
-  e, ds = exp.config.eval, exp.dataset
+def reference_features(ds, network, e, workdir, print_fn=print):
+  """The cached `{features, logits, mu, sigma}` of the training and held-out splits (evaluation/statistics.py)."""
   stats_dir = e.stats_dir or os.path.join(workdir, "eval", "stats")
-  reference = {
+  return {
     split: statistics.reference_statistics(
       network, images, ds.max_value, stats_dir, ds.name, split, e.feature_batch_size, print_fn
     )
     for split, images in (("train", ds.train), ("test", ds.test))
   }
-  drawn = draw_and_extract(
-    exp, params, step, rng, network, os.path.join(workdir, "eval", f"samples_{step}"), print_fn=print_fn
-  )
 
-  def measure(features, logits):
-    return quality.sample_quality(features, logits, reference["train"], pr_max=e.pr_max, seed=exp.config.seed)
 
+def check_reference(e, ds):
+  """The held-out protocol has enough held-out images (run/validate.py checks `eval.reference` itself)."""
+  if e.reference == "held_out" and len(ds.test) < 8:
+    raise UserError(
+      f"eval.reference='held_out' splits the held-out data into a reference and a floor of at least 4 images each, "
+      f"but data.dataset={ds.name!r} holds out {len(ds.test)}; raise data.num_test or set eval.reference='train'"
+    )
+
+
+def score(exp, network, drawn, seed, workdir, print_fn=print):
+  """The sample-quality section of an evaluation of the samples `drawn` (`{features, logits}`)."""
+  e, ds = exp.config.eval, exp.dataset
+  check_reference(e, ds)
+  reference = reference_features(ds, network, e, workdir, print_fn)
+  train, held_out = reference["train"], reference["test"]
+  head = {"feature_network": network.name, "weights_sha256": network.weights_hash, "protocol": e.reference}
+  if e.reference == "held_out":
+    result = quality.held_out_protocol(
+      {"samples": drawn, "training_copies": train}, held_out, train["features"], num_draws=e.num_draws, seed=seed
+    )
+    head["reference"] = (
+      f"{ds.name}: a random half ({len(ds.test) // 2} images) of the {len(ds.test)} held-out images in each of "
+      f"{e.num_draws} draws; the other half is the floor; every set measured by {result['count']} images per draw"
+    )
+    return {**head, "num_samples": len(drawn["features"]), **result}
+
+  def measure(features, logits, distances, calibration):
+    out = quality.sample_quality(features, logits, train, pr_max=e.pr_max, seed=seed)
+    copying = metrics.data_copying(distances, calibration)
+    return {**out, **copying, "copying_flagged": metrics.copying_flagged(copying)}
+
+  # Data copying: distances to the nearest training feature, calibrated by half of the held-out images (at most
+  # as many as samples); the other half is the held-out floor.
   n_real = min(e.num_samples, len(ds.test))
-  train_draw = np.random.default_rng([exp.config.seed, step]).permutation(len(ds.train))[: e.num_samples]
+  held_distances = metrics.nearest_distances(held_out["features"][:n_real], train["features"])
+  if n_real < 4:
+    raise UserError(f"data copying needs at least 4 held-out images and samples, got {n_real}")
+  calibration, floor = held_distances[: n_real // 2], held_distances[n_real // 2 :]
+  sample_distances = metrics.nearest_distances(drawn["features"], train["features"])
+  num_samples = len(drawn["features"])
   result = {
-    "feature_network": network.name,
-    "weights_sha256": network.weights_hash,
+    **head,
     "reference": f"{ds.name} training split ({len(ds.train)} images)",
-    "sampler": exp.config.sampling.method,
-    "nfe": float(np.mean(drawn["nfe"])),
-    "samples": measure(drawn["features"], drawn["logits"]),
-    "held_out_data": measure(reference["test"]["features"][:n_real], reference["test"]["logits"][:n_real]),
+    "samples": measure(drawn["features"], drawn["logits"], sample_distances, calibration),
+    "held_out_data": measure(held_out["features"][:n_real], held_out["logits"][:n_real], floor, calibration),
   }
+  train_draw = np.random.default_rng(seed).permutation(len(ds.train))[:num_samples]
   if len(train_draw) < len(ds.train):
     # Training images themselves: what a model that reproduces its training set scores, below the held-out
     # floor where the feature space was fitted to that set (the digits classifier). The whole split would
     # be the reference itself (FID 0): no information.
-    train = reference["train"]
-    result["training_data"] = measure(train["features"][train_draw], train["logits"][train_draw])
-  if n_real < e.num_samples:  # the metrics are biased by the sample count: compare like with like too
-    result["samples_at_held_out_count"] = measure(drawn["features"][:n_real], drawn["logits"][:n_real])
+    f = train["features"][train_draw]
+    result["training_data"] = measure(f, train["logits"][train_draw], np.zeros(len(f)), calibration)
+  if n_real < num_samples:  # the metrics are biased by the sample count: compare like with like too
+    result["samples_at_held_out_count"] = measure(
+      drawn["features"][:n_real], drawn["logits"][:n_real], sample_distances[:n_real], calibration
+    )
+  return result
+
+
+def sample_quality(exp, params, step, rng, network, workdir, print_fn=print):
+  """The sample-quality section of `eval_<step>.json`, and the samples as pixel counts."""
+  check_reference(exp.config.eval, exp.dataset)
+  drawn = draw_and_extract(
+    exp, params, step, rng, network, os.path.join(workdir, "eval", f"samples_{step}"), print_fn=print_fn
+  )
+  seed = int(np.random.default_rng([exp.config.seed, step]).integers(2**31))
+  result = score(exp, network, drawn, seed, workdir, print_fn)
+  result["sampler"] = exp.config.sampling.method
+  result["nfe"] = float(np.mean(drawn["nfe"]))
   return result, drawn["images"]
 
 
-def summary(result):
-  """One line of the headline numbers."""
-  s, r = result["samples"], result["held_out_data"]
-  t = result.get("training_data")
-  floors = "held-out data | training data" if t else "held-out data"
+def _line(entry, spread):
+  def show(key, fmt):
+    value = f"{entry[key]:{fmt}}"
+    return value + (f" +- {entry[key + '_std']:{fmt}}" if spread else "")
 
-  def also(key, fmt):
-    return f"{r[key]:{fmt}}" + (f" | {t[key]:{fmt}}" if t else "")
-
-  pr = "" if s["precision"] is None else f", precision {s['precision']:.3f}, recall {s['recall']:.3f}"
+  flag = ", FLAGGED as copies" if entry["copying_flagged"] else ""
   return (
-    f"{result['feature_network']} over {s['num_samples']} samples ({floors}): "
-    f"FID {s['fid']:.3f} ({also('fid', '.3f')}), IS {s['inception_score']:.2f} ({also('inception_score', '.2f')}), "
-    f"KID {s['kid']:.4f} ({also('kid', '.4f')})" + pr
+    f"FID {show('fid', '.2f')}, KID {show('kid', '.4g')}, copy share {entry['copy_share']:.3f} "
+    f"(Z {entry['copy_share_z']:.1f}; copying Z {entry['copying_z']:.1f}{flag})"
   )
+
+
+def summary(result):
+  """The headline numbers, one line per set."""
+  if result["protocol"] == "held_out":
+    lines = [
+      f"{result['feature_network']} against held-out real data, {result['count']} images per set, mean +- sd over "
+      f"{result['num_draws']} draws:"
+    ]
+    names = [("samples", "samples"), ("held_out_floor", "held-out floor"), ("training_copies", "training copies")]
+    lines += [f"  {label:16s} {_line(result[key], True)}" for key, label in names if key in result]
+    return "\n".join(lines)
+  names = [("samples", "samples"), ("held_out_data", "held-out data"), ("training_data", "training data")]
+  lines = [f"{result['feature_network']} against the training split:"]
+  lines += [
+    f"  {label:16s} {_line(result[key], False)} over {result[key]['num_samples']} images"
+    for key, label in names
+    if key in result
+  ]
+  return "\n".join(lines)
+
+
+def read_images(path, ds, centered):
+  """The images of `eval.samples_file` as pixel counts `(n, *ds.shape)` in 0..max_value: an .npz whose key
+  `images` or `samples` holds integer pixel counts or floats in model space (as --mode=sample writes them; [-1, 1]
+  when `centered`), or a folder of PNGs (0..255, rescaled to 0..max_value; center-cropped and resized to the data's
+  shape). Anything else is a UserError in one line."""
+  shape = tuple(ds.shape)
+  if os.path.isdir(path):
+    paths = [p for p in folder.list_images(path) if p.lower().endswith(".png")]
+    if not paths:
+      raise UserError(f"eval.samples_file={path!r} is a folder without .png images")
+    try:
+      images = np.stack([folder.load_image(p, shape) for p in paths])
+    except (OSError, ValueError) as e:
+      raise UserError(f"eval.samples_file={path!r}: an image cannot be read ({type(e).__name__}: {e})") from None
+    return np.round(images.astype(np.float64) / 255 * ds.max_value).astype(np.uint8)
+  try:
+    with np.load(path) as f:
+      key = next((k for k in ("images", "samples") if k in f.files), None)
+      if key is None:
+        raise UserError(f"eval.samples_file={path!r} holds {', '.join(f.files) or 'nothing'}, not images or samples")
+      x = f[key]
+  except UserError:
+    raise
+  except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    raise UserError(f"eval.samples_file={path!r} is not a readable .npz file or folder ({type(e).__name__})") from None
+  if x.ndim == len(shape) and shape[-1] == 1:
+    x = x[..., None]
+  if x.shape[1:] != shape or len(x) < 4:
+    raise UserError(f"eval.samples_file={path!r} holds {key} of shape {x.shape}; expected at least 4 of {shape}")
+  if np.issubdtype(x.dtype, np.integer):
+    if x.min() < 0 or x.max() > ds.max_value:
+      raise UserError(
+        f"eval.samples_file={path!r}: integer pixels must lie in 0..{ds.max_value}, got {x.min()}..{x.max()}"
+      )
+    return x.astype(np.uint8)
+  if not np.all(np.isfinite(x)):
+    raise UserError(f"eval.samples_file={path!r} holds NaN or infinite values")
+  return to_pixels(x, ds.max_value, centered)
+
+
+def score_file(exp, workdir, print_fn=print):
+  """`--mode=eval` with `eval.samples_file`: the sample quality of the images in that file against the dataset's
+  cached statistics, as of a checkpoint's samples; written to `workdir/eval/file_<file name>.json` (not
+  `eval_<name>.json`, which a checkpoint sweep would take for the evaluation of a step)."""
+  e, ds = exp.config.eval, exp.dataset
+  path = e.samples_file
+  if not os.path.exists(path):
+    raise UserError(f"eval.samples_file={path!r} does not exist")
+  network, info = feature_network(exp, workdir, print_fn)
+  if network is None:
+    raise UserError(f"eval.samples_file needs a feature network: data.dataset={ds.name!r} has none here")
+  check_reference(e, ds)
+  pixels = read_images(path, ds, exp.config.data.centered)
+  features, logits = network.extract(pixels / ds.max_value, batch_size=e.feature_batch_size)
+  result = score(exp, network, {"features": features, "logits": logits}, exp.config.seed, workdir, print_fn)
+  result.update(info)
+  out = {"samples_file": os.path.abspath(path), "dataset": exp.config.data.dataset, "sample_quality": result}
+  name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+  target = os.path.join(workdir, "eval", f"file_{name}.json")
+  os.makedirs(os.path.dirname(target), exist_ok=True)
+  with atomic_output(target) as tmp, open(tmp, "w") as f:
+    json.dump(out, f, indent=2)
+  print_fn(f"{path}: {len(pixels)} images\n" + summary(result) + f"\nwrote {target}")
+  return out

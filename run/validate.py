@@ -34,11 +34,13 @@ INT_FIELDS = {
   "eval.end_step": -1,
   "eval.feature_batch_size": 1,
   "eval.pr_max": 4,
+  "eval.num_draws": 1,
   "data.num_train": 1,
   "data.num_test": 1,
   "data.image_size": 1,
   "data.num_channels": 1,
 }
+REFERENCES = ("held_out", "train")  # eval.reference: what sample quality is measured against (run/quality.py)
 REAL_FIELDS = {
   "data.augment_p": "in [0, 1]",
   "eval.eps": "in (0, 1)",
@@ -83,6 +85,9 @@ def validate_config(config, num_devices):
   for name in ("n_iters", "log_freq", "snapshot_freq"):
     if t[name] % t.n_jitted_steps:
       raise UserError(f"training.{name}={t[name]} is not a multiple of training.n_jitted_steps={t.n_jitted_steps}")
+  reference = config.eval.get("reference", "train")
+  if reference not in REFERENCES:
+    raise UserError(f"eval.reference={reference!r} is none of {', '.join(REFERENCES)}")
   check_conditioning(config)
   check_augment(config)
   parts = build_parts(config)

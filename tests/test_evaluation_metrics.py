@@ -344,3 +344,55 @@ def test_class_histogram_is_the_fraction_of_argmax_classes():
   np.testing.assert_allclose(metrics.class_histogram(logits, 4), [2 / 6, 1 / 6, 0, 3 / 6])
   with pytest.raises(ValueError, match="classes"):
     metrics.class_histogram(logits, 5)
+
+
+# Data copying: distances to the nearest training feature against those of held-out data (Meehan et al. 2020).
+
+
+def test_unbiased_mmd2_of_sets_of_different_sizes_is_the_pairwise_formula():
+  rng = np.random.default_rng(7)
+  x, y = rng.standard_normal((9, 3)), rng.standard_normal((5, 3)) + 0.5
+
+  def k(a, b):
+    return (a @ b / 3 + 1) ** 3
+
+  within_x = sum(k(x[i], x[j]) for i in range(9) for j in range(9) if i != j) / (9 * 8)
+  within_y = sum(k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / (5 * 4)
+  between = sum(k(a, b) for a in x for b in y) / (9 * 5)
+  assert metrics.polynomial_mmd2(x, y) == pytest.approx(within_x + within_y - 2 * between, rel=1e-12)
+
+
+def test_mann_whitney_z_is_scipys_normal_approximation():
+  scipy_stats = pytest.importorskip("scipy.stats")
+  rng = np.random.default_rng(8)
+  a, b = rng.standard_normal(30), rng.standard_normal(50) + 0.3
+  a[:5] = b[:5]  # ties
+  u = scipy_stats.mannwhitneyu(a, b, method="asymptotic", use_continuity=False).statistic
+  assert metrics.mann_whitney_z(a, b) == pytest.approx((u - 750) / np.sqrt(30 * 50 * 81 / 12), rel=1e-12)
+
+
+def test_nearest_distances_are_the_brute_force_minimum():
+  rng = np.random.default_rng(9)
+  x, t = rng.standard_normal((7, 4)), rng.standard_normal((11, 4))
+  expected = np.sqrt(((x[:, None] - t[None]) ** 2).sum(-1)).min(1)
+  np.testing.assert_allclose(metrics.nearest_distances(x, t, batch=3), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("k", [0, 100, 250, 500])
+def test_copy_share_of_k_training_copies_among_n_held_out_draws_is_k_over_n(k):
+  """Features of a 16-dimensional mixture: a training set, held-out draws to calibrate, and a sample set made of k
+  training points and n - k fresh draws. The estimated fraction of copies is k/n within three standard errors
+  (binomial: which fresh draws fall below the threshold, and where the 5% quantile of 1000 calibration draws puts
+  it), and only sets with copies are flagged."""
+  rng = np.random.default_rng(k)
+
+  def draw(m):
+    return rng.standard_normal((m, 16)) + 3 * rng.integers(0, 2, (m, 1))
+
+  train, calibration, n = draw(2000), draw(1000), 500
+  samples = np.concatenate([train[rng.choice(2000, k, replace=False)], draw(n - k)])
+  stats = metrics.data_copying(metrics.nearest_distances(samples, train), metrics.nearest_distances(calibration, train))
+  q = metrics.COPY_QUANTILE
+  standard_error = np.sqrt(q * (1 - q) * ((n - k) / n**2 + ((n - k) / n) ** 2 / 1000)) / (1 - q)
+  assert abs(stats["copy_excess"] - k / n) <= 3 * standard_error, stats
+  assert metrics.copying_flagged(stats) == (k > 0), stats

@@ -112,6 +112,8 @@ DOMAINS = [
   ("toy", {"eval.ode_steps": 0}, "eval.ode_steps must be a positive integer, got 0"),
   ("toy", {"eval.ode_max_steps": 0}, "eval.ode_max_steps must be a positive integer, got 0"),
   ("toy", {"eval.num_probes": 0}, "eval.num_probes must be a positive integer, got 0"),
+  ("toy", {"eval.num_draws": 0}, "eval.num_draws must be a positive integer, got 0"),
+  ("digits", {"eval.reference": "test"}, "eval.reference='test' is none of held_out, train"),
   ("toy", {"data.num_train": 0}, "data.num_train must be a positive integer, got 0"),
   ("toy", {"data.num_test": 0}, "data.num_test must be a positive integer, got 0"),
   ("toy", {"data.shape": ()}, "data.shape must be a non-empty tuple of positive integers, got ()"),
@@ -319,3 +321,33 @@ def test_main_reports_a_fault_in_one_line_and_changes_nothing(kind, args, expect
   assert not workdir.exists()  # refused before the run wrote anything
   if kind == "cifar_missing":
     assert f"at {root}/cifar-10-python.tar.gz" in lines[0] and "--config.data.download=True" in lines[0]
+
+
+def test_a_samples_file_that_cannot_be_scored_is_one_line(tmp_path):
+  """`eval.samples_file` (run/quality.py: read_images): what is wrong with the file, in one line."""
+  from scorejax.run.quality import read_images
+
+  ds = datasets.get_dataset("digits")
+  good = ds.test[:10]
+  cases = {
+    "other_key.npz": ({"x": good}, "holds x, not images or samples"),
+    "shape.npz": ({"images": np.zeros((10, 8, 9, 1), np.uint8)}, "holds images of shape (10, 8, 9, 1); expected"),
+    "range.npz": ({"images": good.astype(np.int64) + 1}, "integer pixels must lie in 0..16, got 1..17"),
+    "nan.npz": ({"samples": np.full((10, 8, 8, 1), np.nan, np.float32)}, "holds NaN or infinite values"),
+  }
+  for name, (arrays, expected) in cases.items():
+    np.savez(tmp_path / name, **arrays)
+    with pytest.raises(UserError) as error:
+      read_images(str(tmp_path / name), ds, centered=False)
+    assert expected in one_line(str(error.value)), name
+  (tmp_path / "not.npz").write_bytes(b"not a zip")
+  with pytest.raises(UserError, match="is not a readable .npz file or folder"):
+    read_images(str(tmp_path / "not.npz"), ds, centered=False)
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(UserError, match="is a folder without .png images"):
+    read_images(str(tmp_path / "empty"), ds, centered=False)
+  # Model-space floats (as --mode=sample writes them) and pixel counts of the same images agree.
+  np.savez(tmp_path / "floats.npz", samples=2 * good / 16.0 - 1)
+  np.testing.assert_array_equal(read_images(str(tmp_path / "floats.npz"), ds, centered=True), good)
+  np.savez(tmp_path / "counts.npz", images=good[..., 0])  # (n, 8, 8): the channel axis is added
+  np.testing.assert_array_equal(read_images(str(tmp_path / "counts.npz"), ds, centered=False), good)

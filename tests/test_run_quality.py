@@ -4,6 +4,7 @@ archive with Inception weights in pytorch-fid's file format (random values)."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from scorejax.configs import digits
 from scorejax.datasets import cifar10
 from scorejax.evaluation import inception, torch_file
 from scorejax.run.evaluate import evaluate
@@ -22,6 +24,7 @@ from helpers import ROOT, override, run_main, tiny_digits
 pytestmark = pytest.mark.slow  # end to end: left out by `-m "not slow"`
 
 QUALITY = ("fid", "inception_score", "kid", "precision", "recall", "class_histogram")
+COPYING = ("copy_share", "copy_excess", "copy_share_z", "copying_z", "copying_flagged")
 
 
 def quiet(*args):
@@ -55,19 +58,24 @@ def untrained_result(untrained):
 def test_digits_eval_reports_every_metric_next_to_held_out_data(untrained, untrained_result):
   q = untrained_result["sample_quality"]
   assert q["feature_network"] == "digits_classifier" and q["classifier_held_out_accuracy"] >= 0.95
-  assert q["samples"]["num_samples"] == 96 and q["sampler"] == "ald" and q["nfe"] > 0
-  for part in ("samples", "held_out_data"):
-    assert set(QUALITY) <= set(q[part]), part
+  assert q["protocol"] == "held_out" and q["num_draws"] == 20
+  assert q["num_samples"] == 96 and q["sampler"] == "ald" and q["nfe"] > 0
+  # Every set is measured by as many images as the samples (96 of each half of the 400 held-out digits).
+  assert q["count"] == 96
+  for part in ("samples", "held_out_floor", "training_copies"):
+    assert set(QUALITY + COPYING) <= set(q[part]), part
+    assert q[part]["num_samples"] == 96 and q[part]["fid_std"] > 0 and q[part]["kid_std"] > 0, part
     assert len(q[part]["class_histogram"]) == 10 and abs(sum(q[part]["class_histogram"]) - 1) < 1e-6
-  # 96 of the 197 held-out digits: as many as samples, so no second, count-matched entry is needed.
-  assert q["held_out_data"]["num_samples"] == 96 and "samples_at_held_out_count" not in q
   on_disk = json.load(open(os.path.join(untrained, "eval", "eval_4.json")))
   assert on_disk["sample_quality"]["samples"]["fid"] == q["samples"]["fid"]
-  # Real held-out digits are far closer to the training split than the noise of an untrained model.
-  real, fake = q["held_out_data"], q["samples"]
+  # Real held-out digits are far closer to the other held-out half than the noise of an untrained model.
+  real, fake = q["held_out_floor"], q["samples"]
   assert real["fid"] < 0.5 * fake["fid"], (real["fid"], fake["fid"])
   assert real["precision"] > fake["precision"] and real["recall"] > fake["recall"]
   assert real["inception_score"] > fake["inception_score"]
+  # Training digits are flagged as copies; noise and unseen real digits are not.
+  assert q["training_copies"]["copying_flagged"] and q["training_copies"]["copy_share"] == 1
+  assert not real["copying_flagged"] and not fake["copying_flagged"]
 
 
 def test_an_interrupted_evaluation_redoes_only_unfinished_batches(untrained, untrained_result, tmp_path):
@@ -130,7 +138,8 @@ def test_main_eval_interrupted_by_sigint_resumes_from_its_saved_batches(untraine
   assert again.returncode == 0, again.stderr
   assert f"reused {done} of 10 sample batches" in again.stdout, again.stdout
   result = json.load(open(os.path.join(untrained, "eval", "eval_4.json")))
-  assert result["sample_quality"]["samples"]["num_samples"] == 480
+  q = result["sample_quality"]  # 480 drawn; each set measured by 200, half the held-out digits
+  assert q["num_samples"] == 480 and q["count"] == q["samples"]["num_samples"] == 200
 
 
 # ----------------------------------------------------------------------------- CIFAR-10 format, Inception
@@ -186,14 +195,157 @@ def test_cifar_eval_without_weights_says_which_file_to_get(cifar_run):
 def test_cifar_eval_with_inception_weights(cifar_run):
   flags, weights, workdir = cifar_run
   os.remove(os.path.join(workdir, "eval", "eval_2.json"))
-  result = run_main("--mode=eval", *flags, f"--config.eval.inception_weights={weights}", timeout=400)
+  # Against the training split, as the FID literature measures CIFAR-10 (configs/cifar.py's eval.reference).
+  reference = "--config.eval.reference=train"
+  result = run_main("--mode=eval", *flags, reference, f"--config.eval.inception_weights={weights}", timeout=400)
   assert result.returncode == 0, result.stderr
   q = json.load(open(os.path.join(workdir, "eval", "eval_2.json")))["sample_quality"]
   assert q["feature_network"] == "inception_v3_fid" and len(q["samples"]["class_histogram"]) == 1008
-  assert q["samples"]["num_samples"] == 6 and q["held_out_data"]["num_samples"] == 6
-  assert all(np.isfinite(q[part][k]) for part in ("samples", "held_out_data") for k in QUALITY[:-1])
+  assert q["protocol"] == "train" and q["samples"]["num_samples"] == 6 and q["held_out_data"]["num_samples"] == 6
+  parts = ("samples", "held_out_data", "training_data")
+  assert all(np.isfinite(q[part][k]) for part in parts for k in QUALITY[:-1] + COPYING), q
+  assert q["training_data"]["copy_share"] == 1 and q["training_data"]["copying_z"] < 0  # 6 samples: not significant
   stats = os.listdir(os.path.join(workdir, "eval", "stats"))
   assert len(stats) == 2 and all(f.startswith("cifar10_") and "inception_v3_fid" in f for f in stats), stats
-  missing = run_main("--mode=eval", *flags, "--config.eval.inception_weights=/nonexistent.pth", timeout=300)
+  missing = run_main("--mode=eval", *flags, reference, "--config.eval.inception_weights=/nonexistent.pth", timeout=300)
   assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
   assert "pt_inception-2015-12-05-6726825d.pth" in missing.stderr
+
+
+# ----------------------------------------------------------------------------- scoring a file of images
+
+
+def test_a_saved_npz_of_held_out_digits_scores_the_same_through_main_as_in_process(untrained, tmp_path):
+  """pytorch-fid's use: score images from anywhere against the dataset's cached statistics. The held-out digits,
+  saved as an .npz of pixel counts, then as a folder of PNGs: the same numbers through main.py, in process and
+  from the PNGs; they are the held-out floor of the protocol (not flagged, not far from it)."""
+  from PIL import Image
+
+  from scorejax import datasets
+
+  test = datasets.get_dataset("digits").test
+  path = str(tmp_path / "held_out.npz")
+  np.savez(path, images=test)
+  cli = run_main("--mode=eval", f"--workdir={untrained}", f"--config.eval.samples_file={path}", timeout=300)
+  assert cli.returncode == 0, cli.stderr
+  assert "wrote" in cli.stdout and "held-out floor" in cli.stdout, cli.stdout
+  from_cli = json.load(open(os.path.join(untrained, "eval", "file_held_out.json")))["sample_quality"]
+  in_process = evaluate(digits_config(**{"eval.samples_file": path}), untrained, print_fn=quiet)["sample_quality"]
+  assert from_cli == in_process
+  folder = tmp_path / "pngs"
+  folder.mkdir()
+  for i, image in enumerate(test[..., 0]):
+    Image.fromarray(np.round(image * (255 / 16)).astype(np.uint8)).save(folder / f"{i:03d}.png")
+  from_pngs = evaluate(digits_config(**{"eval.samples_file": str(folder)}), untrained, print_fn=quiet)
+  assert from_pngs["sample_quality"] == in_process
+  held = in_process["samples"]
+  assert in_process["count"] == 200 and not held["copying_flagged"] and abs(held["copying_z"]) < 3
+  assert held["fid"] < in_process["held_out_floor"]["fid"] + 2 * in_process["held_out_floor"]["fid_std"]
+  missing = run_main("--mode=eval", f"--workdir={untrained}", "--config.eval.samples_file=/nonexistent.npz")
+  assert (
+    missing.returncode == 2 and missing.stderr.strip() == "error: eval.samples_file='/nonexistent.npz' does not exist"
+  )
+
+
+# ----------------------------------------------------------------------------- the ranking panel (issue 19)
+
+# A score model that trains fast on the digits: VE, continuous loss, EMA over about 100 steps (the default's 0.999
+# keeps most of the initial weights for the first thousand steps), sampled by the probability-flow ODE (Euler, 34
+# steps and a denoising step: 35 score evaluations).
+PANEL = {
+  "training.loss": "sde",
+  "training.sde": "vesde",
+  "training.continuous": True,
+  "training.snapshot_sampling": False,
+  "training.log_freq": 50,
+  "model.ema_rate": 0.99,
+  "model.num_scales": 34,
+  "sampling.method": "pc",
+  "sampling.predictor": "euler_maruyama",
+  "sampling.corrector": "none",
+  "sampling.probability_flow": True,
+  "sampling.time_grid": "uniform",
+  "eval.num_samples": 200,
+  "sampling.batch_size": 200,
+}
+
+
+@pytest.fixture(scope="module")
+def panel(tmp_path_factory, untrained):
+  """One model trained 2 steps (untrained), then on to 300 (weak) and 600 (trained), its 200 samples at each
+  checkpoint drawn by one `--mode=eval` sweep, and the sets of real images beside them, all measured by one run of
+  the held-out protocol (the same draws): 200 images per set against a random half of the 400 held-out digits."""
+  from scorejax import datasets
+  from scorejax.evaluation import digits_classifier, quality
+
+  workdir = str(tmp_path_factory.mktemp("panel"))
+  classifier = os.path.join("eval", "digits_classifier")  # the one trained for `untrained`: the same data
+  shutil.copytree(os.path.join(untrained, classifier), os.path.join(workdir, classifier))
+  config = override(digits.get_config(), **PANEL, **{"training.n_iters": 2, "training.snapshot_freq": 2})
+  train(config, workdir, print_fn=quiet)
+  config = override(config, **{"training.n_iters": 600, "training.snapshot_freq": 300, "eval.begin_step": 0})
+  train(config, workdir, print_fn=quiet)
+  evaluate(config, workdir, print_fn=quiet)
+  features = {}
+  for name, step in (("untrained", 2), ("weak", 300), ("trained", 600)):
+    with np.load(os.path.join(workdir, "eval", f"samples_{step}", "batch_00000.npz")) as batch:
+      features[name] = {"features": batch["features"], "logits": batch["logits"]}
+  ds = datasets.get_dataset("digits")
+  network, _ = digits_classifier.load_or_train(
+    os.path.join(workdir, "eval", "digits_classifier"), ds.train / 16, ds.train_labels, ds.test / 16, ds.test_labels
+  )
+  rng = np.random.default_rng(0)
+  train_images = ds.train[:600] / 16
+  noisy = np.clip(train_images + rng.normal(0, 0.25, train_images.shape), 0, 1)
+  sets = {"training copies": network.extract(train_images), "noisy": network.extract(noisy)}
+  for c in range(10):
+    sets[f"without {c}"] = network.extract(train_images[ds.train_labels[:600] != c])
+  features.update({k: {"features": f, "logits": lg} for k, (f, lg) in sets.items()})
+  held_out = dict(zip(("features", "logits"), network.extract(ds.test / 16)))
+  train_features = network.extract(ds.train / 16)[0]
+  result = quality.held_out_protocol(features, held_out, train_features, num_draws=10, seed=0)
+  for name in ("held_out_floor", *features):
+    e = result[name]
+    print(
+      f"{name:16s} FID {e['fid']:7.1f} +- {e['fid_std']:5.1f}  KID {e['kid']:8.0f} +- {e['kid_std']:5.0f}  "
+      f"copy share {e['copy_share']:.3f}  Z {e['copying_z']:6.1f}  flagged {e['copying_flagged']}"
+    )
+  return result
+
+
+def spread(*entries, metric):
+  """Twice the draw-to-draw standard deviations of `entries`, combined."""
+  return 2 * np.sqrt(sum(e[f"{metric}_std"] ** 2 for e in entries))
+
+
+@pytest.mark.parametrize("metric", ["fid", "kid"])
+def test_the_panel_ranks_real_data_first_then_models_by_training(panel, metric):
+  floor, trained, weak, untrained = (panel[k] for k in ("held_out_floor", "trained", "weak", "untrained"))
+  assert panel["count"] == 200 and all(panel[k]["num_samples"] == 200 for k in ("trained", "held_out_floor"))
+  # Unseen real digits are not worse than a trained model's samples beyond their spread (here far better).
+  assert floor[metric] <= trained[metric] + spread(floor, trained, metric=metric)
+  # Training ranks models: 600 steps better than 300, better than 2, each beyond the spread.
+  assert trained[metric] + spread(trained, weak, metric=metric) < weak[metric]
+  assert weak[metric] + spread(weak, untrained, metric=metric) < untrained[metric]
+  # Memorization is not better than real data beyond the spread: copies of training digits sit at the floor.
+  copies = panel["training copies"]
+  assert copies[metric] >= floor[metric] - spread(copies, floor, metric=metric)
+
+
+@pytest.mark.parametrize("metric", ["fid", "kid"])
+def test_the_panel_ranks_clean_digits_above_noisy_ones_and_a_full_set_above_one_missing_a_class(panel, metric):
+  copies, noisy = panel["training copies"], panel["noisy"]
+  assert copies[metric] + spread(copies, noisy, metric=metric) < noisy[metric]  # pixel noise of std 0.25
+  # Each set without one class against the set of all classes, drawn from the same training digits, over the same
+  # draws: worse in the mean for every class. Not beyond the spread of a single draw for every class: removing an
+  # 8 moved FID by +8 (std 5-7) and KID by +92 (std 130-150).
+  for c in range(10):
+    assert panel[f"without {c}"][metric] > copies[metric], c
+
+
+def test_the_panel_flags_training_copies_and_nothing_else(panel):
+  assert panel["training copies"]["copying_flagged"] and panel["training copies"]["copy_share"] == 1
+  for name in ("held_out_floor", "trained", "weak", "untrained", "noisy"):
+    assert not panel[name]["copying_flagged"], name
+  floor = panel["held_out_floor"]  # its share is the calibration quantile, 5%, within sampling error
+  assert abs(floor["copy_share"] - 0.05) < 0.03 and abs(floor["copying_z"]) < 2
