@@ -1,9 +1,11 @@
 """ODE integrators shared by the probability-flow sampler (samplers/ode.py) and the likelihood
 (samplers/likelihood.py): fixed-step Runge-Kutta in a `lax.scan`, or adaptive Dormand-Prince /
 Tsitouras with a PID step-size controller (diffrax), each one traceable program. Not a sampler: it
-knows no SDE and no score."""
+knows no SDE and no score. diffrax is imported on the first adaptive solve: it is a third of the start-up
+of `python main.py` after jax, and most runs never solve adaptively."""
 
-import diffrax
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -20,17 +22,17 @@ def _first_stage_in_init(self, terms, t0, t1, y0, args):
   return jnp.array(False), terms.vf(t0, y0, args)
 
 
-class _Dopri5(diffrax.Dopri5):
-  init = _first_stage_in_init
-
-
-class _Tsit5(diffrax.Tsit5):
-  init = _first_stage_in_init
-
-
 # Dormand & Prince 1980 (scipy's and score_sde's 'RK45'), Tsitouras 2011: 7 stages, first same as last.
-ADAPTIVE_SOLVERS = {"rk45": _Dopri5, "tsit5": _Tsit5}
+ADAPTIVE_SOLVERS = {"rk45": "Dopri5", "tsit5": "Tsit5"}
 ODE_SOLVERS = tuple(FIXED_STEP_STAGES) + tuple(ADAPTIVE_SOLVERS)
+
+
+@functools.cache
+def _adaptive_solver(name):
+  """diffrax's solver class `name` with `_first_stage_in_init` as its `init`."""
+  import diffrax
+
+  return type(f"_{name}", (getattr(diffrax, name),), {"init": _first_stage_in_init, "__module__": __name__})
 
 
 def _tree_axpy(y, h, weights, ks):
@@ -98,9 +100,11 @@ def integrate(f, y0, t0, t1, solver, steps, rtol, atol, max_steps):
     return y1, steps * FIXED_STEP_STAGES[solver]
   if solver not in ADAPTIVE_SOLVERS:
     raise ValueError(f"unknown ODE solver {solver!r}; valid choices: {', '.join(ODE_SOLVERS)}")
+  import diffrax
+
   solution = diffrax.diffeqsolve(
     diffrax.ODETerm(lambda t, y, args: f(y, t)),
-    ADAPTIVE_SOLVERS[solver](),
+    _adaptive_solver(ADAPTIVE_SOLVERS[solver])(),
     t0,
     t1,
     (t1 - t0) / 100,
