@@ -28,9 +28,13 @@ def get_default_config():
   training.reduce_mean = True         # mean (not sum) of the squared error over data dimensions
   training.likelihood_weighting = False  # weight g(t)^2: a bound on the negative log-likelihood
   training.eps = 1e-5                 # smallest time of the continuous losses and of a classifier's noise
-  training.loss = "sde"               # sde: score_sde's losses (above) | edm: Karras et al. 2022 (log-normal sigma)
+  training.loss = "sde"               # sde: score_sde's losses (above) | edm: Karras et al. 2022 (log-normal sigma) |
+                                      # vdm: the variational bound of Kingma et al. 2021, bits/dim (docs/vdm.md)
   training.p_mean = -1.2              # edm: ln sigma ~ N(p_mean, p_std^2)
   training.p_std = 1.2
+  training.low_discrepancy = True     # vdm: the batch's times t_i = (u + i / n) mod 1 (VDM, App. I.1), else i.i.d.
+  training.schedule_gradient = "vlb"  # vdm, learned schedule: vlb (the bound's gradient, google-research/vdm) |
+                                      # variance (its shape minimises the estimator's variance, VDM Sec. 5.3)
   training.dtype = "float32"          # compute dtype of the network (bfloat16 on GPU/TPU); parameters stay float32
   training.label_dropout = 0.1        # class-conditional models: fraction of labels dropped to the null label
                                       # (classifier-free guidance, Ho & Salimans 2022)

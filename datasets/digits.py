@@ -18,7 +18,7 @@ def load_digits_raw():
   return table[:, :64].reshape(-1, 8, 8).astype(np.uint8), table[:, 64]
 
 
-@register_dataset("digits")
+@register_dataset("digits", levels=17)
 def digits(**unused):
   """Images `(n, 8, 8, 1)` of pixel counts 0..16, and their labels 0..9."""
   images, labels = load_digits_raw()

@@ -16,7 +16,7 @@ import sys
 
 import jax.numpy as jnp
 
-from scorejax import losses, models, samplers, sde_lib
+from scorejax import datasets, losses, models, samplers, sde_lib
 from scorejax.run.errors import UserError, as_user_error, check_int, check_ints, check_real
 from scorejax.run.optim import build_optimizer, ema_schedule
 from scorejax.samplers import likelihood
@@ -66,6 +66,27 @@ def data_shape(config):
   if "image_size" in data:
     return (data.image_size, data.image_size, data.num_channels)
   return tuple(data.shape)
+
+
+def data_levels(config):
+  """The number of levels of the data as stored (`datasets.dataset_levels`: 17 for the digits, 256 for 8-bit
+  images, 0 for continuous vectors), from the dataset's registration without loading it, for the discrete decoder
+  of VDM's bound. Uniformly dequantized images are continuous data, whose bound is not a code length for the
+  images: refused."""
+  d = config.data
+  levels = as_user_error(datasets.dataset_levels, d.dataset)
+  if levels is None:
+    raise UserError(
+      f"data.dataset={d.dataset!r} does not declare the number of levels of its values, which the discrete decoder "
+      f"of training.loss={config.training.loss!r} needs: register it with register_dataset(name, levels=...)"
+    )
+  if levels and d.get("uniform_dequantization", False):
+    raise UserError(
+      f"training.loss={config.training.loss!r} bounds the likelihood of the {levels} levels of data.dataset="
+      f"{d.dataset!r} with its discrete decoder, but data.uniform_dequantization=True makes the data continuous: "
+      "set data.uniform_dequantization=False"
+    )
+  return levels
 
 
 def takes_vectors(name):
@@ -176,11 +197,15 @@ def build_score_fn(config, model, sde):
 
 def build_loss(config, sde, is_classifier=False):
   """`loss(score_fn, x, rng)` of `training.loss` (losses/registry.py) with the `config.training` fields its
-  builder names, and `model.sigma_data`; for a classifier of noisy inputs, `loss(logits_fn, x, labels, rng)`."""
+  builder names, `model.sigma_data`, `data.centered` and, for a builder that names it, `data_levels`
+  (`data_levels`); for a classifier of noisy inputs, `loss(logits_fn, x, labels, rng)`."""
   t = config.training
   if is_classifier:
     return functools.partial(losses.noisy_classifier_loss, sde=sde, eps=t.eps)
-  return as_user_error(losses.get_loss_fn, sde, t.loss, **t, sigma_data=config.model.sigma_data)
+  options = {**t, "sigma_data": config.model.sigma_data, "centered": config.data.centered}
+  if "data_levels" in as_user_error(losses.registry.option_names, t.loss):
+    options["data_levels"] = data_levels(config)
+  return as_user_error(losses.get_loss_fn, sde, t.loss, **options)
 
 
 def sampling_options(config):

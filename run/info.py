@@ -21,6 +21,8 @@ def info(config, workdir=None, devices=None, print_fn=print):
   )
   if t.loss == "edm":
     loss = f"EDM (ln sigma ~ N({t.p_mean}, {t.p_std}^2), sigma_data={m.sigma_data})"
+  elif t.loss == "vdm":
+    loss = f"VDM's bound (bits/dim), the schedule of {t.sde}, low_discrepancy={t.low_discrepancy}"
   elif t.loss != "sde":
     loss = f"{t.loss} (registered)"
   print_fn(

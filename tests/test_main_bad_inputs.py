@@ -102,6 +102,23 @@ DOMAINS = [
     {"sampling.method": "dpm_solver", "sampling.dpm_solver_order": 4},
     "unknown sampling.dpm_solver_order 4; valid choices: 1, 2, 3",
   ),
+  (
+    "toy",
+    {"training.loss": "vdm", "training.schedule_gradient": "bound"},
+    "unknown training.schedule_gradient 'bound'; valid choices: vlb, variance",
+  ),
+  ("toy", {"training.loss": "vdm", "training.eps": 1.0}, "training.eps must be a finite number in [0, 1), got 1.0"),
+  (
+    "toy",
+    {"training.loss": "vdm", "training.sde": "vpsde", "training.eps": 0.0},
+    "training.eps must be > 0 for VPSDE: its noise level at t = 0.0 is 0",
+  ),
+  (
+    "digits",
+    {"training.loss": "vdm", "data.uniform_dequantization": True},
+    "training.loss='vdm' bounds the likelihood of the 17 levels of data.dataset='digits' with its discrete decoder, "
+    "but data.uniform_dequantization=True makes the data continuous: set data.uniform_dequantization=False",
+  ),
   ("toy", {"eval.batch_size": 0}, "eval.batch_size must be a positive integer, got 0"),
   ("toy", {"eval.num_levels": 0}, "eval.num_levels must be a positive integer, got 0"),
   ("toy", {"eval.bpd_num_repeats": 0}, "eval.bpd_num_repeats must be a positive integer, got 0"),
