@@ -142,6 +142,12 @@ def get_default_config():
   model.sigma_data = 0.5              # prediction="edm": the data's standard deviation in EDM's preconditioning
   model.conditioning = "log_sigma"    # network input: log sigma(t), or score_sde's label (imported checkpoints)
   model.input_transform = "none"      # or "2x-1": what score_sde's networks do to uncentred data
+  model.schedule = "fixed"            # the noise schedule: fixed (training.sde's) | learned: VDM's learned log-SNR
+                                      # gamma(t) (Kingma et al. 2021, models/vdm.py), in the parameters, trained by
+                                      # training.loss='vdm' | learned_linear: linear with learned endpoints (VDM's
+                                      # learnable_scalar); learned ones need model.prediction='noise'
+  model.gamma_min = -13.3             # learned schedules: gamma(0), gamma(1) at initialisation (log sigma^2 of the
+  model.gamma_max = 5.0               # VE noise level; VDM's -13.3 and 5)
   model.num_classes = 0               # > 0: class-conditional network (mlp, ncsn_small, ncsnpp) for guidance
   model.augment_dim = 0               # > 0: the network (ncsn_small, ncsnpp) takes augmentation labels
 

@@ -119,6 +119,25 @@ DOMAINS = [
     "training.loss='vdm' bounds the likelihood of the 17 levels of data.dataset='digits' with its discrete decoder, "
     "but data.uniform_dequantization=True makes the data continuous: set data.uniform_dequantization=False",
   ),
+  ("toy", {"model.schedule": "cosine"}, "unknown model.schedule 'cosine'; valid choices: fixed, learned, learned_"),
+  ("toy", {"model.schedule": "learned"}, "model.schedule='learned' is trained by VDM's bound: set training.loss='vdm'"),
+  (
+    "toy",
+    {"model.schedule": "learned", "training.loss": "vdm"},
+    "model.schedule='learned' conditions a noise prediction network on the schedule's log-SNR: set "
+    "model.prediction='noise' and model.conditioning='log_sigma' (got 'score', 'log_sigma')",
+  ),
+  (
+    "toy",
+    {"model.schedule": "learned", "training.loss": "vdm", "model.prediction": "noise", "model.gamma_min": 6.0},
+    "need model.gamma_min < model.gamma_max, got 6.0 and 5.0",
+  ),
+  (
+    "toy",
+    {"model.schedule": "learned_linear", "training.loss": "vdm", "model.prediction": "noise", "sampling.method": "edm"},
+    "sampling.method='edm' builds its steps from the numbers of a fixed schedule, which "
+    "model.schedule='learned_linear' learns: choose pc (time_grid='uniform'), ode, ddim or dpm_solver",
+  ),
   ("toy", {"eval.batch_size": 0}, "eval.batch_size must be a positive integer, got 0"),
   ("toy", {"eval.num_levels": 0}, "eval.num_levels must be a positive integer, got 0"),
   ("toy", {"eval.bpd_num_repeats": 0}, "eval.bpd_num_repeats must be a positive integer, got 0"),

@@ -11,7 +11,9 @@ import pytest
 from scorejax import datasets
 from scorejax.losses.vdm import level_grid, score_denoiser, vdm_loss
 from scorejax.run.builders import data_levels
+from scorejax.run.errors import UserError
 from scorejax.run.experiment import TRAIN, Experiment, seed_key
+from scorejax.run.info import info
 from scorejax.run.train import train
 
 from helpers import tiny_digits, tiny_toy
@@ -52,3 +54,43 @@ def test_digits_train_on_the_bound_with_the_discrete_decoder(tmp_path):
   by_hand = {g: float(vdm_loss(denoiser, x, key, None if g is None else level_grid(g))) for g in (17, 256, None)}
   np.testing.assert_allclose(losses[0], by_hand[17], rtol=1e-5)
   assert min(abs(by_hand[g] - losses[0]) for g in (256, None)) > 0.1, (losses[0], by_hand)
+
+
+LEARNED = {"training.loss": "vdm", "model.schedule": "learned", "model.prediction": "noise", "sampling.method": "pc"}
+
+
+def test_info_counts_the_learned_schedule_and_eval_refuses_it_in_one_line():
+  lines = []
+  count = info(tiny_toy(**LEARNED), print_fn=lines.append)
+  fixed = info(tiny_toy(**{**LEARNED, "model.schedule": "fixed"}), print_fn=lambda *a: None)
+  # VDM's schedule network: w (1), l2 (1024 weights and biases), l3 (1024), gamma_min and gamma_max.
+  assert count - fixed == 1 + 2 * 1024 + 1024 + 2 == 3_075
+  assert any(line.startswith("schedule ") and "3,075 of the parameters" in line for line in lines), lines
+  with pytest.raises(UserError, match=r"--mode=eval and the per-noise-level evaluations do not take yet"):
+    _ = Experiment(tiny_toy(**LEARNED), jax.devices()[:1]).sde
+
+
+@pytest.mark.slow
+def test_a_learned_schedule_trains_with_the_network_stays_monotone_and_samples(tmp_path):
+  config = tiny_toy(**{**LEARNED, "training.schedule_gradient": "variance", "training.snapshot_freq": 40})
+  exp = Experiment(config, jax.devices()[:1])
+  initial = exp.init_state().params["schedule"]
+  state = train(config, str(tmp_path), devices=jax.devices()[:1], print_fn=quiet)
+  assert set(state.params) == set(state.ema_params) == {"network", "schedule"}  # one tree: trained, EMA'd, saved
+  learned = state.params["schedule"]
+  leaf = lambda tree, k: tree["l2"]["kernel"] if k == "l2" else tree[k]
+  moved = {
+    k: float(np.max(np.abs(np.asarray(leaf(learned, k)) - leaf(initial, k)))) for k in ("gamma_min", "gamma_max", "l2")
+  }
+  assert all(v > 1e-5 for v in moved.values()), moved  # the bound's gradient reaches the ends and the shape
+  t = np.linspace(0.0, 1.0, 1001, dtype=np.float32)
+  gamma = np.asarray(exp.sde_of(state.params).gamma(t))
+  assert np.all(np.diff(gamma) >= 0), np.min(np.diff(gamma))
+  np.testing.assert_allclose(gamma[[0, -1]], [learned["gamma_min"], learned["gamma_max"]], rtol=1e-5)
+  # Sampling follows the parameters' schedule: the snapshot's samples are finite, and the same program with only
+  # the schedule's ends changed draws other samples from the same key.
+  on_disk = np.load(os.path.join(tmp_path, "samples", "samples_40.npz"))["samples"]
+  assert on_disk.shape == (256, 2) and np.all(np.isfinite(on_disk))
+  wider = {**state.ema_params, "schedule": {**state.ema_params["schedule"], "gamma_max": np.float32(8.0)}}
+  a, b = (exp.generate(p, 40, num=64) for p in (state.ema_params, wider))
+  assert np.all(np.isfinite(b)) and np.max(np.abs(a - b)) > 1e-3
