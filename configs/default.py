@@ -12,6 +12,8 @@ def get_default_config():
   config = ml_collections.ConfigDict()
   config.seed = 42
   config.import_from = ""             # --mode=import: the score_sde checkpoint file (checkpoint_<n>)
+  config.published_params = 0         # the parameter count of the published network that a config reproduces,
+  config.published_source = ""        # and where it is from: --mode=info prints it beside this network's (0: none)
   config.extensions = ""              # your own modules that register an SDE, sampler, loss or network, imported
                                       # before anything is built: comma-separated .py files or module names
 
@@ -148,6 +150,8 @@ def get_default_config():
                                       # learnable_scalar); learned ones need model.prediction='noise'
   model.gamma_min = -13.3             # learned schedules: gamma(0), gamma(1) at initialisation (log sigma^2 of the
   model.gamma_max = 5.0               # VE noise level; VDM's -13.3 and 5)
+  model.input_fourier = ()            # ddpm, ncsn_small: exponents n of VDM's Fourier features sin(2^n 2 pi x),
+                                      # cos(2^n 2 pi x) of the input (VDM: (6, 7) for 8-bit data in [-1, 1])
   model.num_classes = 0               # > 0: class-conditional network (mlp, ncsn_small, ncsnpp) for guidance
   model.augment_dim = 0               # > 0: the network (ncsn_small, ncsnpp) takes augmentation labels
 

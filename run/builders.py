@@ -270,7 +270,7 @@ def build_sampler(config, sde):
   return as_user_error(samplers.get_sampling_fn, sde, config.sampling.method, **sampling_options(config))
 
 
-def build_sampler_of(config, model, shape, sde, sde_of):
+def build_sampler_of(config, model, sde, sde_of):
   """`(sampling_fn, sampling_fn_of)`: `sampling_fn_of(params)` is the sampler of the SDE `sde_of(params)`, and
   `sampling_fn` one sampler that checks the fields. One sampler of `sde` for a fixed schedule.
   For a learned one, built inside the sampling program from the parameters' SDE; checked here on VDM's linear
@@ -286,8 +286,10 @@ def build_sampler_of(config, model, shape, sde, sde_of):
     build_sampler(config, sde_of(params))
     return jnp.zeros(())
 
+  # Only the schedule's parameters are read to build a sampler: abstract ones of the schedule alone.
+  schedule = jax.eval_shape(lambda key: model.schedule.init(key, jnp.zeros((1,)))["params"], jax.random.key(0))
   try:
-    jax.eval_shape(built, models.utils.param_shapes(model, shape))
+    jax.eval_shape(built, {"schedule": schedule})
   except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
     raise UserError(
       f"sampling.method={config.sampling.method!r} builds its steps from the numbers of a fixed schedule, which "
@@ -344,7 +346,7 @@ def build_parts(config):
   is_classifier = models.classifier.is_classifier(model)
   score_fn_of = None if is_classifier else build_score_fn(config, model, sde_of)
   loss_fn = build_loss(config, sde, is_classifier)
-  sampling_fn, sampling_fn_of = build_sampler_of(config, model, shape, sde, sde_of)
+  sampling_fn, sampling_fn_of = build_sampler_of(config, model, sde, sde_of)
   learned = learned_schedule(config)
   optimizer, ema_decay = build_optimizer(config), ema_schedule(config)
   return Parts(

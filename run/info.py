@@ -33,6 +33,12 @@ def info(config, workdir=None, devices=None, print_fn=print):
     f"model       {m.name}: {count:,} parameters ({count / 1e6:.1f}M), "
     f"{4 * count / 2**20:.0f} MiB in float32, compute in {t.dtype}"
   )
+  published = config.get("published_params", 0)
+  if published:
+    print_fn(
+      f"published   {published:,} parameters ({published / 1e6:.1f}M), {config.get('published_source', '')}; "
+      f"this network {count - published:+,}"
+    )
   print_fn(f"data        {config.data.dataset}, examples of shape {shape}")
   if parts.learned_schedule:
     n = models.utils.param_count(shapes["schedule"])

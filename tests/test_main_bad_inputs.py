@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from scorejax import datasets, sde_lib
-from scorejax.configs import cifar
+from scorejax.configs import cifar, digits
 from scorejax.configs.default import get_default_config
 from scorejax.datasets import cifar10
 from scorejax.run.data import load_dataset
@@ -29,7 +29,12 @@ from scorejax.samplers import get_sampling_fn
 
 from helpers import ROOT, override, tiny_digits, tiny_toy
 
-CONFIGS = {"toy": tiny_toy, "digits": tiny_digits, "cifar": lambda: cifar.get_config("ve_ncsnpp")}
+CONFIGS = {
+  "toy": tiny_toy,
+  "digits": tiny_digits,
+  "cifar": lambda: cifar.get_config("ve_ncsnpp"),
+  "digits_vdm": lambda: digits.get_config("vdm"),
+}
 
 # (config, {field: bad value}, what the one line must say). Values keep the field's type, as
 # ml_collections' overrides do (`--config.model.ch_mult=abc` arrives as ('abc',)).
