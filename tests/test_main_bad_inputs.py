@@ -335,6 +335,11 @@ RUNS = [
     "model.ch_mult must be a non-empty tuple of positive integers, got ('abc',)",
   ),
   ("none", [*TOY, "--config.seed=-1"], "seed must be a non-negative integer below 2**63, got -1"),
+  (
+    "none",
+    ["--config.training.loss=vdm", "--config.data.uniform_dequantization=True"],
+    "data.uniform_dequantization=True makes the data continuous: set data.uniform_dequantization=False",
+  ),
   ("none", [*TOY, "--config.training.batch_size=128"], "training.batch_size=128 is larger than the training set (64"),
 ]
 
