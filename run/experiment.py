@@ -109,9 +109,10 @@ class Experiment:
 
   def batch_loss(self, params, batch, rng):
     """The training loss of one stored batch (with its labels, `(batch, labels)`, where the model has classes):
-    the score matching loss, with label dropout for a class-conditional network and EDM's augmentation with
-    `data.augment_p > 0`, or a classifier's cross-entropy over noisy inputs. `rng` draws the augmentation,
-    dropout, label dropout and the loss's noise."""
+    `training.loss` over the network's score (with a learned `model.schedule`, VDM's bound over the `Denoiser` of
+    its noise prediction and its log-SNR, `noise_fn` and `schedule_fn`: Kingma et al. 2021, Eq. 17), with label
+    dropout for a class-conditional network and EDM's augmentation with `data.augment_p > 0`, or a classifier's
+    cross-entropy over noisy inputs. `rng` draws the augmentation, dropout, label dropout and the loss's noise."""
     images, labels = batch if self.num_classes else (batch, None)
     x = self.preprocess(images, jax.random.fold_in(rng, 2))
     if self.is_classifier:
