@@ -38,6 +38,7 @@ INT_FIELDS = {
   "data.num_test": 1,
   "data.image_size": 1,
   "data.num_channels": 1,
+  "published_params": 0,
 }
 REAL_FIELDS = {
   "data.augment_p": "in [0, 1]",

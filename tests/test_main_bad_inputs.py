@@ -143,6 +143,12 @@ DOMAINS = [
     "sampling.method='edm' builds its steps from the numbers of a fixed schedule, which "
     "model.schedule='learned_linear' learns: choose pc (time_grid='uniform'), ode, ddim or dpm_solver",
   ),
+  (
+    "toy",
+    {"model.schedule": "learned", "training.loss": "vdm", "model.prediction": "noise", "model.gamma_max": math.inf},
+    "model.gamma_max must be a finite number (any sign), got inf",
+  ),
+  ("toy", {"published_params": -1}, "published_params must be a non-negative integer, got -1"),
   ("toy", {"eval.batch_size": 0}, "eval.batch_size must be a positive integer, got 0"),
   ("toy", {"eval.num_levels": 0}, "eval.num_levels must be a positive integer, got 0"),
   ("toy", {"eval.bpd_num_repeats": 0}, "eval.bpd_num_repeats must be a positive integer, got 0"),
