@@ -16,6 +16,8 @@ the configs of yang-song/score_sde; NCSN: Song & Ermon 2019; NCSNv2: Song & Ermo
   edm_ncsnpp         EDM, NCSN++ ("VE" column)      NVlabs/edm train.py --precond=edm --arch=ddpmpp|ncsnpp)
   edm_ddpmpp_cond    EDM, DDPM++, class-conditional (train.py --cond=1 --arch=ddpmpp)
   edm_ncsnpp_cond    EDM, NCSN++, class-conditional (train.py --cond=1 --arch=ncsnpp)
+  vdm                VDM (Kingma et al. 2021, App. B; google-research/vdm configs/cifar10.py): the bound, a learned
+                     linear schedule, a U-Net of 32 blocks at 32x32 with Fourier features
 
 The data is the standard `cifar-10-python.tar.gz` in `data.root` (default `data/`).
 
@@ -43,6 +45,7 @@ VARIANTS = (
   "edm_ncsnpp",
   "edm_ddpmpp_cond",
   "edm_ncsnpp_cond",
+  "vdm",
 )
 
 # score_sde's checkpoint folder (its README) -> (variant, overrides) that reproduce its config.
@@ -200,6 +203,37 @@ def _edm(config, arch, cond):
     sampling.class_label, sampling.guidance_scale = -2, 0.0
 
 
+# google-research/vdm's network for CIFAR-10 (model_vdm.py ScoreUNet, configs/cifar10.py), its parameters counted by
+# jax.eval_shape of its own code: 30,578,179 and the 2 of its learnable_scalar schedule.
+VDM_PARAMS = 30_578_181
+
+
+def _vdm(config):
+  """VDM's CIFAR-10 settings (Kingma et al. 2021, App. B; google-research/vdm configs/cifar10.py): the bound in
+  bits/dim with the discrete decoder over 256 levels, low-discrepancy times, the learned schedule linear in `t`
+  with learned endpoints from -13.3 to 5 (`learnable_scalar`), images in [-1, 1] without flips, Fourier features
+  `(6, 7)`; the score network a U-Net of 32 residual blocks of 128 channels at 32x32 (no downsampling), 33 up with
+  the skips, attention only in the middle, dropout 0.1, as DDPM (models/ddpm.py) with `ch_mult=(1,)`; batch 128,
+  lr 2e-4 after 100 warm-up steps, EMA 0.9999, 10M steps. Where it differs: Adam (VDM: AdamW, beta2 0.99, weight
+  decay 0.01) with clipping at norm 1; the levels at `2k/255 - 1` (VDM: `2(k + 1/2)/256 - 1`); the noise
+  embedding of `log sigma` and a bias in each block's projection of it (8,064 parameters more than VDM's)."""
+  training, sampling, model, optim, data = config.training, config.sampling, config.model, config.optim, config.data
+  training.loss, training.low_discrepancy, training.schedule_gradient = "vdm", True, "vlb"
+  training.batch_size, training.n_iters = 128, 10_000_000
+  model.schedule, model.gamma_min, model.gamma_max = "learned_linear", -13.3, 5.0
+  model.prediction, model.conditioning, model.scale_by_sigma = "noise", "log_sigma", False
+  model.name, model.nf, model.ch_mult, model.num_res_blocks = "ddpm", 128, (1,), 32
+  model.attn_resolutions, model.dropout, model.input_fourier = (), 0.1, (6, 7)
+  model.ema_rate, model.num_scales = 0.9999, 1000
+  data.centered, data.random_flip, data.uniform_dequantization = True, False, False
+  optim.lr, optim.warmup = 2e-4, 100
+  # VDM samples ancestrally in 1000 steps; here Euler-Maruyama over the learned schedule's SDE, as many steps.
+  sampling.method, sampling.predictor, sampling.corrector = "pc", "euler_maruyama", "none"
+  sampling.time_grid = "uniform"
+  config.published_params = VDM_PARAMS
+  config.published_source = "google-research/vdm's ScoreUNet and learnable_scalar schedule (configs/cifar10.py)"
+
+
 def get_config(variant="vp_ddpmpp"):
   if variant not in VARIANTS:
     raise ValueError(f"unknown cifar variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
@@ -210,6 +244,8 @@ def get_config(variant="vp_ddpmpp"):
 
   if variant.startswith("edm_"):
     _edm(config, variant.split("_")[1], variant.endswith("_cond"))
+  elif variant == "vdm":
+    _vdm(config)
   elif variant.startswith("ve_ncsnpp"):
     training.sde = "vesde"
     sampling.predictor, sampling.corrector = "reverse_diffusion", "langevin"

@@ -12,6 +12,8 @@ def get_default_config():
   config = ml_collections.ConfigDict()
   config.seed = 42
   config.import_from = ""             # --mode=import: the score_sde checkpoint file (checkpoint_<n>)
+  config.published_params = 0         # the parameter count of the published network that a config reproduces,
+  config.published_source = ""        # and where it is from: --mode=info prints it beside this network's (0: none)
   config.extensions = ""              # your own modules that register an SDE, sampler, loss or network, imported
                                       # before anything is built: comma-separated .py files or module names
 
@@ -28,9 +30,13 @@ def get_default_config():
   training.reduce_mean = True         # mean (not sum) of the squared error over data dimensions
   training.likelihood_weighting = False  # weight g(t)^2: a bound on the negative log-likelihood
   training.eps = 1e-5                 # smallest time of the continuous losses and of a classifier's noise
-  training.loss = "sde"               # sde: score_sde's losses (above) | edm: Karras et al. 2022 (log-normal sigma)
+  training.loss = "sde"               # sde: score_sde's losses (above) | edm: Karras et al. 2022 (log-normal sigma) |
+                                      # vdm: the variational bound of Kingma et al. 2021, bits/dim (docs/vdm.md)
   training.p_mean = -1.2              # edm: ln sigma ~ N(p_mean, p_std^2)
   training.p_std = 1.2
+  training.low_discrepancy = True     # vdm: the batch's times t_i = (u + i / n) mod 1 (VDM, App. I.1), else i.i.d.
+  training.schedule_gradient = "vlb"  # vdm, learned schedule: vlb (the bound's gradient, google-research/vdm) |
+                                      # variance (its shape minimises the estimator's variance, VDM Sec. 5.3)
   training.dtype = "float32"          # compute dtype of the network (bfloat16 on GPU/TPU); parameters stay float32
   training.label_dropout = 0.1        # class-conditional models: fraction of labels dropped to the null label
                                       # (classifier-free guidance, Ho & Salimans 2022)
@@ -144,6 +150,14 @@ def get_default_config():
   model.sigma_data = 0.5              # prediction="edm": the data's standard deviation in EDM's preconditioning
   model.conditioning = "log_sigma"    # network input: log sigma(t), or score_sde's label (imported checkpoints)
   model.input_transform = "none"      # or "2x-1": what score_sde's networks do to uncentred data
+  model.schedule = "fixed"            # the noise schedule: fixed (training.sde's) | learned: VDM's learned log-SNR
+                                      # gamma(t) (Kingma et al. 2021, models/vdm.py), in the parameters, trained by
+                                      # training.loss='vdm' | learned_linear: linear with learned endpoints (VDM's
+                                      # learnable_scalar); learned ones need model.prediction='noise'
+  model.gamma_min = -13.3             # learned schedules: gamma(0), gamma(1) at initialisation (log sigma^2 of the
+  model.gamma_max = 5.0               # VE noise level; VDM's -13.3 and 5)
+  model.input_fourier = ()            # ddpm, ncsn_small: exponents n of VDM's Fourier features sin(2^n 2 pi x),
+                                      # cos(2^n 2 pi x) of the input (VDM: (6, 7) for 8-bit data in [-1, 1])
   model.num_classes = 0               # > 0: class-conditional network (mlp, ncsn_small, ncsnpp) for guidance
   model.augment_dim = 0               # > 0: the network (ncsn_small, ncsnpp) takes augmentation labels
 

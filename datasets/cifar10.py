@@ -116,7 +116,7 @@ def _readable(read, path, verify_checksum):
     ) from None
 
 
-@register_dataset("cifar10")
+@register_dataset("cifar10", levels=256)
 def cifar10(root="data", verify_checksum=True, download=False, **unused):
   """CIFAR-10 as uint8 pixel counts 0..255, from `root/cifar-10-python.tar.gz`, downloaded there only
   with `download`. Every problem with the file (missing, `root` not a folder, a wrong checksum, an

@@ -36,7 +36,7 @@ def split_indices(labels, per_class=HELD_OUT_PER_CLASS, seed=SPLIT_SEED):
   return train, test
 
 
-@register_dataset("digits")
+@register_dataset("digits", levels=17)
 def digits(**unused):
   """Images `(n, 8, 8, 1)` of pixel counts 0..16, and their labels 0..9; the splits of `split_indices`."""
   images, labels = load_digits_raw()

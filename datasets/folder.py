@@ -33,7 +33,7 @@ def load_image(path, shape):
     return np.asarray(image, np.uint8).reshape(height, width, channels)
 
 
-@register_dataset("folder")
+@register_dataset("folder", levels=256)
 def folder(root="data", shape=(64, 64, 3), num_test=None, **unused):
   """All images under `root` as uint8 pixel counts 0..255. A fixed 1% of them
   (at least one; `num_test` to choose) is held out as the test split. A `root` that is not a folder

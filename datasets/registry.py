@@ -53,8 +53,29 @@ class Dataset:
 
 
 _DATASETS = Registry("data.dataset")
-register_dataset = _DATASETS.register
+_LEVELS = {}
 dataset_names = _DATASETS.names
+
+
+def register_dataset(name: str, levels: int | None = None):
+  """Register the loader `name` (`data.dataset`). `levels`: how many values each stored number takes, known without
+  loading the data: `max_value + 1` for integer pixel counts (17 for the digits, 256 for 8-bit images), 0 for
+  continuous data (vectors in model space), None where unknown. The discrete decoder of VDM's bound
+  (losses/vdm.py) is over these levels."""
+
+  def wrap(loader):
+    _DATASETS.register(name)(loader)
+    _LEVELS[name] = levels
+    return loader
+
+  return wrap
+
+
+def dataset_levels(name: str) -> int | None:
+  """The `levels` that the dataset `name` was registered with (`register_dataset`); a `ValueError` for an unknown
+  name."""
+  _DATASETS.get(name)
+  return _LEVELS[name]
 
 
 def get_dataset(name: str, **kwargs) -> Dataset:

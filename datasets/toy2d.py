@@ -139,7 +139,7 @@ LABELLED = {"gmm": (sample_gmm_with_labels, len(GMM_WEIGHTS))}
 
 
 def _register(name, sampler, score, log_prob):
-  @register_dataset(name)
+  @register_dataset(name, levels=0)
   def make(num_train: int = 50_000, num_test: int = 5_000, data_seed: int = 0, **unused):
     rng = np.random.default_rng(data_seed)
     if name in LABELLED:

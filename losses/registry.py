@@ -21,10 +21,14 @@ loss_names = _LOSSES.names
 get_loss = _LOSSES.get
 
 
+def option_names(name):
+  """The options that the builder of the loss `name` takes (its keyword-only arguments)."""
+  parameters = inspect.signature(get_loss(name)).parameters.values()
+  return tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
 def get_loss_fn(sde, name, /, **options):
   """`loss_fn(score_fn, x, rng)` of the loss `name`, given the options its builder names (others are ignored,
   so a whole `config.training` can be passed as `**training`)."""
-  build = get_loss(name)
-  parameters = inspect.signature(build).parameters.values()
-  names = {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
-  return build(sde, **{k: v for k, v in options.items() if k in names})
+  names = option_names(name)
+  return get_loss(name)(sde, **{k: v for k, v in options.items() if k in names})

@@ -253,6 +253,8 @@ def build_vdm_loss(sde, *, eps, data_levels, centered, low_discrepancy, schedule
     raise ValueError(
       f"unknown training.schedule_gradient {schedule_gradient!r}; valid choices: {', '.join(SCHEDULE_GRADIENTS)}"
     )
+  if not isinstance(low_discrepancy, (bool, np.bool_)):
+    raise ValueError(f"training.low_discrepancy must be True or False, got {low_discrepancy!r}")
   if data_levels != 0 and not (isinstance(data_levels, int) and data_levels >= 2):
     raise ValueError(f"the data's number of levels must be an integer >= 2 (0: continuous data), got {data_levels!r}")
   grid = level_grid(data_levels, centered) if data_levels else None

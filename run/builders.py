@@ -14,13 +14,16 @@ import importlib.util
 import os
 import sys
 
+import jax
 import jax.numpy as jnp
 
-from scorejax import losses, models, samplers, sde_lib
+from scorejax import datasets, losses, models, samplers, sde_lib
+from scorejax.models.vdm import LearnedSchedule, WithSchedule, schedule_fn
 from scorejax.run.errors import UserError, as_user_error, check_int, check_ints, check_real
 from scorejax.run.optim import build_optimizer, ema_schedule
 from scorejax.samplers import likelihood
 from scorejax.samplers.integrators import ODE_SOLVERS
+from scorejax.schedules import GammaSDE, linear_gamma
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -68,6 +71,27 @@ def data_shape(config):
   return tuple(data.shape)
 
 
+def data_levels(config):
+  """The number of levels of the data as stored (`datasets.dataset_levels`: 17 for the digits, 256 for 8-bit
+  images, 0 for continuous vectors), from the dataset's registration without loading it, for the discrete decoder
+  of VDM's bound. Uniformly dequantized images are continuous data, whose bound is not a code length for the
+  images: refused."""
+  d = config.data
+  levels = as_user_error(datasets.dataset_levels, d.dataset)
+  if levels is None:
+    raise UserError(
+      f"data.dataset={d.dataset!r} does not declare the number of levels of its values, which the discrete decoder "
+      f"of training.loss={config.training.loss!r} needs: register it with register_dataset(name, levels=...)"
+    )
+  if levels and d.get("uniform_dequantization", False):
+    raise UserError(
+      f"training.loss={config.training.loss!r} bounds the likelihood of the {levels} levels of data.dataset="
+      f"{d.dataset!r} with its discrete decoder, but data.uniform_dequantization=True makes the data continuous: "
+      "set data.uniform_dequantization=False"
+    )
+  return levels
+
+
 def takes_vectors(name):
   """Whether the network `name` takes vectors `(dim,)` (its class says `takes_vectors = True`), not images."""
   return getattr(models.get_model_class(name), "takes_vectors", False)
@@ -94,6 +118,37 @@ def check_network_fields(kwargs):
     check_real("model.dropout", kwargs["dropout"], "in [0, 1)")
 
 
+# model.schedule: the SDE's own fixed schedule, or VDM's learned log-SNR (nonlinear, or linear with learned ends).
+SCHEDULES = ("fixed", "learned", "learned_linear")
+
+
+def learned_schedule(config):
+  """Whether `model.schedule` is a learned one, checked: it is trained by VDM's bound (`training.loss='vdm'`) and
+  feeds a noise prediction network its log-SNR (`noise_fn`, models/vdm.py), from finite `gamma_min < gamma_max`."""
+  m = config.model
+  schedule = m.get("schedule", "fixed")
+  if schedule not in SCHEDULES:
+    raise UserError(f"unknown model.schedule {schedule!r}; valid choices: {', '.join(SCHEDULES)}")
+  if schedule == "fixed":
+    return False
+  check_real("model.gamma_min", m.gamma_min, "(any sign)")
+  check_real("model.gamma_max", m.gamma_max, "(any sign)")
+  if not m.gamma_min < m.gamma_max:
+    raise UserError(f"need model.gamma_min < model.gamma_max, got {m.gamma_min!r} and {m.gamma_max!r}")
+  if config.training.loss != "vdm":
+    raise UserError(
+      f"model.schedule={schedule!r} is trained by VDM's bound: set training.loss='vdm' (got {config.training.loss!r})"
+    )
+  if m.prediction != "noise" or m.conditioning != "log_sigma":
+    raise UserError(
+      f"model.schedule={schedule!r} conditions a noise prediction network on the schedule's log-SNR: set "
+      f"model.prediction='noise' and model.conditioning='log_sigma' (got {m.prediction!r}, {m.conditioning!r})"
+    )
+  if models.classifier.is_classifier(as_user_error(models.get_model_class, m.name)):
+    raise UserError(f"model.schedule={schedule!r} is a score model's: model.name={m.name!r} is a classifier")
+  return True
+
+
 def _hashable(value):
   return tuple(value) if isinstance(value, (list, tuple)) else value
 
@@ -101,7 +156,8 @@ def _hashable(value):
 def build_model(config, shape):
   """The network `model.name` with every `config.model` field that the network declares (score_sde's
   names: `nf`, `ch_mult`, `attn_resolutions`, ...), computing in `training.dtype`, checked to build for
-  examples of `shape` by an abstract trace of its initialisation (`jax.eval_shape`, no compilation)."""
+  examples of `shape` by an abstract trace of its initialisation (`jax.eval_shape`, no compilation). With a
+  learned `model.schedule`, the network and its `LearnedSchedule` as one module (`WithSchedule`)."""
   m = config.model
   cls = as_user_error(models.get_model_class, m.name)
   is_image = len(shape) == 3
@@ -128,6 +184,9 @@ def build_model(config, shape):
     if shape[0] % factor or shape[1] % factor:
       raise UserError(f"image size {tuple(shape[:2])} is not divisible by 2**(len(model.ch_mult)-1)={factor}")
   model = cls(**kwargs)
+  if learned_schedule(config):  # one parameter tree {'network', 'schedule'}: trained, EMA'd, checkpointed as one
+    schedule = LearnedSchedule(float(m.gamma_min), float(m.gamma_max), nonlinear=m.schedule == "learned")
+    model = WithSchedule(model, schedule)
   as_user_error(models.utils.check_conditioning, model, m.conditioning, m.input_transform)
   try:
     models.utils.param_shapes(model, shape)
@@ -155,14 +214,23 @@ def build_sde(config):
   )
 
 
-def build_score_fn(config, model, sde):
+def build_sde_of(config, model, sde):
+  """`sde_of(params)`: the SDE that the model's score belongs to. `sde` (`training.sde`) for a fixed schedule; for a
+  learned one, the variance-preserving SDE of its log-SNR bound to the parameters, `GammaSDE(schedule_fn(model,
+  params))` (schedules.py; Kingma et al. 2021, Sec. 3), of `model.num_scales` steps for the samplers that ask."""
+  if not learned_schedule(config):
+    return lambda params: sde
+  return lambda params: GammaSDE(schedule_fn(model, params), N=config.model.num_scales)
+
+
+def build_score_fn(config, model, sde_of):
   """`score_fn_of(params, train=False, rng=None) -> score_fn(x, t)`: the network wrapped by the one score
-  wrapper (models/utils.py `get_score_fn`) with the `config.model` fields that say what its output means."""
+  wrapper (models/utils.py `get_score_fn`) with the `config.model` fields that say what its output means, over
+  the SDE `sde_of(params)`."""
   m = config.model
   score_fn_of = functools.partial(
     models.get_score_fn,
     model,
-    sde=sde,
     prediction=m.prediction,
     scale_by_sigma=m.scale_by_sigma,
     conditioning=m.conditioning,
@@ -170,17 +238,21 @@ def build_score_fn(config, model, sde):
     continuous=config.training.continuous,
     sigma_data=m.sigma_data,
   )
-  as_user_error(score_fn_of, None)  # the wrapper checks its names and ranges before it needs parameters
-  return lambda params, train=False, rng=None: score_fn_of(params, train=train, rng=rng)
+  as_user_error(score_fn_of, None, sde=sde_of(None))  # the wrapper checks its fields before it needs parameters
+  return lambda params, train=False, rng=None: score_fn_of(params, sde=sde_of(params), train=train, rng=rng)
 
 
 def build_loss(config, sde, is_classifier=False):
   """`loss(score_fn, x, rng)` of `training.loss` (losses/registry.py) with the `config.training` fields its
-  builder names, and `model.sigma_data`; for a classifier of noisy inputs, `loss(logits_fn, x, labels, rng)`."""
+  builder names, `model.sigma_data`, `data.centered` and, for a builder that names it, `data_levels`
+  (`data_levels`); for a classifier of noisy inputs, `loss(logits_fn, x, labels, rng)`."""
   t = config.training
   if is_classifier:
     return functools.partial(losses.noisy_classifier_loss, sde=sde, eps=t.eps)
-  return as_user_error(losses.get_loss_fn, sde, t.loss, **t, sigma_data=config.model.sigma_data)
+  options = {**t, "sigma_data": config.model.sigma_data, "centered": config.data.centered}
+  if "data_levels" in as_user_error(losses.registry.option_names, t.loss):
+    options["data_levels"] = data_levels(config)
+  return as_user_error(losses.get_loss_fn, sde, t.loss, **options)
 
 
 def sampling_options(config):
@@ -188,13 +260,42 @@ def sampling_options(config):
   a network trained on the levels of a discrete chain samples on them."""
   options = dict(config.sampling)
   if options.get("time_grid") == "auto":
-    options["time_grid"] = "uniform" if config.training.continuous else "discrete"
+    continuous = config.training.continuous or config.model.get("schedule", "fixed") != "fixed"
+    options["time_grid"] = "uniform" if continuous else "discrete"
   return options
 
 
 def build_sampler(config, sde):
   """`sample_fn(score_fn, x_init, rng) -> (x, nfe)` of `sampling.method` with its `config.sampling` fields."""
   return as_user_error(samplers.get_sampling_fn, sde, config.sampling.method, **sampling_options(config))
+
+
+def build_sampler_of(config, model, sde, sde_of):
+  """`(sampling_fn, sampling_fn_of)`: `sampling_fn_of(params)` is the sampler of the SDE `sde_of(params)`, and
+  `sampling_fn` one sampler that checks the fields. One sampler of `sde` for a fixed schedule.
+  For a learned one, built inside the sampling program from the parameters' SDE; checked here on VDM's linear
+  schedule between `model.gamma_min` and `gamma_max`, and traced once over abstract parameters, which refuses a
+  method that needs the schedule's values when it is built (a time grid of concrete numbers)."""
+  if not learned_schedule(config):
+    sampling_fn = build_sampler(config, sde)
+    return sampling_fn, lambda params: sampling_fn
+  m = config.model
+  sampling_fn = build_sampler(config, GammaSDE(linear_gamma(m.gamma_min, m.gamma_max), N=m.num_scales))
+
+  def built(params):
+    build_sampler(config, sde_of(params))
+    return jnp.zeros(())
+
+  # Only the schedule's parameters are read to build a sampler: abstract ones of the schedule alone.
+  schedule = jax.eval_shape(lambda key: model.schedule.init(key, jnp.zeros((1,)))["params"], jax.random.key(0))
+  try:
+    jax.eval_shape(built, {"schedule": schedule})
+  except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+    raise UserError(
+      f"sampling.method={config.sampling.method!r} builds its steps from the numbers of a fixed schedule, which "
+      f"model.schedule={m.schedule!r} learns: choose pc (time_grid='uniform'), ode, ddim or dpm_solver"
+    ) from None
+  return sampling_fn, lambda params: build_sampler(config, sde_of(params))
 
 
 def likelihood_options(config):
@@ -224,13 +325,16 @@ class Parts:
 
   shape: tuple  # one example
   model: object  # the Flax module
-  sde: sde_lib.SDE
+  sde: sde_lib.SDE  # training.sde
   is_classifier: bool  # a classifier of noisy inputs (models/classifier.py), not a score model
   score_fn_of: object  # params -> score_fn (None for a classifier)
   loss_fn: object
-  sampling_fn: object
+  sampling_fn: object  # the sampler of `sde` (a learned schedule: of its linear schedule at initialisation)
+  sampling_fn_of: object  # params -> sample_fn (the parameters' SDE's: a learned schedule's)
   optimizer: object  # optax's
   ema_decay: object  # step -> the EMA's decay
+  sde_of: object  # params -> the SDE of the model's score: `sde`, or a learned schedule's `GammaSDE`
+  learned_schedule: bool  # model.schedule is learned: the parameters hold the schedule
 
 
 def build_parts(config):
@@ -238,10 +342,24 @@ def build_parts(config):
   shape = data_shape(config)
   model = build_model(config, shape)
   sde = build_sde(config)
+  sde_of = build_sde_of(config, model, sde)
   is_classifier = models.classifier.is_classifier(model)
-  score_fn_of = None if is_classifier else build_score_fn(config, model, sde)
+  score_fn_of = None if is_classifier else build_score_fn(config, model, sde_of)
   loss_fn = build_loss(config, sde, is_classifier)
-  sampling_fn = build_sampler(config, sde)
+  sampling_fn, sampling_fn_of = build_sampler_of(config, model, sde, sde_of)
+  learned = learned_schedule(config)
+  optimizer, ema_decay = build_optimizer(config), ema_schedule(config)
   return Parts(
-    shape, model, sde, is_classifier, score_fn_of, loss_fn, sampling_fn, build_optimizer(config), ema_schedule(config)
+    shape,
+    model,
+    sde,
+    is_classifier,
+    score_fn_of,
+    loss_fn,
+    sampling_fn,
+    sampling_fn_of,
+    optimizer,
+    ema_decay,
+    sde_of,
+    learned,
   )

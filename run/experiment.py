@@ -17,6 +17,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from scorejax import control, datasets, models
+from scorejax.losses.vdm import Denoiser
+from scorejax.models.utils import INPUT_TRANSFORMS
+from scorejax.models.vdm import noise_fn, schedule_fn
 from scorejax.run.data import load_dataset
 from scorejax.run.errors import UserError, check_int
 from scorejax.run.optim import TrainState
@@ -37,9 +40,11 @@ class Experiment:
     self.config = config
     devices = list(jax.devices() if devices is None else devices)
     parts = validate_config(config, len(devices))
-    self.shape, self.model, self.sde = parts.shape, parts.model, parts.sde
+    self.shape, self.model, self._sde = parts.shape, parts.model, parts.sde
     # A classifier of noisy inputs (models/classifier.py) learns p(y | x_t) for classifier guidance.
     self.is_classifier, self.loss_fn, self.sampling_fn = parts.is_classifier, parts.loss_fn, parts.sampling_fn
+    # A learned schedule (model.schedule) lives in the parameters: so do the SDE of the score and its sampler.
+    self.learned_schedule, self.sde_of, self.sampling_fn_of = parts.learned_schedule, parts.sde_of, parts.sampling_fn_of
     self._score_fn_of = parts.score_fn_of
     self.is_image = len(self.shape) == 3
     self.num_classes = config.model.get("num_classes", 0)  # > 0: the network takes class labels
@@ -50,6 +55,17 @@ class Experiment:
     self.classifier_guidance_scale = None
     # `num` fixes the sample shape; replicated samples can be read on every host, not only their shard.
     self.sample = jax.jit(self._sample, static_argnums=2, out_shardings=self.replicated)
+
+  @property
+  def sde(self):
+    """The SDE of a fixed schedule (`training.sde`); a learned schedule's is `sde_of(params)`, which the modes that
+    read this one do not take yet."""
+    if self.learned_schedule:
+      raise UserError(
+        f"model.schedule={self.config.model.schedule!r}: the SDE is the parameters' own (GammaSDE of the learned "
+        "schedule), which --mode=eval and the per-noise-level evaluations do not take yet; train and sample do"
+      )
+    return self._sde
 
   @functools.cached_property
   def dataset(self):
@@ -93,27 +109,39 @@ class Experiment:
 
   def batch_loss(self, params, batch, rng):
     """The training loss of one stored batch (with its labels, `(batch, labels)`, where the model has classes):
-    the score matching loss, with label dropout for a class-conditional network and EDM's augmentation with
-    `data.augment_p > 0`, or a classifier's cross-entropy over noisy inputs. `rng` draws the augmentation,
-    dropout, label dropout and the loss's noise."""
+    `training.loss` over the network's score (with a learned `model.schedule`, VDM's bound over the `Denoiser` of
+    its noise prediction and its log-SNR, `noise_fn` and `schedule_fn`: Kingma et al. 2021, Eq. 17), with label
+    dropout for a class-conditional network and EDM's augmentation with `data.augment_p > 0`, or a classifier's
+    cross-entropy over noisy inputs. `rng` draws the augmentation, dropout, label dropout and the loss's noise."""
     images, labels = batch if self.num_classes else (batch, None)
     x = self.preprocess(images, jax.random.fold_in(rng, 2))
     if self.is_classifier:
       return self.loss_fn(
         self.logits_fn(params, True, jax.random.fold_in(rng, 1)), x, labels, jax.random.fold_in(rng, 0)
       )
-    score_fn = self.score_fn(params, train=True, rng=jax.random.fold_in(rng, 1))  # dropout
+    dropout = jax.random.fold_in(rng, 1)
+    if self.learned_schedule:  # VDM's bound over the network's noise prediction and its schedule's log-SNR
+      transform = INPUT_TRANSFORMS[self.config.model.input_transform]
+      model = Denoiser(noise_fn(self.model, params, True, dropout, transform), schedule_fn(self.model, params))
+    else:
+      model = self.score_fn(params, train=True, rng=dropout)
+
+    def bind(**labels):  # the labels that the network takes, bound into the score (or noise) function
+      if isinstance(model, Denoiser):
+        return model._replace(eps_fn=functools.partial(model.eps_fn, **labels))
+      return functools.partial(model, **labels)
+
     if labels is not None:
       # Label dropout (Ho & Salimans 2022): one network learns s(x, t, y) and, on the null label, s(x, t).
       dropped = jax.random.uniform(jax.random.fold_in(rng, 3), labels.shape) < self.config.training.label_dropout
-      score_fn = functools.partial(score_fn, labels=jnp.where(dropped, self.num_classes, labels).astype(jnp.int32))
+      model = bind(labels=jnp.where(dropped, self.num_classes, labels).astype(jnp.int32))
     augment_p = self.config.data.get("augment_p", 0.0)
     if augment_p > 0:
       # EDM's non-leaking augmentation (Karras et al. 2022, App. F.2): the network learns s(x, t, a) for the
       # labels a of the augmentation drawn; sampling asks for a = 0, the data as it is.
       x, augment_labels = datasets.augment.augment(jax.random.fold_in(rng, 4), x, augment_p)
-      score_fn = functools.partial(score_fn, augment_labels=augment_labels)
-    return self.loss_fn(score_fn, x, jax.random.fold_in(rng, 0))
+      model = bind(augment_labels=augment_labels)
+    return self.loss_fn(model, x, jax.random.fold_in(rng, 0))
 
   def use_classifier(self, logits_fn_of, params, num_classes, guidance_scale=None):
     """Guide class-conditional sampling with a classifier of noisy inputs: `logits_fn_of(params)` its
@@ -157,11 +185,11 @@ class Experiment:
   def _sample(self, params, rng, num, labels=None, classifier_params=None):
     """Draw `num` samples with `sampling.method` from `x_init ~ p_T` (the SDE's prior): one program.
     Returns the samples and the number of score evaluations per sample."""
-    x_init = self.sde.prior_sample(jax.random.fold_in(rng, 0), (num,) + self.shape)
+    x_init = self.sde_of(params).prior_sample(jax.random.fold_in(rng, 0), (num,) + self.shape)
     if num % self.mesh.size == 0:
       x_init = jax.lax.with_sharding_constraint(x_init, NamedSharding(self.mesh, P("data")))
     score_fn = self.sampling_score_fn(params, labels, classifier_params)
-    return self.sampling_fn(score_fn, x_init, jax.random.fold_in(rng, 1))
+    return self.sampling_fn_of(params)(score_fn, x_init, jax.random.fold_in(rng, 1))
 
   def generate(self, params, step, num=None, progress=None, labels=None):
     """`sampling.num_samples` samples (in chunks of `sampling.batch_size`) with the key of `step`, of the

@@ -45,13 +45,14 @@ def inpainting_masks(spec, num, shape, rng):
 def _constrained_sample(exp, params, rng, known, mask, labels, classifier_params):
   """Samples whose known part is that of `known` (model space), under `mask` (inpainting) or, with
   `mask=None`, the grayscale of `known` (colorization)."""
+  sde = exp.sde_of(params)  # a learned schedule's is the parameters' own
   if mask is None:
-    constraint = control.colorization_constraint(exp.sde, known)
+    constraint = control.colorization_constraint(sde, known)
   else:
-    constraint = control.inpainting_constraint(exp.sde, mask, known)
-  x_init = exp.sde.prior_sample(jax.random.fold_in(rng, 0), known.shape)
+    constraint = control.inpainting_constraint(sde, mask, known)
+  x_init = sde.prior_sample(jax.random.fold_in(rng, 0), known.shape)
   score_fn = exp.sampling_score_fn(params, labels, classifier_params)
-  return exp.sampling_fn(score_fn, x_init, jax.random.fold_in(rng, 1), constraint=constraint)
+  return exp.sampling_fn_of(params)(score_fn, x_init, jax.random.fold_in(rng, 1), constraint=constraint)
 
 
 def complete_held_out(exp, params, step, out_dir, print_fn=print):

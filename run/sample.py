@@ -36,10 +36,11 @@ def write_samples(exp, params, step, out_dir, logger=None, progress=None):
     if logger is not None:
       logger.image("samples", step, grid)
   else:
-    t = 0.5 * exp.sde.T  # a middle time: the field is smooth and visible
     params = jax.tree_util.tree_map(np.asarray, params)  # a host copy: only this process plots
+    sde = exp.sde_of(params)
+    t = 0.5 * sde.T  # a middle time: the field is smooth and visible
     learned = jax.jit(lambda x: exp.score_fn(params)(x, jnp.full((x.shape[0],), t)))
-    scale, std = (float(v) for v in exp.sde.marginal_coefficients(jnp.asarray(t)))
+    scale, std = (float(v) for v in sde.marginal_coefficients(jnp.asarray(t)))
     true = exp.dataset.score
     label = "true score"
     if true is None:  # the exact score of the noisy empirical distribution of 5,000 training points

@@ -39,6 +39,7 @@ INT_FIELDS = {
   "data.num_test": 1,
   "data.image_size": 1,
   "data.num_channels": 1,
+  "published_params": 0,
 }
 REFERENCES = ("held_out", "train")  # eval.reference: what sample quality is measured against (run/quality.py)
 REAL_FIELDS = {

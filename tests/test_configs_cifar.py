@@ -43,7 +43,9 @@ DEEP = [v for v in cifar.VARIANTS if v.endswith("_deep")]
 EDM = [v for v in cifar.VARIANTS if v.startswith("edm_")]
 # One EDM variant trains here: the others differ from it only in fields that other variants train with
 # (test_edm_variants_differ_only_in_the_network_and_the_classes).
-TRAINED = [v for v in cifar.VARIANTS if v not in DEEP and v not in EDM] + ["edm_ncsnpp_cond"]
+# vdm's parts train elsewhere: its network is DDPM's (vp_ddpm), its bound, learned schedule and Fourier features on
+# the toy and the digits (test_run_vdm.py).
+TRAINED = [v for v in cifar.VARIANTS if v not in DEEP and v not in EDM and v != "vdm"] + ["edm_ncsnpp_cond"]
 
 
 def two_batches(exp, size=4):
@@ -156,6 +158,18 @@ def test_info_reports_the_published_parameter_count(variant):
   count = info(cifar.get_config(variant), print_fn=lines.append)
   assert abs(count - PUBLISHED[variant]) < 0.05e6
   assert f"{count:,} parameters ({count / 1e6:.1f}M)" in lines[0]
+
+
+def test_vdm_has_the_parameters_of_vdms_score_unet_and_says_so():
+  """The parameter tree by `jax.eval_shape`: google-research/vdm's 30,578,181 (cifar.VDM_PARAMS) and 8,065 more,
+  each accounted for: a bias in the noise projection of each of the 67 residual blocks (67 x 128 = 8,576), VDM's
+  embedding MLP taking 129 inputs (its 128 and the conditioning scalar: 512 fewer here), and the learned linear
+  schedule's 3 parameters (its slope, normalised away, and the two ends; VDM's 2)."""
+  lines = []
+  count = info(cifar.get_config("vdm"), print_fn=lines.append)
+  assert count == cifar.VDM_PARAMS + 67 * 128 - 4 * 128 + 1 == 30_586_246
+  assert any(line.startswith("published   30,578,181 parameters") and "+8,065" in line for line in lines), lines
+  assert any("learned_linear log-SNR gamma(t) from -13.3 to 5.0" in line and " 3 of the" in line for line in lines)
 
 
 def test_folder_config_reads_its_images(tmp_path):

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from scorejax import datasets, sde_lib
-from scorejax.configs import cifar
+from scorejax.configs import cifar, digits
 from scorejax.configs.default import get_default_config
 from scorejax.datasets import cifar10
 from scorejax.run.data import load_dataset
@@ -29,7 +29,12 @@ from scorejax.samplers import get_sampling_fn
 
 from helpers import ROOT, override, tiny_digits, tiny_toy
 
-CONFIGS = {"toy": tiny_toy, "digits": tiny_digits, "cifar": lambda: cifar.get_config("ve_ncsnpp")}
+CONFIGS = {
+  "toy": tiny_toy,
+  "digits": tiny_digits,
+  "cifar": lambda: cifar.get_config("ve_ncsnpp"),
+  "digits_vdm": lambda: digits.get_config("vdm"),
+}
 
 # (config, {field: bad value}, what the one line must say). Values keep the field's type, as
 # ml_collections' overrides do (`--config.model.ch_mult=abc` arrives as ('abc',)).
@@ -102,6 +107,48 @@ DOMAINS = [
     {"sampling.method": "dpm_solver", "sampling.dpm_solver_order": 4},
     "unknown sampling.dpm_solver_order 4; valid choices: 1, 2, 3",
   ),
+  (
+    "toy",
+    {"training.loss": "vdm", "training.schedule_gradient": "bound"},
+    "unknown training.schedule_gradient 'bound'; valid choices: vlb, variance",
+  ),
+  ("toy", {"training.loss": "vdm", "training.eps": 1.0}, "training.eps must be a finite number in [0, 1), got 1.0"),
+  (
+    "toy",
+    {"training.loss": "vdm", "training.sde": "vpsde", "training.eps": 0.0},
+    "training.eps must be > 0 for VPSDE: its noise level at t = 0.0 is 0",
+  ),
+  (
+    "digits",
+    {"training.loss": "vdm", "data.uniform_dequantization": True},
+    "training.loss='vdm' bounds the likelihood of the 17 levels of data.dataset='digits' with its discrete decoder, "
+    "but data.uniform_dequantization=True makes the data continuous: set data.uniform_dequantization=False",
+  ),
+  ("toy", {"model.schedule": "cosine"}, "unknown model.schedule 'cosine'; valid choices: fixed, learned, learned_"),
+  ("toy", {"model.schedule": "learned"}, "model.schedule='learned' is trained by VDM's bound: set training.loss='vdm'"),
+  (
+    "toy",
+    {"model.schedule": "learned", "training.loss": "vdm"},
+    "model.schedule='learned' conditions a noise prediction network on the schedule's log-SNR: set "
+    "model.prediction='noise' and model.conditioning='log_sigma' (got 'score', 'log_sigma')",
+  ),
+  (
+    "toy",
+    {"model.schedule": "learned", "training.loss": "vdm", "model.prediction": "noise", "model.gamma_min": 6.0},
+    "need model.gamma_min < model.gamma_max, got 6.0 and 5.0",
+  ),
+  (
+    "toy",
+    {"model.schedule": "learned_linear", "training.loss": "vdm", "model.prediction": "noise", "sampling.method": "edm"},
+    "sampling.method='edm' builds its steps from the numbers of a fixed schedule, which "
+    "model.schedule='learned_linear' learns: choose pc (time_grid='uniform'), ode, ddim or dpm_solver",
+  ),
+  (
+    "toy",
+    {"model.schedule": "learned", "training.loss": "vdm", "model.prediction": "noise", "model.gamma_max": math.inf},
+    "model.gamma_max must be a finite number (any sign), got inf",
+  ),
+  ("toy", {"published_params": -1}, "published_params must be a non-negative integer, got -1"),
   ("toy", {"eval.batch_size": 0}, "eval.batch_size must be a positive integer, got 0"),
   ("toy", {"eval.num_levels": 0}, "eval.num_levels must be a positive integer, got 0"),
   ("toy", {"eval.bpd_num_repeats": 0}, "eval.bpd_num_repeats must be a positive integer, got 0"),
@@ -296,6 +343,11 @@ RUNS = [
     "model.ch_mult must be a non-empty tuple of positive integers, got ('abc',)",
   ),
   ("none", [*TOY, "--config.seed=-1"], "seed must be a non-negative integer below 2**63, got -1"),
+  (
+    "none",
+    ["--config.training.loss=vdm", "--config.data.uniform_dequantization=True"],
+    "data.uniform_dequantization=True makes the data continuous: set data.uniform_dequantization=False",
+  ),
   ("none", [*TOY, "--config.training.batch_size=128"], "training.batch_size=128 is larger than the training set (64"),
 ]
 
