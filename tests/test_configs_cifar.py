@@ -45,7 +45,10 @@ EDM = [v for v in cifar.VARIANTS if v.startswith("edm_")]
 # (test_edm_variants_differ_only_in_the_network_and_the_classes).
 # vdm's parts train elsewhere: its network is DDPM's (vp_ddpm), its bound, learned schedule and Fourier features on
 # the toy and the digits (test_run_vdm.py).
-TRAINED = [v for v in cifar.VARIANTS if v not in DEEP and v not in EDM and v != "vdm"] + ["edm_ncsnpp_cond"]
+# subvp_ddpmpp is vp_ddpmpp with the sub-VP SDE (test_subvp_variants_differ_from_vp_only_in_the_sde), whose loss
+# and samplers are tested on closed forms (test_losses_sde_losses.py, test_samplers_*.py).
+SUBVP = [v for v in cifar.VARIANTS if v.startswith("subvp_")]
+TRAINED = [v for v in cifar.VARIANTS if v not in DEEP + EDM + SUBVP and v != "vdm"] + ["edm_ncsnpp_cond"]
 
 
 def two_batches(exp, size=4):
@@ -71,6 +74,13 @@ def test_variant_trains(variant, root):
     state, loss = compiled(state, batch)
   assert int(state.step) == 2 and int(state.nan_step) == -1 and np.isfinite(np.asarray(loss)).all()
   assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree_util.tree_leaves(state.params))
+
+
+@pytest.mark.parametrize("subvp", SUBVP)
+def test_subvp_variants_differ_from_vp_only_in_the_sde(subvp):
+  a, b = cifar.get_config(subvp).to_dict(), cifar.get_config(subvp.replace("subvp_", "vp_")).to_dict()
+  assert (a["training"].pop("sde"), b["training"].pop("sde")) == ("subvpsde", "vpsde")
+  assert a == b
 
 
 @pytest.mark.parametrize("deep", DEEP)
