@@ -160,7 +160,7 @@ def test_real_huggingface_datasets_in_an_environment_inside_the_repository():
     # A quick look at the index first: offline, pip's default retries and timeouts would take minutes to fail.
     probe = ("download", "--no-deps", "--retries=1", "--timeout=30", "-d", str(folder / "probe"), "datasets")
     pip(python, *probe, what="download HuggingFace's datasets", timeout=120)
-    pip(python, "install", "datasets", what="install HuggingFace's datasets", timeout=600)
+    pip(python, "install", "datasets", what="install HuggingFace's datasets", timeout=400)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="")
     run = lambda code, cwd: subprocess.run(
