@@ -216,17 +216,21 @@ def evaluate_bound(denoiser_of, params, counts, rng, batch_size=None, num_repeat
   length for the data themselves, no dequantization (Kingma et al. 2021, Sec. 6; beside the probability-flow bits/dim
   of dequantized data, samplers/likelihood.py `evaluate_bpd`). The data are scaled as `datasets.preprocess` does
   (`k / (levels - 1)`, `centered`: `2 k / (levels - 1) - 1`); `denoiser_of(params)` is the model's `Denoiser`
-  (a learned schedule's, or `score_denoiser` of a score model). Each of `num_repeats` passes over the data (in
-  `batch_size` batches, one compiled program per batch shape) draws fresh times and noise, low-discrepancy within a
-  batch: the mean is an unbiased estimate of the bound. Returns a `BoundResult`."""
-  grid = level_grid(levels, centered)
+  (a learned schedule's, or `score_denoiser` of a score model). `levels=0`: `counts` are continuous data in model
+  space, bounded with the Gaussian decoder (`gaussian_reconstruction`): a bound on `-log p(x)`, a density, in bits
+  per dimension. Each of `num_repeats` passes over the data (in `batch_size` batches, one compiled program per batch
+  shape) draws fresh times and noise, low-discrepancy within a batch: the mean is an unbiased estimate of the bound.
+  Returns a `BoundResult`."""
+  if levels != 0 and not (isinstance(levels, (int, np.integer)) and levels >= 2):
+    raise ValueError(f"the data's number of levels must be an integer >= 2 (0: continuous data), got {levels!r}")
+  grid = level_grid(levels, centered) if levels else None
 
   def bits(p, k, key):
-    x = grid[k]
+    x = k if grid is None else grid[k]
     return [bits_per_dim(v, x) for v in bound_terms(denoiser_of(p), x, key, grid)]
 
   program = jax.jit(bits)
-  counts = np.asarray(counts, np.int32)
+  counts = np.asarray(counts, np.float32 if grid is None else np.int32)
   size = batch_size or counts.shape[0]
   parts = []
   for repeat in range(num_repeats):

@@ -183,12 +183,14 @@ def evaluate_bpd(
   `data`: an array `(N, ...)` cut into `batch_size` batches, or an iterable of such batches
   (re-iterable when `num_repeats > 1`). `score_fn(x, t)`; or, with `params`, a function of the
   parameters that returns one (such as `scorejax.run.experiment.Experiment.score_fn`), so that the parameters enter
-  the compiled program as an argument rather than as constants. `options`: `probability_flow_encode`'s
-  (see `likelihood_options`). Returns a `BpdResult(mean, per_example, nfe)`.
+  the compiled program as an argument rather than as constants. `sde`: the SDE; or, with `params`, also a function of
+  the parameters that returns one (`Experiment.sde_of`: a learned schedule's `GammaSDE`). `options`:
+  `probability_flow_encode`'s (see `likelihood_options`). Returns a `BpdResult(mean, per_example, nfe)`.
   """
   score_fn_of = (lambda _: score_fn) if params is None else score_fn
+  sde_of = sde if params is not None and not hasattr(sde, "probability_flow_drift") else (lambda _: sde)
   program = jax.jit(
-    lambda p, counts, key: bpd_of_batch(score_fn_of(p), sde, counts, key, centered, max_value, **options)
+    lambda p, counts, key: bpd_of_batch(score_fn_of(p), sde_of(p), counts, key, centered, max_value, **options)
   )
   if hasattr(data, "shape"):
     size = batch_size or data.shape[0]
