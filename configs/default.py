@@ -88,10 +88,14 @@ def get_default_config():
   config.eval = evaluate = ml_collections.ConfigDict()
   evaluate.batch_size = 1_000         # test examples for the per-noise-level losses
   evaluate.num_levels = 10            # noise levels (times) at which they are reported
-  evaluate.enable_bpd = False         # probability-flow ODE likelihood of the test split (bits/dim for images)
-  evaluate.bpd_num_repeats = 1        # dequantization draws per example (score_sde: 5)
+  evaluate.enable_bpd = False         # likelihood of the test split (bits/dim for images, nats/dim for vectors)
+  evaluate.bpd_methods = "bound,ode"  # bound: VDM's variational bound of the data as they are (images: discrete
+                                      # decoder, no dequantization) | ode: the probability-flow ODE (images:
+                                      # uniformly dequantized); each under its own keys (bpd_bound, bpd_ode)
+  evaluate.bpd_num_repeats = 1        # passes over the examples: draws of dequantization (ode; score_sde: 5) or of
+                                      # times and noise (bound)
   evaluate.bpd_num_examples = 0       # test examples for the likelihood; 0: the whole test split
-  evaluate.eps = 1e-5                 # the ODE runs from t = eps to T
+  evaluate.eps = 1e-5                 # the ODE runs from t = eps to T; a fixed schedule's bound covers [eps, T]
   evaluate.ode_solver = "rk45"        # rk45 | tsit5 (adaptive, diffrax) | euler | heun | rk4 (ode_steps)
   evaluate.ode_steps = 100
   evaluate.rtol = 1e-5

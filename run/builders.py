@@ -319,6 +319,24 @@ def likelihood_options(config):
   )
 
 
+# eval.bpd_methods: the likelihoods that `eval.enable_bpd` reports (run/evaluate.py), each under its own keys.
+BPD_METHODS = ("bound", "ode")  # VDM's variational bound of the data as they are; the probability-flow ODE
+
+
+def bpd_methods(config):
+  """`eval.bpd_methods` (comma-separated, default both) as a tuple of `BPD_METHODS`: 'bound', VDM's variational
+  bound (Kingma et al. 2021, Eq. 11-17: discrete decoder over the data's levels, no dequantization), and 'ode', the
+  probability-flow ODE likelihood (Song et al. 2021, App. D.2: uniformly dequantized data)."""
+  spec = config.eval.get("bpd_methods", ",".join(BPD_METHODS))
+  names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else None
+  if not names or any(n not in BPD_METHODS for n in names) or len(set(names)) != len(names):
+    raise UserError(
+      f"eval.bpd_methods={spec!r} is not a comma-separated list of distinct methods; valid choices: "
+      f"{', '.join(BPD_METHODS)} (e.g. 'bound,ode')"
+    )
+  return tuple(n for n in BPD_METHODS if n in names)
+
+
 @dataclasses.dataclass(frozen=True)
 class Parts:
   """Everything a config builds before it sees data: each part built once."""

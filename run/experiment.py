@@ -17,7 +17,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from scorejax import control, datasets, models
-from scorejax.losses.vdm import Denoiser
+from scorejax.losses.vdm import Denoiser, score_denoiser
 from scorejax.models.utils import INPUT_TRANSFORMS
 from scorejax.models.vdm import noise_fn, schedule_fn
 from scorejax.run.data import load_dataset
@@ -58,12 +58,12 @@ class Experiment:
 
   @property
   def sde(self):
-    """The SDE of a fixed schedule (`training.sde`); a learned schedule's is `sde_of(params)`, which the modes that
-    read this one do not take yet."""
+    """The SDE of a fixed schedule (`training.sde`); a learned schedule's is the parameters' own, `sde_of(params)`,
+    which every mode of a score model reads (this one is read by classifiers of noisy inputs only)."""
     if self.learned_schedule:
       raise UserError(
         f"model.schedule={self.config.model.schedule!r}: the SDE is the parameters' own (GammaSDE of the learned "
-        "schedule), which --mode=eval and the per-noise-level evaluations do not take yet; train and sample do"
+        "schedule, Experiment.sde_of(params)), not training.sde"
       )
     return self._sde
 
@@ -91,6 +91,16 @@ class Experiment:
         "samples of a score model: --mode=sample --workdir=<its run> --config.sampling.classifier_workdir=<this run>"
       )
     return self._score_fn_of(params, train=train, rng=rng)
+
+  def denoiser(self, params, eps, train=False, rng=None):
+    """VDM's model of the network with `params` (losses/vdm.py `Denoiser`), whose bound (Kingma et al. 2021, Eq. 17)
+    the loss and `--mode=eval` compute: with a learned `model.schedule`, its noise prediction `noise_fn`
+    (conditioned on `gamma / 2`) and its log-SNR `schedule_fn` on `[0, 1]`; otherwise the score `score_fn(params)`
+    over `training.sde`'s schedule on `[eps, T]`, `eps_hat = -std(t) s(x_t, t)` (`score_denoiser`)."""
+    if self.learned_schedule:
+      transform = INPUT_TRANSFORMS[self.config.model.input_transform]
+      return Denoiser(noise_fn(self.model, params, train, rng, transform), schedule_fn(self.model, params))
+    return score_denoiser(self.score_fn(params, train=train, rng=rng), self._sde, eps)
 
   def init_state(self):
     params = models.init_params(self.model, seed_key(self.config, INIT), self.shape)
@@ -121,8 +131,7 @@ class Experiment:
       )
     dropout = jax.random.fold_in(rng, 1)
     if self.learned_schedule:  # VDM's bound over the network's noise prediction and its schedule's log-SNR
-      transform = INPUT_TRANSFORMS[self.config.model.input_transform]
-      model = Denoiser(noise_fn(self.model, params, True, dropout, transform), schedule_fn(self.model, params))
+      model = self.denoiser(params, self.config.training.eps, train=True, rng=dropout)
     else:
       model = self.score_fn(params, train=True, rng=dropout)
 

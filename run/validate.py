@@ -8,7 +8,7 @@ import inspect
 import os
 
 from scorejax import datasets, models
-from scorejax.run.builders import build_parts, data_shape, load_extensions
+from scorejax.run.builders import bpd_methods, build_parts, data_shape, likelihood_options, load_extensions
 from scorejax.run.errors import UserError, _is_int, as_user_error, check_int, check_ints, check_real
 
 # Integer fields that the run layer reads, and their least value; a config may lack some of them
@@ -89,6 +89,8 @@ def validate_config(config, num_devices):
   reference = config.eval.get("reference", "train")
   if reference not in REFERENCES:
     raise UserError(f"eval.reference={reference!r} is none of {', '.join(REFERENCES)}")
+  bpd_methods(config)  # the evaluation's fields too: eval refuses them before it trains or loads anything
+  likelihood_options(config)
   check_conditioning(config)
   check_augment(config)
   parts = build_parts(config)
