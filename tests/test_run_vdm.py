@@ -12,11 +12,12 @@ from scorejax import datasets
 from scorejax.losses.vdm import level_grid, score_denoiser, vdm_loss
 from scorejax.run.builders import data_levels
 from scorejax.run.errors import UserError
+from scorejax.run.evaluate import evaluate
 from scorejax.run.experiment import TRAIN, Experiment, seed_key
 from scorejax.run.info import info
 from scorejax.run.train import train
 
-from helpers import tiny_digits, tiny_toy
+from helpers import override, tiny_digits, tiny_toy
 
 quiet = lambda *a, **k: None
 
@@ -59,14 +60,14 @@ def test_digits_train_on_the_bound_with_the_discrete_decoder(tmp_path):
 LEARNED = {"training.loss": "vdm", "model.schedule": "learned", "model.prediction": "noise", "sampling.method": "pc"}
 
 
-def test_info_counts_the_learned_schedule_and_eval_refuses_it_in_one_line():
+def test_info_counts_the_learned_schedule_and_its_sde_is_the_parameters_own():
   lines = []
   count = info(tiny_toy(**LEARNED), print_fn=lines.append)
   fixed = info(tiny_toy(**{**LEARNED, "model.schedule": "fixed"}), print_fn=lambda *a: None)
   # VDM's schedule network: w (1), l2 (1024 weights and biases), l3 (1024), gamma_min and gamma_max.
   assert count - fixed == 1 + 2 * 1024 + 1024 + 2 == 3_075
   assert any(line.startswith("schedule ") and "3,075 of the parameters" in line for line in lines), lines
-  with pytest.raises(UserError, match=r"--mode=eval and the per-noise-level evaluations do not take yet"):
+  with pytest.raises(UserError, match=r"the SDE is the parameters' own .*Experiment.sde_of\(params\)\), not training"):
     _ = Experiment(tiny_toy(**LEARNED), jax.devices()[:1]).sde
 
 
@@ -94,3 +95,18 @@ def test_a_learned_schedule_trains_with_the_network_stays_monotone_and_samples(t
   wider = {**state.ema_params, "schedule": {**state.ema_params["schedule"], "gamma_max": np.float32(8.0)}}
   a, b = (exp.generate(p, 40, num=64) for p in (state.ema_params, wider))
   assert np.all(np.isfinite(b)) and np.max(np.abs(a - b)) > 1e-3
+  # --mode=eval over the parameters' own SDE: the score against the mixture's true one at each noise level, and the
+  # negative log-likelihood of 64 held-out points two ways, in nats/dim: VDM's bound with the Gaussian decoder and
+  # the probability-flow ODE, beside the true one.
+  lines = []
+  fields = {"eval.enable_bpd": True, "eval.bpd_num_examples": 64, "eval.num_levels": 3}
+  result = evaluate(override(config, **fields), str(tmp_path), devices=jax.devices()[:1], print_fn=lines.append)
+  assert len(result["per_sigma"]) == 3 and all(np.isfinite(v["score_mse"]) for v in result["per_sigma"].values())
+  assert result["nll_num_examples"] == 64 and result["nll_bound_decoder"] == "gaussian"
+  assert result["nll_nats_per_dim"] == result["nll_ode_nats_per_dim"]  # the earlier key
+  nll = [result[k] for k in ("nll_bound_nats_per_dim", "nll_ode_nats_per_dim", "true_nll_nats_per_dim")]
+  assert np.all(np.isfinite(nll)), result
+  assert any(
+    f"{nll[0]:.4f} by the variational bound (Gaussian decoder), {nll[1]:.4f} by the probability-flow ODE" in s
+    for s in lines
+  ), lines
