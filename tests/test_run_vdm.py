@@ -99,7 +99,7 @@ def test_a_learned_schedule_trains_with_the_network_stays_monotone_and_samples(t
   # negative log-likelihood of 64 held-out points two ways, in nats/dim: VDM's bound with the Gaussian decoder and
   # the probability-flow ODE, beside the true one.
   lines = []
-  fields = {"eval.enable_bpd": True, "eval.bpd_num_examples": 64, "eval.num_levels": 3}
+  fields = {"eval.enable_bpd": True, "eval.bpd_num_examples": 64, "eval.num_levels": 3, "eval.ode_solver": "euler"}
   result = evaluate(override(config, **fields), str(tmp_path), devices=jax.devices()[:1], print_fn=lines.append)
   assert len(result["per_sigma"]) == 3 and all(np.isfinite(v["score_mse"]) for v in result["per_sigma"].values())
   assert result["nll_num_examples"] == 64 and result["nll_bound_decoder"] == "gaussian"
