@@ -155,9 +155,11 @@ def evaluate_likelihood(exp, params, rng):
     (`bpd_ode`; `bpd`, `bpd_nfe` as before, its aliases). Vector data: nats/dim (`nll_ode_nats_per_dim`;
     `nll_nats_per_dim`, `nll_nfe` its aliases), and the true one where the data's density is known.
 
-  Both are upper bounds on the code length of the data (the ODE's through the dequantization's Jensen gap, for
-  images), estimated on the same `eval.bpd_num_examples` test examples, `eval.bpd_num_repeats` times, with keys
-  `fold_in(rng, BOUND_KEY)` and `fold_in(rng, ODE_KEY)`."""
+  They are the likelihoods of two models made of one network, equal only for the exact score: the bound of the
+  reverse diffusion with its decoder, the ODE's of the deterministic flow. For images each is an upper bound on a
+  code length for the integer data: the bound directly, the ODE's through the dequantization (Jensen's gap,
+  samplers/likelihood.py `bits_per_dim`). Both are estimated on the same `eval.bpd_num_examples` test examples,
+  `eval.bpd_num_repeats` times, with keys `fold_in(rng, BOUND_KEY)` and `fold_in(rng, ODE_KEY)`."""
   e, methods = exp.config.eval, bpd_methods(exp.config)
   test = exp.dataset.test[: e.bpd_num_examples or len(exp.dataset.test)]
   is_discrete = exp.dataset.max_value is not None
@@ -258,8 +260,8 @@ def ode_likelihood(exp, params, test, rng):
 
 
 def likelihood_summary(result):
-  """One line naming each likelihood of `result` with its method: "bits/dim: 2.19 by the variational bound
-  (discrete decoder, 17 levels), 2.31 by the probability-flow ODE (uniform dequantization)"."""
+  """One line naming each likelihood of `result` with its method: "bits/dim of <n> test examples: <bound> by the
+  variational bound (discrete decoder, <L> levels), <ode> by the probability-flow ODE (uniform dequantization)"."""
   if "bpd_num_examples" in result:
     unit, parts = "bits/dim", []
     if "bpd_bound" in result:

@@ -173,3 +173,10 @@ def test_an_unknown_likelihood_method_is_refused_in_one_line_before_any_work(tmp
   message = str(error.value)
   assert "\n" not in message and "eval.bpd_methods='bound, sde'" in message and "valid choices: bound, ode" in message
   assert not os.path.exists(tmp_path / "eval")  # refused before the classifier trained or anything was written
+
+
+def test_a_classifier_of_noisy_inputs_is_refused_before_any_work(tmp_path):
+  config = tiny_digits(**{"model.name": "classifier_conv", "model.num_classes": 10})
+  with pytest.raises(UserError, match=r"model.name='classifier_conv' is a classifier of noisy inputs, not a score"):
+    evaluate(config, str(tmp_path), devices=ONE, print_fn=quiet)
+  assert not os.path.exists(tmp_path / "eval")
