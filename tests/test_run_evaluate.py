@@ -24,7 +24,7 @@ from scorejax.run.train import train
 from scorejax.samplers.likelihood import evaluate_bpd
 from scorejax.schedules import GammaSDE
 
-from helpers import override, tiny_digits
+from helpers import tiny_digits
 
 ONE = jax.devices()[:1]
 quiet = lambda *a, **k: None
@@ -128,7 +128,7 @@ def test_a_learned_schedule_is_evaluated_over_its_own_schedule_with_both_likelih
     transform = INPUT_TRANSFORMS[config.model.input_transform]
     return lambda p: Denoiser(noise_fn(exp.model, p, input_transform=transform), schedule_fn(exp.model, p))
 
-  sde_of = lambda exp, params: lambda p: GammaSDE(schedule_fn(exp.model, p))  # the SDE of the parameters compiled
+  sde_of = lambda exp, _: lambda p: GammaSDE(schedule_fn(exp.model, p))  # the parameters' SDE, built in the program
   exp, params, bound, ode = direct(config, workdir, denoiser_of, sde_of)
   np.testing.assert_allclose(result["bpd_bound"], bound.mean, rtol=1e-6)
   np.testing.assert_allclose(
@@ -161,7 +161,7 @@ def test_a_fixed_schedule_gets_the_bound_of_its_sde_beside_the_ode(fixed):
   expected = [2 * np.log(float(exp.sde.noise_level(jnp.float32(t)))) for t in (eps, 1.0)]
   np.testing.assert_allclose(result["bpd_bound_log_snr"], expected, rtol=1e-5)
   # eval.bpd_methods='bound': the bound alone, the same number from the same key.
-  alone = Experiment(override(config, **{"eval.bpd_methods": "bound"}), ONE)
+  alone = Experiment(tiny_digits(**EVAL_FIELDS, **{"eval.bpd_methods": "bound"}), ONE)
   only = evaluate_likelihood(alone, params, jax.random.fold_in(seed_key(config, EVAL), STEP))
   assert only["bpd_bound"] == result["bpd_bound"] and not any(k.startswith("bpd_ode") or k == "bpd" for k in only)
 
