@@ -115,7 +115,8 @@ def get_default_config():
   evaluate.begin_step = -1            # -1: the newest checkpoint; else every checkpoint from begin_step
   evaluate.end_step = -1              # ... to end_step (-1: the newest), skipping those with an eval_<step>.json
   evaluate.inception_weights = ""     # RGB images: pytorch-fid's pt_inception-2015-12-05-6726825d.pth, or an .npz of it
-  evaluate.stats_dir = ""             # cached statistics of real data; "": <workdir>/eval/stats
+  evaluate.stats_dir = ""             # cached statistics of real data and the digits classifier, shareable by
+                                      # runs; "": <workdir>/eval/stats and <workdir>/eval/digits_classifier
   evaluate.feature_batch_size = 250   # images per feature-network call
   evaluate.pr_max = 10_000            # precision/recall compare at most this many features per side
 

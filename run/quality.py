@@ -29,13 +29,14 @@ MISSING_WEIGHTS = (
 def feature_network(exp, workdir, print_fn=print):
   """The network whose features measure the samples, and what to report about it; `(None, {})` when
   there is none: vector data, or RGB images without `eval.inception_weights` (one line says which file
-  to get). The embedded digits use a classifier trained here (cached in `workdir/eval/`)."""
+  to get). The embedded digits use a classifier trained here, cached beside the real data's statistics
+  (`classifier_dir`)."""
   ds = exp.dataset
   if not ds.is_image or ds.max_value is None:
     return None, {}
   if ds.name == "digits":
     network, accuracy = digits_classifier.load_or_train(
-      os.path.join(workdir, "eval", "digits_classifier"),
+      classifier_dir(exp.config.eval, workdir),
       ds.train / ds.max_value,
       ds.train_labels,
       ds.test / ds.max_value,
@@ -143,6 +144,18 @@ def draw_and_extract(exp, params, step, rng, network, directory, print_fn=print)
   if reused:
     print_fn(f"eval step {step}: reused {reused} of {num_batches} sample batches saved in {directory}")
   return {k: np.concatenate([np.atleast_1d(b[k]) for b in batches]) for k in ("images", "features", "logits", "nfe")}
+
+
+def classifier_dir(e, workdir):
+  """Where the digits classifier is cached: `<eval.stats_dir>/digits_classifier`, so that runs which share their
+  statistics of real data (`eval.stats_dir`) share the classifier too and train it once; by default
+  `<workdir>/eval/digits_classifier`. The cache is keyed by the data, hyperparameters and seed
+  (evaluation/digits_classifier.py: load_or_train), so one folder serves any number of runs."""
+  return (
+    os.path.join(e.stats_dir, "digits_classifier")
+    if e.stats_dir
+    else os.path.join(workdir, "eval", "digits_classifier")
+  )
 
 
 def reference_features(ds, network, e, workdir, print_fn=print):

@@ -35,6 +35,17 @@ def root():
 
 
 @pytest.fixture(scope="session")
+def shared_stats(tmp_path_factory):
+  """An `eval.stats_dir` for the whole run, both workers included: the digits classifier and the statistics of
+  real data, keyed by their content, are computed once per run instead of once per workdir (run/quality.py:
+  classifier_dir). Under pytest-xdist each worker's base folder is inside the run's; never shared between runs."""
+  base = tmp_path_factory.getbasetemp()
+  folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared_eval_stats"
+  folder.mkdir(exist_ok=True)
+  return str(folder)
+
+
+@pytest.fixture(scope="session")
 def weight_files(tmp_path_factory):
   """`random_state_dict(0)` written in both torch layouts, as pytorch-fid's file (legacy) and as torch >= 1.6 would."""
   from scorejax.evaluation import inception, torch_file

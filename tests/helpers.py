@@ -18,6 +18,10 @@ from scorejax.datasets.toy2d import GMM_MEANS, GMM_STDS, GMM_WEIGHTS, gmm_sde_sc
 from scorejax.metrics import sliced_wasserstein
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# XLA options for a program the test runs once or twice: no LLVM optimisation, which costs more to compile than it
+# saves in running (`jax.jit(f).lower(...).compile(FAST_COMPILE)`); models.utils compiles parameter
+# initialisation on CPU the same way.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 # `main.py` flags for a small toy run (the subprocess tests of the command line).
 TOY_FLAGS = [
   "--config=configs/toy2d.py",

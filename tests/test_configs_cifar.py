@@ -14,9 +14,7 @@ from scorejax.run.experiment import Experiment
 from scorejax.run.info import info
 from scorejax.run.train import make_train_step
 
-from helpers import override
-
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+from helpers import FAST_COMPILE, override
 
 
 @pytest.fixture(scope="module")

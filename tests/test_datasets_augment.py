@@ -21,7 +21,7 @@ from scorejax.run.experiment import Experiment
 from scorejax.run.train import make_train_step
 from scorejax.run.validate import validate_config
 
-from helpers import tiny_digits, tiny_toy
+from helpers import FAST_COMPILE, tiny_digits, tiny_toy
 
 OFF = {name: 0.0 for name in aug.LABEL_SIZES}  # every transform off; a test turns on the one it checks
 ALWAYS = 1e8  # a multiplier that makes `multiplier * p >= 1`: the transform hits every example
@@ -278,7 +278,7 @@ def test_the_score_of_an_augmented_network_runs_with_and_without_labels(name):
       jnp.concatenate([x, x]), t, augment_labels=jnp.concatenate([0 * labels, labels])
     )
 
-  plain, both = jax.jit(scores).lower(x, labels).compile(models.utils._FAST_COMPILE)(x, labels)
+  plain, both = jax.jit(scores).lower(x, labels).compile(FAST_COMPILE)(x, labels)
   plain, (zero, labelled) = np.asarray(plain), np.split(np.asarray(both), 2)
   assert np.isfinite(labelled).all()
   np.testing.assert_allclose(plain, zero, rtol=1e-5, atol=1e-5)
@@ -304,7 +304,7 @@ def test_the_train_step_with_augmentation_trains_the_map_of_the_labels():
   before = np.asarray(state.params["NoiseEmbedding_0"]["augment_embedding"]["kernel"])
   batch = exp.dataset.train[:16]
   step = make_train_step(exp)
-  compiled = step.lower(state, batch[None]).compile(models.utils._FAST_COMPILE)
+  compiled = step.lower(state, batch[None]).compile(FAST_COMPILE)
   for _ in range(3):
     state, loss = compiled(state, batch[None])
   assert int(state.step) == 3 and np.isfinite(np.asarray(loss)).all()

@@ -18,7 +18,8 @@ from scorejax.models import ddpm, layerspp, score_sde_params
 from scorejax.models.registry import get_model
 from scorejax.models.utils import param_count, param_shapes
 
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+from helpers import FAST_COMPILE
+
 NARROW = dict(nf=32, ch_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,))  # widths 32 and 64, 8x8 images
 LEVELS = np.array([0, 1, 250, 998, 999], np.float32)  # the discrete DDPM's label: its level's index
 

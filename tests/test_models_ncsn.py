@@ -24,8 +24,9 @@ from scorejax.models.refinenet_layers import get_act, get_normalization
 from scorejax.models.registry import get_model
 from scorejax.models.utils import param_count
 
+from helpers import FAST_COMPILE
+
 SHAPE = (16, 16, 1)
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def previous_level_index(c_noise, sigma_min: float, sigma_max: float, num_scales: int):

@@ -4,7 +4,6 @@ archive with Inception weights in pytorch-fid's file format (random values)."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from scorejax.configs import digits
 from scorejax.datasets import cifar10
 from scorejax.evaluation import inception, torch_file
 from scorejax.run.evaluate import evaluate
+from scorejax.run.quality import classifier_dir
 from scorejax.run.train import train
 
 from helpers import ROOT, override, run_main, tiny_digits
@@ -31,10 +31,16 @@ def quiet(*args):
   pass
 
 
+# The run's shared `eval.stats_dir` (conftest.py: shared_stats), set for the module by `untrained`: the digits
+# classifier and the real digits' statistics are computed once.
+STATS = {"dir": ""}
+
+
 def digits_config(**fields):
   return tiny_digits(
     **{
       "eval.num_samples": 96,
+      "eval.stats_dir": STATS["dir"],
       "sampling.batch_size": 48,
       "training.snapshot_sampling": False,
       **fields,
@@ -43,8 +49,9 @@ def digits_config(**fields):
 
 
 @pytest.fixture(scope="module")
-def untrained(tmp_path_factory):
+def untrained(tmp_path_factory, shared_stats):
   """A workdir with checkpoints at steps 2 and 4 of a model that has barely trained: its samples are noise."""
+  STATS["dir"] = shared_stats
   workdir = str(tmp_path_factory.mktemp("digits"))
   train(digits_config(**{"training.snapshot_freq": 2}), workdir, print_fn=quiet)
   return workdir
@@ -58,6 +65,9 @@ def untrained_result(untrained):
 def test_digits_eval_reports_every_metric_next_to_held_out_data(untrained, untrained_result):
   q = untrained_result["sample_quality"]
   assert q["feature_network"] == "digits_classifier" and q["classifier_held_out_accuracy"] >= 0.95
+  # Cached beside the shared statistics (eval.stats_dir), not in the workdir.
+  assert os.listdir(os.path.join(STATS["dir"], "digits_classifier"))
+  assert not os.path.exists(os.path.join(untrained, "eval", "digits_classifier"))
   assert q["protocol"] == "held_out" and q["num_draws"] == 20
   assert q["num_samples"] == 96 and q["sampler"] == "ald" and q["nfe"] > 0
   # Every set is measured by as many images as the samples (96 of each half of the 400 held-out digits).
@@ -279,20 +289,22 @@ def panel(tmp_path_factory, untrained):
   from scorejax.evaluation import digits_classifier, quality
 
   workdir = str(tmp_path_factory.mktemp("panel"))
-  classifier = os.path.join("eval", "digits_classifier")  # the one trained for `untrained`: the same data
-  shutil.copytree(os.path.join(untrained, classifier), os.path.join(workdir, classifier))
-  config = override(digits.get_config(), **PANEL, **{"training.n_iters": 2, "training.snapshot_freq": 2})
+  fields = {"training.n_iters": 2, "training.snapshot_freq": 2, "eval.stats_dir": STATS["dir"]}
+  config = override(digits.get_config(), **PANEL, **fields)
   train(config, workdir, print_fn=quiet)
   config = override(config, **{"training.n_iters": 600, "training.snapshot_freq": 300, "eval.begin_step": 0})
   train(config, workdir, print_fn=quiet)
-  evaluate(config, workdir, print_fn=quiet)
+  lines = []
+  evaluate(config, workdir, print_fn=lines.append)
+  # The classifier trained for `untrained` (the same data and seed) serves this run from the shared stats_dir.
+  assert not any(line.startswith("digits classifier:") for line in lines), lines
   features = {}
   for name, step in (("untrained", 2), ("weak", 300), ("trained", 600)):
     with np.load(os.path.join(workdir, "eval", f"samples_{step}", "batch_00000.npz")) as batch:
       features[name] = {"features": batch["features"], "logits": batch["logits"]}
   ds = datasets.get_dataset("digits")
   network, _ = digits_classifier.load_or_train(
-    os.path.join(workdir, "eval", "digits_classifier"), ds.train / 16, ds.train_labels, ds.test / 16, ds.test_labels
+    classifier_dir(config.eval, workdir), ds.train / 16, ds.train_labels, ds.test / 16, ds.test_labels
   )
   rng = np.random.default_rng(0)
   train_images = ds.train[:600] / 16

@@ -146,7 +146,7 @@ def test_nan_loss_stops_with_its_step_and_keeps_the_last_good_checkpoint(tmp_pat
   assert int(restored.step) == 20 and all(np.all(np.isfinite(x)) for x in leaves(restored.params))
 
 
-def test_digits_end_to_end(tmp_path):
+def test_digits_end_to_end(tmp_path, shared_stats):
   workdir = str(tmp_path)
   state = train(tiny_digits(), workdir, print_fn=quiet)
   assert int(state.step) == 4
@@ -156,24 +156,16 @@ def test_digits_end_to_end(tmp_path):
 
   grid = Image.open(os.path.join(workdir, "samples", "samples_4.png"))
   assert grid.size == (4 * (4 * 9 + 1),) * 2
-  # The bits/dim plumbing only (the likelihood itself is checked against closed forms elsewhere):
-  # a few fixed Euler steps, since the untrained network's flow is stiff for an adaptive solver.
-  result = evaluate(
-    tiny_digits(
-      **{
-        "eval.enable_bpd": True,
-        "eval.batch_size": 8,
-        "eval.bpd_num_examples": 8,
-        "eval.ode_solver": "euler",
-        "eval.ode_steps": 4,
-      }
-    ),
-    workdir,
-    print_fn=quiet,
-  )
+  # The evaluation of the same workdir (its metrics and likelihoods are tested in test_run_quality.py and
+  # test_run_evaluate.py): the classifier and the real digits' statistics from the run's shared stats_dir.
+  config = tiny_digits(**{"eval.num_samples": 48, "sampling.batch_size": 48, "eval.stats_dir": shared_stats})
+  result = evaluate(config, workdir, print_fn=quiet)
   on_disk = json.load(open(os.path.join(workdir, "eval", "eval_4.json")))
-  # An untrained network: far from the ~1-2 bits/dim of a trained one, but a finite positive value.
-  assert on_disk["bpd"] == result["bpd"] and 0 < result["bpd"] < 30 and result["bpd_num_examples"] == 8
+  assert on_disk == json.loads(json.dumps(result)) and result["step"] == 4
+  q = result["sample_quality"]
+  assert (
+    q["num_samples"] == 48 and q["feature_network"] == "digits_classifier" and q["classifier_held_out_accuracy"] >= 0.95
+  )
 
 
 def test_bfloat16_compute_trains_with_float32_state(tmp_path):
