@@ -1,5 +1,5 @@
-"""Shared set-up: 4 virtual CPU devices, a compilation cache shared with subprocesses, two test workers where
-pytest-xdist is installed, and the fixtures that more than one test file uses.
+"""Shared set-up: 4 virtual CPU devices, NumPy's BLAS on one thread, a compilation cache shared with subprocesses,
+two test workers where pytest-xdist is installed, and the fixtures that more than one test file uses.
 
 Test files mirror the source: `test_<module>.py` for a top-level module (`test_sde_lib.py`, `test_checkpointing.py`),
 `test_<folder>_<module>.py` for one in a package (`test_samplers_pc.py`, `test_run_train.py`), `test_main_*.py` for
@@ -20,6 +20,11 @@ import tempfile
 os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4 --xla_cpu_multi_thread_eigen=false"
 )
+# NumPy's BLAS on one thread in every test process and subprocess: two workers already fill the two cores of CI,
+# and OpenBLAS's extra threads spin while they wait for a core. A 2048x2048 `eigh` (each FID) took 1.7 s of CPU on
+# one thread against 11.7 s on its default threads, on 2 cores shared with two other processes.
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+  os.environ.setdefault(_name, "1")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "scorejax_test_jit_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
