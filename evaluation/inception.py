@@ -26,9 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from scorejax.evaluation import torch_file
+from scorejax.evaluation import resize, torch_file
 from scorejax.evaluation.features import FeatureNetwork
-from scorejax.evaluation.resize import resize_bilinear
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_FILE}"
@@ -286,13 +285,18 @@ class FIDInceptionV3(nn.Module):
 # --- Input: torch's bilinear resize and the [-1, 1] scaling. ---
 
 
+def resize_bilinear(images, size=INPUT_SIZE):
+  """(n, H, W, C) -> (n, size, size, C) as torch's bilinear `F.interpolate(align_corners=False)` (resize.py)."""
+  return resize.resize_bilinear(images, size)
+
+
 def preprocess(images):
   """float (n, H, W, C) in [0, 1], C in {1, 3} -> (n, 299, 299, 3) in [-1, 1]: grey repeated to RGB, resized as
   pytorch-fid (`resize_input=True`), then `2x - 1` (`normalize_input=True`)."""
   images = jnp.asarray(images, jnp.float32)
   if images.ndim != 4 or images.shape[-1] not in (1, 3):
     raise ValueError(f"expected images (n, H, W, C) with C in {{1, 3}}, got shape {images.shape}")
-  x = resize_bilinear(images, INPUT_SIZE)
+  x = resize_bilinear(images)
   if x.shape[-1] == 1:
     x = jnp.repeat(x, 3, axis=-1)
   return 2 * x - 1
