@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scorejax import datasets
-from scorejax.losses.vdm import level_grid, score_denoiser, vdm_loss
+from scorejax.losses.vdm import evaluate_bound, level_grid, score_denoiser, vdm_loss
 from scorejax.run.builders import data_levels
 from scorejax.run.errors import UserError
 from scorejax.run.evaluate import evaluate
@@ -110,3 +110,41 @@ def test_a_learned_schedule_trains_with_the_network_stays_monotone_and_samples(t
     f"{nll[0]:.4f} by the variational bound (Gaussian decoder), {nll[1]:.4f} by the probability-flow ODE" in s
     for s in lines
   ), lines
+
+
+@pytest.mark.slow
+def test_a_learned_schedule_trained_on_the_mixture_bounds_its_exact_likelihood_within_a_tenth_of_a_nat(tmp_path):
+  """Kingma et al. 2021's bound, `-log p(x) <= L(x)`, of a learned-schedule model trained 1000 steps on the 2D
+  mixture, against the mixture's exact density on the 512 held-out points, example by example (paired): the bound
+  is no lower than the true negative log-likelihood beyond its sampling error (cross-entropy >= entropy), and within
+  0.1 nats/dim of it (measured: 0.020 +- 0.031 above). At the initial parameters it is 2.5 above: the margin tells a
+  trained model from an untrained one."""
+  fields = {
+    **LEARNED,
+    "training.schedule_gradient": "variance",
+    "training.n_iters": 1000,
+    "training.snapshot_freq": 1000,
+    "training.log_freq": 1000,
+    "training.snapshot_sampling": False,
+    "training.batch_size": 256,
+    "model.nf": 64,
+    "model.ema_rate": 0.99,
+    "optim.lr": 2e-3,
+  }
+  config = tiny_toy(**fields)
+  state = train(config, str(tmp_path), devices=jax.devices()[:1], print_fn=quiet)
+  exp = Experiment(config, jax.devices()[:1])
+  x = exp.model_space(exp.dataset.test)
+  true = -np.asarray(exp.dataset.log_prob(x)) / x.shape[1]  # nats per dimension, per example
+
+  def gap(params, repeats=128):
+    """The bound minus the exact NLL, nats/dim: mean and standard error over the examples (each averaged over
+    `repeats` draws of time and noise)."""
+    res = evaluate_bound(lambda p: exp.denoiser(p, 1e-5), params, x, jax.random.key(1), num_repeats=repeats, levels=0)
+    d = res.per_example.reshape(repeats, -1).mean(axis=0) * np.log(2) - true
+    return d.mean(), d.std() / np.sqrt(len(d))
+
+  mean, std_error = gap(state.ema_params)
+  assert std_error < 0.05 and mean > -3 * std_error and mean < 0.1, (mean, std_error)
+  initial, _ = gap(exp.init_state().params, repeats=8)
+  assert initial > 1.0, initial
