@@ -59,8 +59,8 @@ def edm(config):
   - EMA 0.99 per step (a half-life of 69 steps): in a short run the default's 0.999 still carries the early
     weights; EDM's half-life of 25 kimg capped at 5% of the images seen measured the same;
   - EDM's deterministic Heun sampler, 18 steps on the rho = 7 grid: 35 score evaluations;
-  - 2000 steps at batch 64 and lr 2e-3 (the default's network, ncsn_small nf=16): about 2 minutes of training on
-    2 CPU cores (bench/README.md gives the time per step)."""
+  - 2000 steps at batch 64 and lr 2e-3 (the default's network, ncsn_small nf=16); the time it takes is in
+    bench/README.md."""
   training, model, sampling = config.training, config.model, config.sampling
   training.loss, training.sde, training.continuous = "edm", "vesde", True
   training.n_iters, training.snapshot_freq = 2_000, 2_000
