@@ -54,6 +54,8 @@ from scorejax.run.experiment import EVAL, Experiment, seed_key
 from scorejax.run.restore import restore_for_inference
 from scorejax.run.train import train
 
+from report import write_report
+
 quiet = lambda *a, **k: None
 
 VE = {"training.loss": "sde", "training.sde": "vesde", "training.continuous": True, "model.prediction": "score"}
@@ -341,11 +343,7 @@ def main():
   text = f"{header}\n\n{legend(cells)}\n\n{table(rows)}\n"
   print("\n" + text)
   if args.out:
-    with open(args.out + ".md", "w") as f:
-      f.write(text)
-    with open(args.out + ".json", "w") as f:
-      json.dump({"header": header, "rows": rows, "runs": runs}, f, indent=1, default=float)
-    print(f"wrote {args.out}.md and {args.out}.json")
+    write_report(args.out, text, {"header": header, "rows": rows, "runs": runs})
 
 
 if __name__ == "__main__":

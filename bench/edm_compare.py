@@ -54,7 +54,6 @@ their checkpoints (`train` finds nothing to do). A run whose loss turns NaN is r
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -70,6 +69,8 @@ from scorejax.run import quality
 from scorejax.run.errors import TrainingDiverged
 from scorejax.run.experiment import EVAL, Experiment, seed_key
 from scorejax.run.train import train
+
+from report import write_report
 
 quiet = lambda *a, **k: None
 
@@ -389,11 +390,7 @@ def main():
   text = report(runs, exact, header, num_mixture)
   print("\n" + text)
   if args.out:
-    with open(args.out + ".md", "w") as f:
-      f.write(text)
-    with open(args.out + ".json", "w") as f:
-      json.dump({"header": header, "runs": runs, "exact_score": exact}, f, indent=1, default=float)
-    print(f"wrote {args.out}.md and {args.out}.json")
+    write_report(args.out, text, {"header": header, "runs": runs, "exact_score": exact})
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ Per row: mean +- standard deviation (ddof 1) over the seeds. `--out=PATH` writes
 """
 
 import argparse
-import json
 import os
 import tempfile
 
@@ -45,6 +44,8 @@ from scorejax.run.experiment import Experiment
 from scorejax.run.restore import restore_for_inference
 from scorejax.run.train import train
 from scorejax.schedules import linear_gamma
+
+from report import write_report
 
 CONTINUOUS = {"training.loss": "sde", "training.continuous": True}
 CELLS = {
@@ -178,10 +179,7 @@ def main():
   text = tables(rows, args)
   print(text)
   if args.out:
-    with open(args.out + ".md", "w") as f:
-      f.write(text)
-    with open(args.out + ".json", "w") as f:
-      json.dump({"args": vars(args), "rows": rows}, f, indent=1)
+    write_report(args.out, text, {"args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":
