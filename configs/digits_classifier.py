@@ -12,11 +12,11 @@ Variants, one per digits model it can guide (run/classifier.py refuses a classif
   ncsn    configs/digits.py:ncsn's VE SDE, sigma from 0.01 to 5
 
 Its `sampling.guidance_scale`, saved with its run, is the scale it guides with unless the sampling command sets
-one. With the exact noisy classifier w = 1 samples the class-conditional law; a learned one steers far fewer
+one: 8. With the exact noisy classifier w = 1 samples the class-conditional law; a learned one steers far fewer
 samples to their class at w = 1 and takes larger scales, as Dhariwal & Nichol (2021, Sec. 4) found for
-unconditional models. Its held-out accuracy at each noise level and the share of guided samples of the class
-asked for, at each scale, are measured by bench/guidance.py (bench/README.md, "Guidance, inpainting and
-colorization").
+unconditional models. Measured on the default (bench/README.md, "Guidance, inpainting and colorization"): held-out
+accuracy 98.7%, 93.0%, 40.7% and 19.0% at noise levels 0.1, 0.3, 1 and 3 (the ncsn variant's range measured the
+same), and 66% of guided samples labelled as asked at w = 1, 95% at 4, 99% at 8.
 """
 
 from scorejax.configs import digits
