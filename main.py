@@ -1,6 +1,7 @@
 """Train, sample from and evaluate score-based generative models.
 
-  python main.py                                       # train the default: the digits (times: bench/README.md)
+  python main.py                                       # train the default: EDM on the digits, 2000 steps
+  python main.py --config=configs/digits.py:ncsn       # the default until issue 19: NCSN, annealed Langevin
   python main.py --config=configs/toy2d.py --workdir=runs/gmm
   python main.py --config=configs/toy2d.py:moons --config.training.n_iters=2000
   python main.py --mode=sample --workdir=runs/digits   # samples from the latest checkpoint

@@ -1,6 +1,6 @@
 """Colorization, end to end on colour images: tinted digits written as a folder of PNGs, a score model trained
-on them through `main.py` (the folder loader, `data.dataset='folder'`), and their grayscale versions
-coloured by `--mode=sample --config.sampling.colorize=True`.
+on them through `main.py` (configs/digits.py:ncsn, the digits default until issue 19, with the folder loader,
+`data.dataset='folder'`), and their grayscale versions coloured by `--mode=sample --config.sampling.colorize=True`.
 
   python bench/colorize.py --dir=/tmp/colorize [--steps=4000] [--picture=bench/colorize.png]
 
@@ -51,6 +51,7 @@ def main():
   images, workdir = os.path.join(args.dir, "images"), os.path.join(args.dir, "run")
   write_tinted_digits(images)
   fields = [
+    f"--config={os.path.join(ROOT, 'configs', 'digits.py')}:ncsn",
     "--config.data.dataset=folder",
     f"--config.data.root={images}",
     "--config.data.shape=(8, 8, 3)",

@@ -1,12 +1,13 @@
 """Choosing the digits default (issue 19): recipes trained on the digits, scored by the held-out protocol.
 
-  python bench/digits_recipe.py --cells=ve/pf35,edm/heun35 --seeds=3 --steps=3000,6000
+  python bench/digits_recipe.py --cells=ve/pf35,edm/heun35 --seeds=3 --steps=3000,6000 [--num_samples=1000]
                                 [--out=bench/digits_recipe] [--workdir=DIR] [--classifier=DIR] [--quick]
 
 A cell is a training recipe and a sampler, `RECIPE/SAMPLER` (the names are listed by --help). Each recipe is
-trained once per seed from scratch (configs/digits.py, the default run, with the recipe's fields set) for the
+trained once per seed from scratch (configs/digits.py:ncsn, the default until issue 19, with the recipe's fields
+set; the recipe `default` sets every field in which today's default differs from it but the sampler's) for the
 largest of `--steps`, with a checkpoint at each of `--steps`; at each of them every sampler of the recipe's cells
-draws `eval.num_samples` samples (1,000: the class shares are measured on all of them) from the EMA parameters,
+draws `--num_samples` samples (1,000: the class shares are measured on all of them) from the EMA parameters,
 and they are scored as `python main.py --mode=eval` scores them on the digits (run/quality.py: sample_quality, with
 run/evaluate.py's key): the digits classifier's features, `eval.reference='held_out'`, 200 images per set against
 a random half of the 400 held-out digits in each of `eval.num_draws` (20) draws, the other half the floor.
@@ -19,7 +20,8 @@ Per cell and step, over the seeds (mean ± sd, ddof 1), the table gives:
                   (issue 19's "within the noise of held-out real digits"), as `k/n`;
   classes         the smallest and the largest class share of the samples (the classifier's labels), the
                   extremes over the seeds, and the seeds whose every class lies in 8-12% (issue 19's bar); the
-                  floor's: the same of the 400 held-out digits;
+                  floor's: the same of the 400 held-out digits; a second table gives every class's share per
+                  seed and pooled over the seeds, with its binomial standard error sqrt(p (1 - p) / n);
   copy share      the share of samples closer to a training digit than the calibration quantile, against the
                   held-out floor's share (about 5% by construction; metrics.data_copying), and the seeds whose
                   share is at most the floor's;
@@ -72,8 +74,25 @@ EDM = {
 }
 # EDM's EMA: a half-life in thousands of images, capped at 5% of the images seen (so it grows with the run).
 HALFLIFE = {"model.ema_halflife_kimg": 25.0, "model.ema_rampup_ratio": 0.05}
+
+
+def default_fields():
+  """The fields in which configs/digits.py's default differs from its `ncsn` variant (the base of every recipe), but
+  the sampler's (a cell's sampler sets them: the default's is `heun35`) and the run's length (`--steps`)."""
+  base, default = (digits.get_config(v).to_dict() for v in ("ncsn", ""))
+  fields = {}
+  for section, values in default.items():
+    if isinstance(values, dict) and section != "sampling":
+      fields.update({f"{section}.{k}": v for k, v in values.items() if base[section].get(k) != v})
+  return {k: v for k, v in fields.items() if k not in ("training.n_iters", "training.snapshot_freq")}
+
+
 RECIPES = {
-  "default": ("configs/digits.py as it is: NCSN's discrete VE loss over 50 levels, EMA 0.999", {}),
+  "ncsn": ("configs/digits.py:ncsn as it is: NCSN's discrete VE loss over 50 levels, EMA 0.999", {}),
+  "default": (
+    "configs/digits.py as it is: EDM's recipe, sigma_data 0.376 (with heun35: the default)",
+    default_fields(),
+  ),
   "ve": ("VE SDE, continuous loss, EMA 0.99 (half-life 69 steps)", {**VE, "model.ema_rate": 0.99}),
   "ve_ema999": ("VE SDE, continuous loss, EMA 0.999 (half-life 693 steps)", {**VE, "model.ema_rate": 0.999}),
   "ve_hl": ("VE SDE, continuous loss, EDM's EMA: half-life 25 kimg, capped at 5% of the images", {**VE, **HALFLIFE}),
@@ -96,7 +115,7 @@ PF = {
   "sampling.noise_removal": True,
 }
 SAMPLERS = {
-  "ald": ("annealed Langevin, 50 levels x 5 + denoise (251 NFE): the default's", {}),
+  "ald": ("annealed Langevin, 50 levels x 5 + denoise (251 NFE): ncsn's", {}),
   "pf35": ("probability-flow ODE, Euler, 34 steps + denoise (35 NFE)", {**PF, "model.num_scales": 34}),
   "pf100": ("probability-flow ODE, Euler, 99 steps + denoise (100 NFE)", {**PF, "model.num_scales": 99}),
   "heun35": ("EDM's Heun, 18 steps, rho 7, no churn (35 NFE)", {"sampling.method": "edm", "sampling.num_steps": 18}),
@@ -115,9 +134,10 @@ def override(config, fields):
   return config
 
 
-def base_config(steps, quick):
-  """configs/digits.py with a checkpoint at each of `steps` (their gcd) and no snapshot samples."""
-  config = digits.get_config()
+def base_config(steps, quick, num_samples=1_000):
+  """configs/digits.py:ncsn with a checkpoint at each of `steps` (their gcd), no snapshot samples, and `num_samples`
+  samples (one batch) per evaluation."""
+  config = digits.get_config("ncsn")
   every = math.gcd(*steps)
   fields = {
     "training.n_iters": max(steps),
@@ -126,7 +146,8 @@ def base_config(steps, quick):
     "training.snapshot_sampling": False,
     "training.max_to_keep": max(steps) // every + 1,
     "eval.reference": "held_out",
-    "sampling.batch_size": config.eval.num_samples,  # one batch
+    "eval.num_samples": num_samples,
+    "sampling.batch_size": num_samples,  # one batch
   }
   if quick:
     fields.update({"model.nf": 8, "optim.warmup": 2, "eval.num_samples": 64, "eval.feature_batch_size": 64})
@@ -187,7 +208,8 @@ def one_run(recipe, samplers, seed, config, steps, root, shared):
     exp = Experiment(override(config, SAMPLERS[sampler][1]))
     network, _ = quality.feature_network(exp, workdir, quiet)
     for step in steps:
-      where = os.path.join(workdir, f"{sampler}-{step}")
+      num = config.eval.num_samples
+      where = os.path.join(workdir, f"{sampler}-{step}" + (f"-n{num}" if num != 1_000 else ""))
       path = os.path.join(where, "result.json")
       if os.path.exists(path):
         with open(path) as f:
@@ -201,6 +223,7 @@ def one_run(recipe, samplers, seed, config, steps, root, shared):
         with open(path, "w") as f:
           json.dump(result, f)
       keep = ("samples", "held_out_floor", "training_copies", "count", "num_draws", "nfe", "sampling_seconds")
+      keep += ("num_samples",)  # the whole set's, whose class shares are measured (the draws' is `count`)
       record["evals"].append({"sampler": sampler, "step": step, **{k: result[k] for k in keep if k in result}})
   return record
 
@@ -251,6 +274,7 @@ def summarize(runs, recipe, sampler, step):
   hist = [e["samples"]["class_histogram"] for e in evals]
   row["class_min"], row["class_max"] = min(min(h) for h in hist), max(max(h) for h in hist)
   row["classes_within"] = [0.08 <= min(h) and max(h) <= 0.12 for h in hist]
+  row["class_histograms"], row["class_counts"] = hist, [e["num_samples"] for e in evals]
   floor_hist = [e["held_out_floor"]["class_histogram"] for e in evals]
   row["floor_class_min"], row["floor_class_max"] = min(min(h) for h in floor_hist), max(max(h) for h in floor_hist)
   row["copy_share"] = [e["samples"]["copy_share"] for e in evals]
@@ -288,6 +312,36 @@ def table(rows):
   return "\n".join(lines)
 
 
+def bar_probability(shares, n, draws=100_000, seed=0):
+  """The probability that `n` samples from a sampler whose true class shares are `shares` put every class in 8-12%
+  (issue 19's bar), by `draws` multinomial draws."""
+  counts = np.random.default_rng(seed).multinomial(n, np.asarray(shares) / np.sum(shares), size=draws) / n
+  return float(np.mean((counts.min(1) >= 0.08) & (counts.max(1) <= 0.12)))
+
+
+def class_table(rows):
+  """Every class's share in % per seed and pooled over the seeds, each with its binomial standard error
+  sqrt(p (1 - p) / n); Pearson's chi^2 of the counts against 10% each (9 degrees of freedom: sampling noise alone
+  exceeds 21.7 with probability 0.01), and the probability that 1,000 samples of a sampler with these shares meet
+  the 8-12% bar (a perfect sampler: 0.74)."""
+  from scipy.stats import chi2
+
+  head = "| recipe | sampler | steps | seed | samples | " + " | ".join(map(str, range(10)))
+  head += " | in 8-12% | chi² vs 10% (p) | bar at 1,000 |"
+  lines = [head, "|---" * (head.count("|") - 1) + "|"]
+  for r in rows:
+    hists, counts = np.asarray(r["class_histograms"], np.float64), np.asarray(r["class_counts"], np.float64)
+    pooled = (hists * counts[:, None]).sum(0) / counts.sum()
+    seeds = [(str(i), h, n) for i, (h, n) in enumerate(zip(hists, counts))]
+    for seed, h, n in seeds + ([("pooled", pooled, counts.sum())] if len(seeds) > 1 else []):
+      cells = [f"{100 * p:.1f} ± {100 * np.sqrt(p * (1 - p) / n):.1f}" for p in h]
+      within = "yes" if 0.08 <= min(h) and max(h) <= 0.12 else "no"
+      statistic = float(np.sum((h * n - n / 10) ** 2 / (n / 10)))
+      cells += [within, f"{statistic:.1f} ({chi2.sf(statistic, 9):.2g})", f"{bar_probability(h, 1_000):.2f}"]
+      lines.append(f"| {r['recipe']} | {r['sampler']} | {r['step']} | {seed} | {n:.0f} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
 def legend(cells):
   recipes = dict.fromkeys(c[0] for c in cells)
   samplers = dict.fromkeys(c[1] for c in cells)
@@ -308,6 +362,7 @@ def main():
   parser.add_argument("--out", default="", help="write OUT.md and OUT.json")
   parser.add_argument("--workdir", default="", help="where the runs train (default: a fresh temporary directory)")
   parser.add_argument("--classifier", default="", help="the digits classifier's cache folder (default: WORKDIR/shared)")
+  parser.add_argument("--num_samples", type=int, default=1_000, help="samples per seed, cell and step (one batch)")
   parser.add_argument("--quick", action="store_true", help="tiny network, 8 and 16 steps, 1 seed: a smoke check")
   args = parser.parse_args()
   cells = parse_cells(args.cells)
@@ -317,7 +372,7 @@ def main():
     seeds, steps = seeds[:1], [8, 16]
   root = args.workdir or tempfile.mkdtemp(prefix="digits_recipe-")
   shared = args.classifier or os.path.join(root, "shared")
-  config = base_config(steps, args.quick)
+  config = base_config(steps, args.quick, args.num_samples)
   config.eval.stats_dir = os.path.join(shared, "stats")
   # The classifier, trained (or found) once.
   quality.feature_network(Experiment(config), shared, print)
@@ -340,7 +395,12 @@ def main():
     "mean ± sd over seeds; floor: the held-out half's mean over seeds, in brackets its draw-to-draw sd; within 2 sd: "
     "seeds whose samples are at most floor + 2 draw sd."
   )
-  text = f"{header}\n\n{legend(cells)}\n\n{table(rows)}\n"
+  classes = (
+    "Class shares (%, ± binomial s.e.; chi² of the counts against 10% each, 9 degrees of freedom, and its p-value; "
+    "bar at 1,000: the probability that 1,000 samples of a sampler with these shares put every class in 8-12%, a "
+    "perfect sampler's being 0.74):"
+  )
+  text = f"{header}\n\n{legend(cells)}\n\n{table(rows)}\n\n{classes}\n\n{class_table(rows)}\n"
   print("\n" + text)
   if args.out:
     write_report(args.out, text, {"header": header, "rows": rows, "runs": runs})

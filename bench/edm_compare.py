@@ -8,7 +8,7 @@
 digits classifier. How long a run took: bench/edm_compare.md and bench/README.md.
 
 Formulations, each trained from scratch with the dataset's own config (configs/toy2d.py: MLP, batch 512,
-lr 2e-3; configs/digits.py: ncsn_small, batch 64, lr 2e-3): the same network, batch, optimizer (Adam,
+lr 2e-3; configs/digits.py:ncsn: ncsn_small, batch 64, lr 2e-3): the same network, batch, optimizer (Adam,
 warm-up, clipping), EMA and number of steps, from the same seeds:
 
   EDM: `training.loss=edm` (ln sigma ~ N(-1.2, 1.2^2), weight (sigma^2 + sigma_d^2) / (sigma sigma_d)^2) over
@@ -42,8 +42,8 @@ Quality, per model and sampler:
     weights (each point to its nearest mean), as tests/helpers.py's `assert_is_the_mixture` checks
     them. The floor is the same for a second true sample; the exact score (datasets/toy2d.py) through each
     SDE and sampler gives what a perfect network reaches at 35 NFE (the prior's and the steps' error).
-  digits (configs/digits.py, the default run, images in [0, 1]): FID, KID, IS, precision and recall in the
-    digits classifier's features over `eval.num_samples` (1,000) samples against the training split, as
+  digits (configs/digits.py:ncsn, the default run until issue 19, images in [0, 1]): FID, KID, IS, precision and
+    recall in the digits classifier's features over `eval.num_samples` (1,000) samples against the training split, as
     `--mode=eval` computes them (run/quality.py, with the key run/evaluate.py uses), and the same for the
     held-out digits (the floor).
 
@@ -113,7 +113,7 @@ def override(config, fields):
 
 def base_config(dataset, steps, quick):
   """The dataset's own config, trained `steps` steps with one checkpoint at the end and no snapshot samples."""
-  config = toy2d.get_config("gmm") if dataset == "mixture" else digits.get_config()
+  config = toy2d.get_config("gmm") if dataset == "mixture" else digits.get_config("ncsn")
   fields = {
     "training.n_iters": steps,
     "training.snapshot_freq": steps,

@@ -5,10 +5,10 @@ under its learned schedule against a fixed one (issue 20).
                                  [--repeats=1] [--variance_repeats=32] [--out=bench/vdm_likelihood]
                                  [--workdir=DIR] [--quick]
 
-Cells, each `configs/digits.py` (ncsn_small, batch 64, the same optimizer and EMA) trained `--steps` steps:
+Cells, each `configs/digits.py:ncsn` (ncsn_small, batch 64, the same optimizer and EMA) trained `--steps` steps:
 
   vdm:   `configs/digits.py:vdm`, VDM's bound with its learned schedule (variance rule) and Fourier features;
-  ve:    the default's VE SDE with score_sde's continuous loss (`training.continuous=True`);
+  ve:    ncsn's VE SDE (sigma 0.01 to 5) with score_sde's continuous loss (`training.continuous=True`);
   vp:    the VP SDE (beta 0.1 to 20) with the same loss;
   vp_lw: the same with likelihood weighting (`training.likelihood_weighting=True`: the loss weighted by g(t)^2,
          score_sde's bound on the negative log-likelihood, Song et al. 2021b);
@@ -58,7 +58,7 @@ CELLS = {
 
 
 def config_of(cell, args, seed):
-  config = digits.get_config("vdm" if cell == "vdm" else "")
+  config = digits.get_config("vdm" if cell == "vdm" else "ncsn")
   fields = {
     **CELLS[cell],
     "seed": seed,

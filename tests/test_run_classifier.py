@@ -120,6 +120,9 @@ def test_the_shipped_classifier_config_is_a_classifier_of_the_default_digits_mod
   from scorejax.configs import digits, digits_classifier
   from scorejax.run.classifier import _sde_and_data
 
-  config = digits_classifier.get_config()
-  validate_config(config, 1)
-  assert config.model.name == "classifier_conv" and _sde_and_data(config) == _sde_and_data(digits.get_config())
+  for variant in ("", "ncsn"):  # the default's classifier, and configs/digits.py:ncsn's
+    config = digits_classifier.get_config(variant)
+    validate_config(config, 1)
+    assert config.model.name == "classifier_conv"
+    assert _sde_and_data(config) == _sde_and_data(digits.get_config(variant))
+  assert _sde_and_data(digits_classifier.get_config()) != _sde_and_data(digits.get_config("ncsn"))

@@ -171,7 +171,7 @@ def cifar_run(tmp_path_factory):
   torch_file.save_state_dict(weights, inception.random_state_dict(0))
   workdir = os.path.join(folder, "run")
   flags = [
-    "--config=configs/digits.py",
+    "--config=configs/digits.py:ncsn",
     "--config.data.dataset=cifar10",
     "--config.data.shape=(32, 32, 3)",
     f"--config.data.root={folder}",
@@ -260,9 +260,9 @@ def test_a_saved_npz_of_held_out_digits_scores_the_same_through_main_as_in_proce
 
 # ----------------------------------------------------------------------------- the ranking panel (issue 19)
 
-# A score model that trains fast on the digits: VE, continuous loss, EMA over about 100 steps (the default's 0.999
-# keeps most of the initial weights for the first thousand steps), sampled by the probability-flow ODE (Euler, 34
-# steps and a denoising step: 35 score evaluations).
+# A score model that trains fast on the digits: VE on configs/digits.py:ncsn's sigma 0.01-5, continuous loss, EMA
+# over about 100 steps (ncsn's 0.999 keeps most of the initial weights for the first thousand steps), sampled by the
+# probability-flow ODE (Euler, 34 steps and a denoising step: 35 score evaluations).
 PANEL = {
   "training.loss": "sde",
   "training.sde": "vesde",
@@ -292,7 +292,7 @@ def panel(tmp_path_factory, untrained, untrained_result):
 
   workdir = str(tmp_path_factory.mktemp("panel"))
   fields = {"training.n_iters": 2, "training.snapshot_freq": 2, "eval.stats_dir": STATS["dir"]}
-  config = override(digits.get_config(), **PANEL, **fields)
+  config = override(digits.get_config("ncsn"), **PANEL, **fields)
   train(config, workdir, print_fn=quiet)
   config = override(config, **{"training.n_iters": 600, "training.snapshot_freq": 300, "eval.begin_step": 0})
   train(config, workdir, print_fn=quiet)

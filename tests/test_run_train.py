@@ -147,8 +147,9 @@ def test_nan_loss_stops_with_its_step_and_keeps_the_last_good_checkpoint(tmp_pat
 
 
 def test_digits_end_to_end(tmp_path, shared_stats):
+  # The default, `python main.py`'s configs/digits.py (EDM's recipe), at test size.
   workdir = str(tmp_path)
-  state = train(tiny_digits(), workdir, print_fn=quiet)
+  state = train(tiny_digits(""), workdir, print_fn=quiet)
   assert int(state.step) == 4
   samples = np.load(os.path.join(workdir, "samples", "samples_4.npz"))["samples"]
   assert samples.shape == (16, 8, 8, 1)
@@ -158,7 +159,7 @@ def test_digits_end_to_end(tmp_path, shared_stats):
   assert grid.size == (4 * (4 * 9 + 1),) * 2
   # The evaluation of the same workdir (its metrics and likelihoods are tested in test_run_quality.py and
   # test_run_evaluate.py): the classifier and the real digits' statistics from the run's shared stats_dir.
-  config = tiny_digits(**{"eval.num_samples": 48, "sampling.batch_size": 48, "eval.stats_dir": shared_stats})
+  config = tiny_digits("", **{"eval.num_samples": 48, "sampling.batch_size": 48, "eval.stats_dir": shared_stats})
   result = evaluate(config, workdir, print_fn=quiet)
   on_disk = json.load(open(os.path.join(workdir, "eval", "eval_4.json")))
   assert on_disk == json.loads(json.dumps(result)) and result["step"] == 4
@@ -166,6 +167,7 @@ def test_digits_end_to_end(tmp_path, shared_stats):
   assert (
     q["num_samples"] == 48 and q["feature_network"] == "digits_classifier" and q["classifier_held_out_accuracy"] >= 0.95
   )
+  assert q["sampler"] == "edm" and q["nfe"] == 5  # Heun, 3 steps: 2 * 3 - 1 score evaluations
 
 
 def test_bfloat16_compute_trains_with_float32_state(tmp_path):
