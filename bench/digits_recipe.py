@@ -56,6 +56,7 @@ from scorejax.run.experiment import EVAL, Experiment, seed_key
 from scorejax.run.restore import restore_for_inference
 from scorejax.run.train import train
 
+from edm_compare import PF_ODE
 from report import write_report
 
 quiet = lambda *a, **k: None
@@ -106,14 +107,7 @@ RECIPES = {
   "edm": ("EDM loss and preconditioning, sigma 0.002-80, EMA 0.99", {**EDM, "model.ema_rate": 0.99}),
   "edm_hl": ("EDM loss and preconditioning, sigma 0.002-80, EDM's EMA (as ve_hl)", {**EDM, **HALFLIFE}),
 }
-PF = {
-  "sampling.method": "pc",
-  "sampling.predictor": "euler_maruyama",
-  "sampling.corrector": "none",
-  "sampling.probability_flow": True,
-  "sampling.time_grid": "uniform",
-  "sampling.noise_removal": True,
-}
+PF = PF_ODE
 SAMPLERS = {
   "ald": ("annealed Langevin, 50 levels x 5 + denoise (251 NFE): ncsn's", {}),
   "pf35": ("probability-flow ODE, Euler, 34 steps + denoise (35 NFE)", {**PF, "model.num_scales": 34}),

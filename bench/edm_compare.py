@@ -79,6 +79,16 @@ FORMULATIONS = {
   "VP": {"training.loss": "sde", "training.sde": "vpsde", "training.continuous": True, "model.prediction": "score"},
   "VE": {"training.loss": "sde", "training.sde": "vesde", "training.continuous": True, "model.prediction": "score"},
 }
+# score_sde's probability-flow ODE, Euler on a uniform grid in t, then the Tweedie denoising step; pc takes the SDE's
+# N steps (model.num_scales). bench/digits_recipe.py uses it too.
+PF_ODE = {
+  "sampling.method": "pc",
+  "sampling.predictor": "euler_maruyama",
+  "sampling.corrector": "none",
+  "sampling.probability_flow": True,
+  "sampling.time_grid": "uniform",
+  "sampling.noise_removal": True,
+}
 SAMPLERS = {
   "EDM Heun, 18 steps": {"sampling.method": "edm", "sampling.num_steps": 18, "sampling.s_churn": 0.0},
   "PC reverse diffusion, 34 steps + denoise": {
@@ -89,15 +99,7 @@ SAMPLERS = {
     "sampling.noise_removal": True,
     "model.num_scales": 34,  # pc takes the SDE's N steps
   },
-  "PF-ODE Euler, 34 steps + denoise": {
-    "sampling.method": "pc",
-    "sampling.predictor": "euler_maruyama",
-    "sampling.corrector": "none",
-    "sampling.probability_flow": True,
-    "sampling.time_grid": "uniform",
-    "sampling.noise_removal": True,
-    "model.num_scales": 34,
-  },
+  "PF-ODE Euler, 34 steps + denoise": {**PF_ODE, "model.num_scales": 34},
 }
 # The mixture's per-dimension standard deviation, Var = sum_k w_k (mu_k^2 + s_k^2) - mean^2 (tests/test_losses_edm.py).
 MIXTURE_MEAN = GMM_WEIGHTS @ GMM_MEANS
