@@ -20,17 +20,20 @@ themselves (discrete decoder, no dequantization; a score model's over its SDE's 
 probability-flow ODE's bits/dim of the uniformly dequantized digits (RK45, tolerances 1e-5). Time per step is the
 median of the steps/s that training logs every 100 steps, compilation excluded.
 
-The variance: for the trained vdm models, the same network's bound estimated over its learned schedule and over the
-linear log-SNR between the same two ends (VDM's fixed schedule). The bound's value is the same for both (its
-diffusion term depends on the schedule through its ends only, Kingma et al. 2021, Sec. 5.1); the variance of the
-one-draw estimate of each digit's bound is not: `--variance_repeats` draws per digit, the variance over the draws,
-averaged over the digits, in (bits/dim)^2.
+The variance: each trained model's bound estimated over two schedules with the same log-SNR ends, vdm's over its
+learned schedule and over the linear log-SNR (VDM's fixed schedule), a score model's over its SDE's own times and
+over times uniform in log-SNR (what `--mode=eval` uses). The bound's value is the same for both (its diffusion
+term depends on the schedule through its ends only, Kingma et al. 2021, Sec. 5.1); the variance of the one-draw
+estimate of each digit's bound is not: `--variance_repeats` draws per digit, the variance over the draws, averaged
+over the digits, in (bits/dim)^2. With `--workdir` holding runs trained before, the runs are measured again
+without training (their steps/s read from `metrics.jsonl`).
 
 Per row: mean +- standard deviation (ddof 1) over the seeds. `--out=PATH` writes PATH.md and PATH.json. `--quick`
 (nf 8, 20 steps, 16 examples, one seed, Euler ODE) is a smoke check of the script.
 """
 
 import argparse
+import json
 import os
 import tempfile
 
@@ -78,20 +81,34 @@ def config_of(cell, args, seed):
   return config
 
 
-def steps_per_second(lines):
-  """The median of the steps/s that training printed, its first report (compilation) left out."""
-  rates = [float(line.split(" steps/s")[0].split("| ")[-1]) for line in lines if " steps/s" in line]
+def steps_per_second(workdir):
+  """The median of the steps/s that training logged (`metrics.jsonl`), its first report (compilation) left out."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rates = [row["steps_per_sec"] for row in map(json.loads, f) if "steps_per_sec" in row]
   return float(np.median(rates[1:] if len(rates) > 1 else rates)) if rates else float("nan")
 
 
-def estimator_variance(exp, params, test, repeats, seed):
-  """Per-digit variance of the one-draw bound (bits/dim)^2, averaged over the digits, over the learned schedule and
-  over the linear log-SNR between its ends; and the two bounds' means."""
-  learned = exp.denoiser(params, 0.0)
-  ends = [float(g) for g in learned.gamma(np.asarray([0.0, 1.0], np.float32))]
+def schedules_of(exp, params, eps):
+  """The two schedules whose one-draw variance the bench compares, each a `Denoiser` of the same network with the
+  same log-SNR ends: VDM's learned schedule against the linear log-SNR (VDM's fixed one); a score model's SDE times
+  against times uniform in log-SNR (what `--mode=eval` uses). Also the largest gap between the two log-SNRs."""
+  if exp.learned_schedule:
+    learned = exp.denoiser(params, eps)
+    ends = [float(g) for g in learned.gamma(np.asarray([0.0, 1.0], np.float32))]
+    pair = {"learned": learned, "linear": Denoiser(learned.eps_fn, linear_gamma(*ends))}
+  else:
+    pair = {"SDE times": exp.denoiser(params, eps, times="sde"), "log-SNR": exp.denoiser(params, eps, times="log_snr")}
   t = np.linspace(0.0, 1.0, 101, dtype=np.float32)
-  out = {"max_shape_difference": float(np.max(np.abs(learned.gamma(t) - linear_gamma(*ends)(t))))}
-  for name, denoiser in (("learned", learned), ("linear", Denoiser(learned.eps_fn, linear_gamma(*ends)))):
+  a, b = pair.values()
+  return pair, float(np.max(np.abs(a.gamma(t) - b.gamma(t))))
+
+
+def estimator_variance(exp, params, test, repeats, seed):
+  """Per-digit variance of the one-draw bound (bits/dim)^2, averaged over the digits, and the bound's mean, over
+  each of `schedules_of`'s two schedules."""
+  pair, gap = schedules_of(exp, params, float(exp.config.eval.eps))
+  out = {"max_shape_difference": gap}
+  for name, denoiser in pair.items():
     res = evaluate_bound(lambda p: denoiser, params, test, jax.random.key(seed), num_repeats=repeats, levels=17)
     draws = res.per_example.reshape(repeats, -1)
     out[name] = {"variance": float(draws.var(axis=0, ddof=1).mean()), "bound": res.mean}
@@ -99,20 +116,19 @@ def estimator_variance(exp, params, test, repeats, seed):
 
 
 def run_cell(cell, seed, args, root):
+  """Trains the cell (or finds it trained in `root`: `train` resumes a finished run without a step) and measures it."""
   config = config_of(cell, args, seed)
   workdir = os.path.join(root, f"{cell}_seed{seed}")
-  lines = []
-  train(config, workdir, print_fn=lines.append)
+  train(config, workdir, print_fn=lambda *_: None)
   exp = Experiment(config)
   state = restore_for_inference(exp, workdir, None)
-  row = {"cell": cell, "seed": seed, "steps_per_second": steps_per_second(lines)}
+  row = {"cell": cell, "seed": seed, "steps_per_second": steps_per_second(workdir)}
   row.update(evaluate_likelihood(exp, state.ema_params, jax.random.key(seed)))
-  if cell == "vdm":
-    test = exp.dataset.test[: args.examples]
-    row["variance"] = estimator_variance(exp, state.ema_params, test, args.variance_repeats, seed)
+  test = exp.dataset.test[: args.examples]
+  row["variance"] = estimator_variance(exp, state.ema_params, test, args.variance_repeats, seed)
   print(
-    f"{cell} seed {seed}: bound {row['bpd_bound']:.3f}, ODE {row['bpd_ode']:.3f} bits/dim, "
-    f"{row['steps_per_second']:.1f} steps/s",
+    f"{cell} seed {seed}: bound {row['bpd_bound']:.3f} +- {row['bpd_bound_std_error']:.3f}, ODE "
+    f"{row['bpd_ode']:.3f} bits/dim, {row['steps_per_second']:.1f} steps/s",
     flush=True,
   )
   return row
@@ -137,22 +153,21 @@ def tables(rows, args):
       f"| {cell} | {len(rs)} | {col('bpd_bound')} | {col('bpd_ode')} | {col('bpd_ode_nfe')} | "
       f"{col('steps_per_second')} |"
     )
-  vdm = [r for r in rows if "variance" in r]
-  if vdm:
-    out += [
-      "",
-      f"Variance of the one-draw bound per digit, (bits/dim)^2, {args.variance_repeats} draws per digit. "
-      "The learned log-SNR differs from the linear one by at most "
-      + ", ".join(f"{r['variance']['max_shape_difference']:.2e}" for r in vdm)
-      + " (on 101 times).",
-      "",
-      "| schedule | variance | bound (bits/dim) |",
-      "|---|---|---|",
-    ]
-    for name in ("learned", "linear"):
-      v = stat([r["variance"][name]["variance"] for r in vdm])
-      b = stat([r["variance"][name]["bound"] for r in vdm])
-      out.append(f"| {name} | {v} | {b} |")
+  out += [
+    "",
+    f"Variance of the one-draw bound per digit, (bits/dim)^2, {args.variance_repeats} draws per digit, over two "
+    "schedules with the same log-SNR ends: vdm's learned one against the linear log-SNR; a score model's SDE times "
+    "against times uniform in log-SNR. Largest log-SNR gap between the two (on 101 times) in the last column.",
+    "",
+    "| cell | schedule | variance | bound (bits/dim) | log-SNR gap |",
+    "|---|---|---|---|---|",
+  ]
+  for cell in dict.fromkeys(r["cell"] for r in rows):
+    rs = [r["variance"] for r in rows if r["cell"] == cell]
+    for name in [k for k in rs[0] if k != "max_shape_difference"]:
+      v, b = (stat([r[name][k] for r in rs]) for k in ("variance", "bound"))
+      gap = ", ".join(f"{r['max_shape_difference']:.2g}" for r in rs)
+      out.append(f"| {cell} | {name} | {v} | {b} | {gap} |")
   return "\n".join(out) + "\n"
 
 

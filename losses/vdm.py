@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scorejax.losses.registry import register_loss
-from scorejax.schedules import SDESchedule, alpha_sigma, gamma_and_slope
+from scorejax.schedules import SDESchedule, alpha_sigma, gamma_and_slope, linear_gamma
 from scorejax.sde_lib import per_example
 
 SCHEDULE_GRADIENTS = ("vlb", "variance")
@@ -41,20 +41,39 @@ class Denoiser(NamedTuple):
   gamma: Callable
 
 
-def score_denoiser(score_fn, sde, t_min, t_max=None):
-  """The `Denoiser` of a `score_fn(x, t)` of any score SDE over its times `[t_min, t_max]` (`t_max`: `sde.T`), `t`
-  rescaled to `[0, 1]` (`schedules.SDESchedule`). The SDE's own variables are `x_t = m x + std eps = (m / alpha) z_t`
-  (the same log-SNR, so `std / m = sigma / alpha`), and `eps_hat = -std(t) s(x_t, t)` (Song et al. 2021, Eq. 4;
-  Kingma et al. 2021, Sec. 5.1: models of the same SNR are one model)."""
+SCORE_TIMES = ("sde", "log_snr")
+
+
+def score_denoiser(score_fn, sde, t_min, t_max=None, times="sde"):
+  """The `Denoiser` of a `score_fn(x, t)` of any score SDE over its times `[t_min, t_max]` (`t_max`: `sde.T`). The
+  SDE's own variables are `x_t = m x + std eps = (m / alpha) z_t` (the same log-SNR, so `std / m = sigma / alpha`),
+  and `eps_hat = -std(t) s(x_t, t)` (Song et al. 2021, Eq. 4; Kingma et al. 2021, Sec. 5.1: models of the same SNR
+  are one model).
+
+  `times` is the schedule the bound's `u in [0, 1]` runs on, between the same two log-SNRs `gamma(t_min)` and
+  `gamma(t_max)`: 'sde', the SDE's own times rescaled (`schedules.SDESchedule`), or 'log_snr', uniform in log-SNR
+  (`schedules.linear_gamma`; the network is asked at `t = sde.time_of_noise_level(exp(gamma / 2))`). Both give the
+  same bound, which depends on the schedule's endpoints only (VDM, Sec. 5.1); the variance of its one-sample
+  estimator does not (Sec. 5.3). The VP SDE's own times put a weight `gamma'(t) ~ 1 / t` on the first of them,
+  uniform log-SNR a constant one."""
+  if times not in SCORE_TIMES:
+    raise ValueError(f"unknown times {times!r} for the bound of a score model; valid choices: {', '.join(SCORE_TIMES)}")
   schedule = SDESchedule(sde, t_min, sde.T if t_max is None else t_max)
+  if times == "log_snr":
+    ends = schedule(jnp.asarray([0.0, 1.0], jnp.float32))
+    time_of = lambda u, gamma: sde.time_of_noise_level(jnp.exp(0.5 * gamma))
+    schedule_fn = linear_gamma(ends[0], ends[1])
+  else:
+    time_of = lambda u, gamma: schedule.time(u)
+    schedule_fn = schedule
 
   def eps_fn(z, u, gamma):
-    t = schedule.time(u)
+    t = time_of(u, gamma)
     m, std = sde.marginal_coefficients(t)
     alpha, _ = alpha_sigma(gamma)
     return -per_example(std, z) * score_fn(per_example(m / alpha, z) * z, t)
 
-  return Denoiser(eps_fn, schedule)
+  return Denoiser(eps_fn, schedule_fn)
 
 
 def sample_times(rng, n, low_discrepancy=True):

@@ -147,9 +147,10 @@ def evaluate_likelihood(exp, params, rng):
 
   - 'bound': VDM's variational bound `-log p(x) <= L_recon + L_prior + L_diff` (Kingma et al. 2021, Eq. 11-17;
     losses/vdm.py `evaluate_bound`) over the model's `Experiment.denoiser`: a learned schedule's own, or the score
-    over its SDE's schedule on `[eval.eps, T]`. Images: bits/dim of the integer pixels themselves with the discrete
-    decoder over their levels, no dequantization (`bpd_bound` and its three terms). Vector data: nats/dim with the
-    Gaussian decoder (`nll_bound_nats_per_dim`).
+    over its SDE's log-SNRs on `[eval.eps, T]`, its times drawn uniformly in log-SNR (the same bound as the SDE's
+    own times give, with a lower variance where they crowd the low noise levels, as VP's do). Images: bits/dim of
+    the integer pixels themselves with the discrete decoder over their levels, no dequantization (`bpd_bound` and
+    its three terms). Vector data: nats/dim with the Gaussian decoder (`nll_bound_nats_per_dim`).
   - 'ode': the probability-flow ODE likelihood (Song et al. 2021, App. D.2; samplers/likelihood.py) over the
     parameters' SDE (`Experiment.sde_of`). Images: bits/dim of the integer pixels with uniform dequantization
     (`bpd_ode`; `bpd`, `bpd_nfe` as before, its aliases). Vector data: nats/dim (`nll_ode_nats_per_dim`;
@@ -177,7 +178,7 @@ def bound_likelihood(exp, params, test, rng):
   levels = 0 if exp.dataset.max_value is None else int(exp.dataset.max_value) + 1
   data = test if levels else exp.model_space(test)
   res = evaluate_bound(
-    lambda p: exp.denoiser(p, float(e.eps)),
+    lambda p: exp.denoiser(p, float(e.eps), times="log_snr"),
     params,
     data,
     rng,
@@ -190,7 +191,7 @@ def bound_likelihood(exp, params, test, rng):
   if exp.learned_schedule:
     schedule = f"model.schedule={config.model.schedule!r}"
   else:
-    schedule = f"training.sde={config.training.sde!r} on [{float(e.eps):g}, {float(exp.sde.T):g}]"
+    schedule = f"training.sde={config.training.sde!r} on [{float(e.eps):g}, {float(exp.sde.T):g}], uniform in log-SNR"
   std_error = float(np.std(res.per_example) / np.sqrt(len(res.per_example)))
   if levels:
     return {

@@ -92,15 +92,16 @@ class Experiment:
       )
     return self._score_fn_of(params, train=train, rng=rng)
 
-  def denoiser(self, params, eps, train=False, rng=None):
+  def denoiser(self, params, eps, train=False, rng=None, times="sde"):
     """VDM's model of the network with `params` (losses/vdm.py `Denoiser`), whose bound (Kingma et al. 2021, Eq. 17)
     the loss and `--mode=eval` compute: with a learned `model.schedule`, its noise prediction `noise_fn`
     (conditioned on `gamma / 2`) and its log-SNR `schedule_fn` on `[0, 1]`; otherwise the score `score_fn(params)`
-    over `training.sde`'s schedule on `[eps, T]`, `eps_hat = -std(t) s(x_t, t)` (`score_denoiser`)."""
+    over `training.sde`'s log-SNRs on `[eps, T]`, `eps_hat = -std(t) s(x_t, t)`, its times drawn uniformly in the
+    SDE's time or in log-SNR (`times`: `score_denoiser`)."""
     if self.learned_schedule:
       transform = INPUT_TRANSFORMS[self.config.model.input_transform]
       return Denoiser(noise_fn(self.model, params, train, rng, transform), schedule_fn(self.model, params))
-    return score_denoiser(self.score_fn(params, train=train, rng=rng), self._sde, eps)
+    return score_denoiser(self.score_fn(params, train=train, rng=rng), self._sde, eps, times=times)
 
   def init_state(self):
     params = models.init_params(self.model, seed_key(self.config, INIT), self.shape)

@@ -150,10 +150,13 @@ def test_a_learned_schedule_is_evaluated_over_its_own_schedule_with_both_likelih
 def test_a_fixed_schedule_gets_the_bound_of_its_sde_beside_the_ode(fixed):
   config, workdir, result, lines = fixed
   check_both(result, lines, workdir)
-  assert result["bpd_bound_schedule"] == "training.sde='vesde' on [1e-05, 1]"
+  assert result["bpd_bound_schedule"] == "training.sde='vesde' on [1e-05, 1], uniform in log-SNR"
   eps = config.eval.eps
   exp, params, bound, ode = direct(
-    config, workdir, lambda exp: lambda p: score_denoiser(exp.score_fn(p), exp.sde, eps), lambda exp, p: exp.sde
+    config,
+    workdir,
+    lambda exp: lambda p: score_denoiser(exp.score_fn(p), exp.sde, eps, times="log_snr"),
+    lambda exp, p: exp.sde,
   )
   np.testing.assert_allclose(result["bpd_bound"], bound.mean, rtol=1e-6)
   np.testing.assert_allclose(result["bpd_ode"], ode.mean, rtol=1e-6)
