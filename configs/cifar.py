@@ -214,9 +214,10 @@ def _vdm(config):
   with learned endpoints from -13.3 to 5 (`learnable_scalar`), images in [-1, 1] without flips, Fourier features
   `(6, 7)`; the score network a U-Net of 32 residual blocks of 128 channels at 32x32 (no downsampling), 33 up with
   the skips, attention only in the middle, dropout 0.1, as DDPM (models/ddpm.py) with `ch_mult=(1,)`; batch 128,
-  lr 2e-4 after 100 warm-up steps, EMA 0.9999, 10M steps. Where it differs: Adam (VDM: AdamW, beta2 0.99, weight
-  decay 0.01) with clipping at norm 1; the levels at `2k/255 - 1` (VDM: `2(k + 1/2)/256 - 1`); the noise
-  embedding of `log sigma` and a bias in each block's projection of it (8,064 parameters more than VDM's)."""
+  AdamW (beta2 0.99, weight decay 0.01 on every parameter but the biases, no clipping) at lr 2e-4 after 100
+  warm-up steps, EMA 0.9999, 10M steps. Where it differs: the levels at `2k/255 - 1` (VDM: `2(k + 1/2)/256 - 1`);
+  the noise embedding of `log sigma` and a bias in each block's projection of it (8,064 parameters more than
+  VDM's); the warm-up from `lr / 100` at the first step (VDM: from 0)."""
   training, sampling, model, optim, data = config.training, config.sampling, config.model, config.optim, config.data
   training.loss, training.low_discrepancy, training.schedule_gradient = "vdm", True, "vlb"
   training.batch_size, training.n_iters = 128, 10_000_000
@@ -226,7 +227,8 @@ def _vdm(config):
   model.attn_resolutions, model.dropout, model.input_fourier = (), 0.1, (6, 7)
   model.ema_rate, model.num_scales = 0.9999, 1000
   data.centered, data.random_flip, data.uniform_dequantization = True, False, False
-  optim.lr, optim.warmup = 2e-4, 100
+  optim.optimizer, optim.lr, optim.warmup, optim.grad_clip = "AdamW", 2e-4, 100, -1.0
+  optim.beta1, optim.beta2, optim.eps, optim.weight_decay = 0.9, 0.99, 1e-8, 0.01
   # VDM samples ancestrally in 1000 steps; here Euler-Maruyama over the learned schedule's SDE, as many steps.
   sampling.method, sampling.predictor, sampling.corrector = "pc", "euler_maruyama", "none"
   sampling.time_grid = "uniform"

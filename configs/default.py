@@ -167,10 +167,12 @@ def get_default_config():
   model.augment_dim = 0               # > 0: the network (ncsn_small, ncsnpp) takes augmentation labels
 
   config.optim = optim = ml_collections.ConfigDict()
-  optim.optimizer = "Adam"
+  optim.optimizer = "Adam"             # Adam | AdamW (decoupled weight decay of every parameter but the biases)
   optim.lr = 2e-3
   optim.beta1 = 0.9
+  optim.beta2 = 0.999
   optim.eps = 1e-8
+  optim.weight_decay = 0.0            # AdamW's decay rate (VDM: 0.01)
   optim.warmup = 200                  # linear warm-up of the lr over this many steps (0: none)
   optim.lr_rampup_kimg = 0.0          # EDM's linear lr ramp-up over this many thousand images (0: none; EDM: 10000)
   optim.grad_clip = 1.0

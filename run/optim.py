@@ -3,6 +3,7 @@
 from typing import Any
 
 import flax
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -41,22 +42,42 @@ def learning_rate_schedule(config):
   return schedule
 
 
+OPTIMIZERS = ("Adam", "AdamW")
+
+
+def decays(params):
+  """AdamW's mask: every parameter but the biases decays (google-research/vdm's `decay_mask_fn` for its networks)."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: getattr(path[-1], "key", None) != "bias", params)
+
+
 def build_optimizer(config):
-  """Adam at `learning_rate_schedule(config)` (the warm-up in steps, EDM's ramp-up in images) after
-  global-norm clipping; the `config.optim` fields checked."""
+  """Adam (`optim.optimizer='Adam'`, Kingma & Ba 2015) or AdamW (Loshchilov & Hutter 2019: the decoupled weight
+  decay `-lr wd theta` added to Adam's step for every parameter but the biases, `decays`) at
+  `learning_rate_schedule(config)` (the warm-up in steps, EDM's ramp-up in images), after global-norm clipping;
+  the `config.optim` fields checked."""
   o = config.optim
-  if o.optimizer.lower() != "adam":
-    raise UserError(f"unknown optim.optimizer {o.optimizer!r}; valid choices: Adam")
+  names = {n.lower(): n for n in OPTIMIZERS}
+  if not isinstance(o.optimizer, str) or o.optimizer.lower() not in names:
+    raise UserError(f"unknown optim.optimizer {o.optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}")
   check_real("optim.lr", o.lr, "> 0")
   check_real("optim.beta1", o.beta1, "in [0, 1)")
+  check_real("optim.beta2", o.beta2, "in [0, 1)")
   check_real("optim.eps", o.eps, "> 0")
+  check_real("optim.weight_decay", o.weight_decay, ">= 0")
   check_int("optim.warmup", o.warmup, 0)
   check_real("optim.lr_rampup_kimg", o.lr_rampup_kimg, ">= 0")
+  adamw = names[o.optimizer.lower()] == "AdamW"
+  if o.weight_decay and not adamw:
+    raise UserError(f"optim.weight_decay={o.weight_decay!r} needs optim.optimizer='AdamW' (Adam has no weight decay)")
   schedule = learning_rate_schedule(config)
   # The clip stays in the chain when off (an infinite norm) so that the optimizer state has the same
   # structure whatever `optim.grad_clip` is, and a run can resume with a different value.
   clip = optax.clip_by_global_norm(o.grad_clip if o.grad_clip > 0 else float("inf"))
-  return optax.chain(clip, optax.adam(schedule, b1=o.beta1, eps=o.eps))
+  if adamw:
+    step = optax.adamw(schedule, b1=o.beta1, b2=o.beta2, eps=o.eps, weight_decay=o.weight_decay, mask=decays)
+  else:
+    step = optax.adam(schedule, b1=o.beta1, b2=o.beta2, eps=o.eps)
+  return optax.chain(clip, step)
 
 
 def ema_decay(step, batch_size, halflife_kimg, rampup_ratio):

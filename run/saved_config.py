@@ -11,10 +11,11 @@ from scorejax.checkpointing import latest_record, step_dirs
 from scorejax.run.errors import UserError
 
 # Fields that give a checkpoint its meaning: the network (its parameter tree and what its output means),
-# the SDE and its noise levels, the loss's discretisation and the data. Resume, sample and eval refuse a
-# config that changes one of them; every other field (sampler, evaluation, number of steps, batch size,
-# learning rate, frequencies, seed, compute dtype) may change. An entry ending in "." covers a section.
-CHECKPOINT_FIELDS = ("model.", "data.", "training.sde", "training.continuous")
+# the SDE and its noise levels, the loss's discretisation, the data, and the optimizer (its state's tree).
+# Resume, sample and eval refuse a config that changes one of them; every other field (sampler, evaluation,
+# number of steps, batch size, learning rate, frequencies, seed, compute dtype) may change. An entry ending in
+# "." covers a section.
+CHECKPOINT_FIELDS = ("model.", "data.", "training.sde", "training.continuous", "optim.optimizer")
 FREE_FIELDS = (
   "model.ema_rate",
   "model.ema_halflife_kimg",
@@ -83,8 +84,8 @@ def check_config_matches(saved, config, workdir, step):
   if conflicts:
     raise UserError(
       f"the config conflicts with checkpoint step {step} in {workdir}: {', '.join(conflicts)}; the network, "
-      "SDE and data must stay as trained: drop these overrides (without --config the saved config is used) or "
-      "choose another --workdir"
+      "SDE, data and optimizer must stay as trained: drop these overrides (without --config the saved config is "
+      "used) or choose another --workdir"
     )
 
 

@@ -251,7 +251,7 @@ def test_a_config_that_conflicts_with_the_checkpoint_is_refused(copy):
   )
   line = one_error_line(result)
   assert f"the config conflicts with checkpoint step 40 in {copy}: model.nf=64 (checkpoint: 32), " in line
-  assert "training.sde='vpsde' (checkpoint: 'vesde'); the network, SDE and data must stay as trained" in line
+  assert "training.sde='vpsde' (checkpoint: 'vesde'); the network, SDE, data and optimizer must stay as trained" in line
   assert on_disk(copy) == before
   # Safe overrides pass; without --config the saved config is used, and its overrides are checked too.
   safe = tiny_toy(**{"sampling.method": "ode", "eval.num_levels": 3, "training.n_iters": 60, "optim.lr": 1e-4})

@@ -179,6 +179,12 @@ DOMAINS = [
   ("cifar", {"data.num_channels": 0}, "data.num_channels must be a positive integer, got 0"),
   ("toy", {"optim.lr": 0.0}, "optim.lr must be a finite number > 0, got 0.0"),
   ("toy", {"optim.beta1": 1.0}, "optim.beta1 must be a finite number in [0, 1), got 1.0"),
+  ("toy", {"optim.beta2": -0.1}, "optim.beta2 must be a finite number in [0, 1), got -0.1"),
+  (
+    "toy",
+    {"optim.optimizer": "AdamW", "optim.weight_decay": -1.0},
+    "optim.weight_decay must be a finite number >= 0, got -1.0",
+  ),
   ("toy", {"optim.eps": 0.0}, "optim.eps must be a finite number > 0, got 0.0"),
   ("toy", {"optim.warmup": -1}, "optim.warmup must be a non-negative integer, got -1"),
   ("toy", {"optim.lr_rampup_kimg": -10.0}, "optim.lr_rampup_kimg must be a finite number >= 0, got -10.0"),

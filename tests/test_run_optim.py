@@ -6,8 +6,9 @@ import jax
 import numpy as np
 import pytest
 
+from scorejax.run.errors import UserError
 from scorejax.run.experiment import TRAIN, Experiment, seed_key
-from scorejax.run.optim import ema_decay, learning_rate_schedule, lr_rampup
+from scorejax.run.optim import build_optimizer, ema_decay, learning_rate_schedule, lr_rampup
 from scorejax.run.train import make_train_step
 from scorejax.run.validate import validate_config
 
@@ -118,24 +119,45 @@ def test_the_train_step_averages_with_the_decay_of_the_images_seen(edm_run):
     np.testing.assert_array_equal(ema, params)
 
 
-def test_the_train_step_moves_the_weights_at_the_ramped_learning_rate(edm_run):
+def replay_adam(exp, batch, states, weight_decay=0.0):
   """Adam (Kingma & Ba 2015, Alg. 1) replayed by hand from the gradients of each step's loss (its key folded from
-  the seed and the step): the update of step `k` is `-lr k B / (1000 R) m_hat / (sqrt(v_hat) + eps)`, and step 0
-  (no image seen) leaves the weights as they were."""
-  exp, batch, states = edm_run
-  b1, b2, eps = exp.config.optim.beta1, 0.999, exp.config.optim.eps
+  the seed and the step), AdamW's decoupled decay (Loshchilov & Hutter 2019) added for every leaf but the biases:
+  the update of step `k` is `-lr k B / (1000 R) (m_hat / (sqrt(v_hat) + eps) + wd theta)`; step 0 (no image seen)
+  leaves the weights as they were."""
+  o = exp.config.optim
+  b1, b2, eps = o.beta1, o.beta2, o.eps
   grad_fn = jax.jit(jax.grad(exp.batch_loss))
+  paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(states[0].params)]
+  decayed = [not p.endswith("['bias']") for p in paths]
+  assert any(decayed) and not all(decayed), paths  # the toy MLP has kernels and biases
   m = v = None
   for k in range(STEPS):
     g = leaves(grad_fn(states[k].params, batch, jax.random.fold_in(seed_key(exp.config, TRAIN), k)))
     m = [(1 - b1) * gi + (b1 * mi if m else 0) for gi, mi in zip(g, m or g)]
     v = [(1 - b2) * gi**2 + (b2 * vi if v else 0) for gi, vi in zip(g, v or g)]
     lr = LR * min(k * BATCH / (LR_RAMPUP_KIMG * 1000), 1.0)
-    for new, old, mi, vi in zip(leaves(states[k + 1].params), leaves(states[k].params), m, v):
+    for new, old, mi, vi, decays in zip(leaves(states[k + 1].params), leaves(states[k].params), m, v, decayed):
       direction = (mi / (1 - b1 ** (k + 1))) / (np.sqrt(vi / (1 - b2 ** (k + 1))) + eps)
-      np.testing.assert_allclose(new - old, -lr * direction, rtol=0, atol=1e-4 * LR)
+      np.testing.assert_allclose(new - old, -lr * (direction + weight_decay * decays * old), rtol=0, atol=1e-4 * LR)
   for new, old in zip(leaves(states[1].params), leaves(states[0].params)):
     np.testing.assert_array_equal(new, old)
+
+
+def test_the_train_step_moves_the_weights_at_the_ramped_learning_rate(edm_run):
+  replay_adam(*edm_run)
+
+
+def test_adamw_decays_every_weight_but_the_biases():
+  """VDM's optimizer (google-research/vdm configs/cifar10.py: AdamW, beta2 0.99), its decay raised to show."""
+  wd = 0.5
+  exp, batch, states = run_steps(
+    edm_config(**{"optim.optimizer": "AdamW", "optim.beta2": 0.99, "optim.weight_decay": wd})
+  )
+  replay_adam(exp, batch, states, weight_decay=wd)
+  with pytest.raises(UserError, match=r"optim.weight_decay=0.5 needs optim.optimizer='AdamW'"):
+    build_optimizer(edm_config(**{"optim.weight_decay": wd}))
+  with pytest.raises(UserError, match=r"unknown optim.optimizer 'SGD'; valid choices: Adam, AdamW"):
+    build_optimizer(edm_config(**{"optim.optimizer": "SGD"}))
 
 
 def test_without_a_halflife_the_average_decays_by_the_fixed_rate():
