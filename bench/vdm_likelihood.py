@@ -8,6 +8,8 @@ under its learned schedule against a fixed one (issue 20).
 Cells, each `configs/digits.py:ncsn` (ncsn_small, batch 64, the same optimizer and EMA) trained `--steps` steps:
 
   vdm:   `configs/digits.py:vdm`, VDM's bound with its learned schedule (variance rule) and Fourier features;
+  vdm_vlb: the same with every parameter on the bound's gradient (`training.schedule_gradient='vlb'`,
+         google-research/vdm's code): not in the default cells, it times the variance rule's extra cost;
   ve:    ncsn's VE SDE (sigma 0.01 to 5) with score_sde's continuous loss (`training.continuous=True`);
   vp:    the VP SDE (beta 0.1 to 20) with the same loss;
   vp_lw: the same with likelihood weighting (`training.likelihood_weighting=True`: the loss weighted by g(t)^2,
@@ -53,6 +55,7 @@ from report import write_report
 CONTINUOUS = {"training.loss": "sde", "training.continuous": True}
 CELLS = {
   "vdm": {},
+  "vdm_vlb": {"training.schedule_gradient": "vlb"},
   "ve": {**CONTINUOUS, "training.sde": "vesde"},
   "vp": {**CONTINUOUS, "training.sde": "vpsde", "model.prediction": "score"},
   "vp_lw": {**CONTINUOUS, "training.sde": "vpsde", "model.prediction": "score", "training.likelihood_weighting": True},
@@ -61,7 +64,7 @@ CELLS = {
 
 
 def config_of(cell, args, seed):
-  config = digits.get_config("vdm" if cell == "vdm" else "ncsn")
+  config = digits.get_config("vdm" if cell.startswith("vdm") else "ncsn")
   fields = {
     **CELLS[cell],
     "seed": seed,
@@ -173,7 +176,8 @@ def tables(rows, args):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--cells", default=",".join(CELLS), help=f"comma-separated, of: {', '.join(CELLS)}")
+  default = ",".join(c for c in CELLS if c != "vdm_vlb")
+  parser.add_argument("--cells", default=default, help=f"comma-separated, of: {', '.join(CELLS)}")
   parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
   parser.add_argument("--steps", type=int, default=2000, help="training steps per run")
   parser.add_argument("--examples", type=int, default=200, help="held-out digits measured (of 400)")
