@@ -137,6 +137,7 @@ def test_plain_replacement_lags_the_known_part_on_strongly_correlated_data(name)
 
 @pytest.mark.parametrize("name", ["ve", "vp"])
 @pytest.mark.parametrize("corrector", ["resample", "langevin"])
+@pytest.mark.slow
 def test_corrected_samplers_sample_the_exact_conditional_on_strongly_correlated_data(name, corrector):
   # Nine corrector steps per level, 1,001 score evaluations, as many as plain replacement on 1,000 steps.
   # Measured, 8,000 samples: mean within 0.045 (VE) and 0.056 (VP) conditional standard deviations with

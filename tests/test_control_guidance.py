@@ -96,6 +96,7 @@ def test_the_component_check_rejects_the_mixture_and_a_wider_component():
 
 
 @pytest.mark.parametrize("t", [0.01, 0.3, 1.0])
+@pytest.mark.slow
 def test_score_plus_exact_classifier_gradient_is_the_class_conditional_score(t):
   # Bayes: grad log p_t(x | y) = grad log p_t(x) + grad log p_t(y | x), at every t, for every class.
   sde = vp(100)
@@ -246,6 +247,7 @@ def test_a_constraint_on_nothing_leaves_the_sampler_as_it_was():
   np.testing.assert_allclose(draw("pc", sde, score_fn, num=256, constraint=nothing, **fields), free, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_resampling_alone_leaves_the_mixture_in_place():
   # Up with the exact forward kernel and down with the ancestral step keeps p_t: unconstrained, the
   # resampling corrector is one more MCMC step that leaves the mixture's weights and modes where they are.

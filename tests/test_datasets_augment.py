@@ -261,6 +261,7 @@ def test_a_network_with_augment_dim_is_the_old_one_plus_a_bias_free_map_of_the_l
 
 
 @pytest.mark.parametrize("name", NETWORKS)
+@pytest.mark.slow
 def test_the_score_of_an_augmented_network_runs_with_and_without_labels(name):
   """Without labels it is the score of the unaugmented data (labels 0); other labels change it."""
   model = models.get_model(name, **NETWORKS[name], augment_dim=aug.LABEL_DIM)

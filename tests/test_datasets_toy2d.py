@@ -4,10 +4,12 @@ point is a Gaussian's."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from scorejax.datasets.toy2d import empirical_score, gmm_log_prob, gmm_score
 
 
+@pytest.mark.slow
 def test_gmm_score_is_the_gradient_of_its_log_density():
   x = jax.random.normal(jax.random.key(0), (64, 2)) * 3
   sigma = jnp.linspace(0.01, 3.0, 64)

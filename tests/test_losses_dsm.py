@@ -63,6 +63,7 @@ def test_scalar_sigma_equals_per_example_sigma():
   np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_noise_prediction_and_score_forms_give_the_same_training_loss():
   """With s = -eps_hat / sigma, the sigma^2-weighted DSM loss is the DDPM loss ||eps_hat - eps||^2."""
   model = models.get_model("mlp", nf=32, num_layers=2)

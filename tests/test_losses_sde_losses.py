@@ -90,6 +90,7 @@ class EchoNoiseLevel(nn.Module):
 
 
 @pytest.mark.parametrize("name", ["ve", "vp"])
+@pytest.mark.slow
 def test_every_level_is_finite_and_conditioned_on_the_chains_own_noise(name):
   # N = 1000 as the published variants; every level drawn once (level 0 used to land on t = 0 for DDPM).
   sde = make_sde(name, 1000, sigma_max=50.0)

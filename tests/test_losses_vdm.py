@@ -79,6 +79,7 @@ def gaussian_batch():
   return MU + S * jax.random.normal(jax.random.key(0), (100_000, D))
 
 
+@pytest.mark.slow
 def test_diffusion_term_is_invariant_to_the_schedule_while_its_variance_is_as_predicted(gaussian_batch):
   # Measured (100k examples, i.i.d. times): mean 15.21, 15.22, 15.15, 15.20 nats against 15.185 (standard errors
   # 0.06-0.38); variances 405, 14255, 1979, 116 against the predicted 402, 13333, 1980, 115 (within 0.7 to 1.1 of
@@ -106,6 +107,7 @@ def test_diffusion_term_is_invariant_to_the_schedule_while_its_variance_is_as_pr
   np.testing.assert_allclose(predicted_moments(SCHEDULES["equalising"]())[1], 2 * truth**2 / D, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_low_discrepancy_times_are_uniform_and_lower_the_variance_of_the_batch_mean():
   keys = jax.random.split(jax.random.key(2), 4000)
   times = jax.vmap(lambda k: vdm.sample_times(k, 8, low_discrepancy=True))(keys)
@@ -301,6 +303,7 @@ def flat(tree, names):
   return jnp.concatenate([jnp.ravel(v) for name in names for v in jax.tree_util.tree_leaves(tree["params"][name])])
 
 
+@pytest.mark.slow
 def test_variance_gradient_is_the_exact_gradient_of_the_second_moment_and_endpoints_get_the_bounds(gaussian_batch):
   # A curved schedule (the shape's weights scaled up from their near-linear start). Measured: cosine 0.99999 and
   # norm ratio 1.004 between the estimated and the exact shape gradients; endpoints within 2% of the bound's.
@@ -322,6 +325,7 @@ def test_variance_gradient_is_the_exact_gradient_of_the_second_moment_and_endpoi
   assert float(exact_bound["params"]["gamma_min"]) > 0 > float(exact_bound["params"]["gamma_max"])
 
 
+@pytest.mark.slow
 def test_learned_schedule_stays_monotone_and_the_variance_gradient_keeps_its_estimator_near_the_least_variance():
   # 150 Adam steps on the schedule alone. Both ways the endpoints move as the bound asks (gamma_min down, gamma_max
   # up; the bound falls), which widens the range and raises the second moment; the excess of E[L^2] over its least

@@ -68,6 +68,7 @@ def test_a_width_that_32_groups_do_not_divide_is_refused_naming_model_nf(nf):
     param_shapes(net, (8, 8, 3))
 
 
+@pytest.mark.slow
 def test_a_narrow_score_sde_ddpm_imports_as_the_same_function(monkeypatch):
   """At 32 and 64 channels, score_sde's DDPM (32 groups) on its tree and ours on the mapped tree agree to float
   round-off; with NCSN++'s rule (8 and 16 groups) ours would compute another function."""
@@ -88,6 +89,7 @@ def test_a_narrow_score_sde_ddpm_imports_as_the_same_function(monkeypatch):
   assert relative_error(before, want) > 0.1  # the rule that imported it "without a word"
 
 
+@pytest.mark.slow
 def test_the_published_ddpm_is_unchanged(monkeypatch):
   """At nf=128 (widths 128 and 256) `min(C // 4, 32) = 32`: the CIFAR-10 DDPM (configs/cifar.py:vp_ddpm) has
   the same parameters and computes the same numbers, bit for bit, under either rule."""

@@ -105,6 +105,7 @@ def test_the_parameter_tree_is_unchanged():
   )
 
 
+@pytest.mark.slow
 def test_the_scores_are_unchanged_at_every_level_and_between_them():
   """configs/cifar.py:ncsn's SDE (VE, sigma from 0.01 to 1, 10 levels): the score at the chain's times, where
   training and annealed Langevin ask, and at times between the levels, against the previous network given
@@ -188,6 +189,7 @@ def test_deeper_ncsnv2_maps_images_toimages(name):
   assert out.shape == x.shape and np.all(np.isfinite(out))
 
 
+@pytest.mark.slow
 def test_ncsn_output_depends_on_the_level_index_only():
   """Rows 0, 2 share the index 0 (the label 0 and one a quarter of a level away); row 1 is index 5."""
   model = get_model("ncsn", nf=8)

@@ -60,6 +60,7 @@ def test_with_schedule_holds_both_in_one_tree_and_its_noise_model_is_the_sampler
   assert float(jnp.std(eps)) > 1e-3  # the perturbed network's output, not its zero-initialised one
 
 
+@pytest.mark.slow
 def test_the_bound_trains_network_and_schedule_as_one_tree(mlp_with_schedule):
   # What the train state will hold: one tree, one gradient, one optimizer step, whose schedule part takes the
   # variance-minimising gradient (losses/vdm.py) and whose network part the bound's.

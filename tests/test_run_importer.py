@@ -231,6 +231,7 @@ def optax_norm(tree):
   return float(jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree_util.tree_leaves(tree))))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_without_adam_moments_imports_for_inference():
   """Without `optimizer.state` the parameters come from `optimizer.target`, without `optimizer` from the EMA;
   Adam starts afresh (zero moments, count 0: bias correction and warm-up from the start); the step carries."""

@@ -46,6 +46,7 @@ def flow_reference():
   ],
   ids=["ddim", "dpm_solver_2", "dpm_solver_3"],
 )
+@pytest.mark.slow
 def test_ode_solvers_converge_to_the_probability_flow_at_their_order(flow_reference, method, order, fields):
   # Measured on logSNR steps: error ratios ~2.1 (DDIM, 20 -> 40), ~5 (DPM-Solver-2, 10 -> 20) and
   # ~13 (DPM-Solver-3, 10 -> 20; ~8 from 20 -> 40), i.e. order 1, 2, 3.

@@ -29,6 +29,7 @@ def test_langevin_reaches_the_exact_stationary_law_of_the_discretised_chain():
   assert abs(x.var() - std**2) > 0.05 * std**2  # the test can tell the biased law from the target
 
 
+@pytest.mark.slow
 def test_annealed_langevin_returns_the_unequal_gaussian_mixture():
   sigmas = sde_lib.get_sigmas(0.01, 8.0, 30)
   x0 = 8.0 * jax.random.normal(jax.random.key(1), (10_000, 2))

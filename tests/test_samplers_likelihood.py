@@ -55,6 +55,7 @@ def gaussian_model_logp(sde, x, eps):
 
 
 @pytest.mark.parametrize("name", SDES)
+@pytest.mark.slow
 def test_gaussian_log_likelihood_is_the_closed_form_density(name):
   sde, eps = SDES[name](), 1e-5
   x = MU + S * jax.random.normal(jax.random.key(0), (32, DIM))
@@ -74,6 +75,7 @@ def test_gaussian_log_likelihood_is_the_closed_form_density(name):
   assert counted.calls == int(nfe_exact) + int(nfe_hutch)  # the nfe is what the solver ran
 
 
+@pytest.mark.slow
 def test_gmm_log_likelihood_matches_the_oracle():
   # The ODE carries p_eps to p_T exactly, so log p_T(x_T) + int div = log p_eps(x) (gmm_sde_log_prob);
   # log_likelihood puts the prior in place of p_T, which here differs by ~2e-3 nats/dim.
@@ -117,6 +119,7 @@ def test_hutchinson_estimator_is_unbiased():
   assert np.all(out["rademacher"][0].std(0) < out["gaussian"][0].std(0))  # no diagonal term in its variance
 
 
+@pytest.mark.slow
 def test_divergence_modes_agree_with_the_vmapped_form_and_the_exact_trace():
   # fn(x) = A x + tanh(x) per example on (3, 2) inputs: J = A + diag(1 - tanh(x)^2), so that for any
   # probe v^T J v = v^T A v + sum v^2 (1 - tanh(x)^2) and tr J = tr A + sum (1 - tanh(x)^2). With A = 0,
