@@ -66,6 +66,18 @@ def predicted_moments(gamma, num=20_001):
   return mean, (1 + 2 / D) * np.trapezoid(h**2, t) - mean**2
 
 
+def measured_diffusion_variance(denoiser, x, rng, truth, predicted, name):
+  """The one-draw diffusion term of `denoiser` over `x` (i.i.d. times), its mean within 4 standard errors of `truth`
+  and its variance within 4 standard errors of `predicted`: the measured variance."""
+  terms = jax.jit(lambda x, r: vdm.bound_terms(denoiser, x, r, low_discrepancy=False))(x, rng)
+  sample = np.asarray(terms.diffusion, np.float64)
+  n, measured = len(sample), sample.var()
+  assert abs(sample.mean() - truth) < 4 * sample.std() / math.sqrt(n), (name, sample.mean(), truth)
+  se_variance = math.sqrt(np.mean((sample - sample.mean()) ** 4) - measured**2) / math.sqrt(n)
+  assert abs(measured - predicted) < 4 * se_variance, (name, measured, predicted, se_variance)
+  return measured
+
+
 SCHEDULES = {
   "linear (VE)": lambda: schedules.linear_gamma(G0, G1),
   "VP": lambda: schedules.SDESchedule.between(sde_lib.VPSDE(0.1, 20.0, 1000), G0, G1),
@@ -92,15 +104,8 @@ def test_diffusion_term_is_invariant_to_the_schedule_while_its_variance_is_as_pr
     np.testing.assert_allclose(g, [G0, G1], atol=1e-3, err_msg=name)  # the same endpoints
     mean, variance = predicted_moments(gamma)
     np.testing.assert_allclose(mean, truth, rtol=1e-3, err_msg=name)  # the invariance, by quadrature
-    terms = jax.jit(lambda x, r: vdm.bound_terms(vdm.Denoiser(exact_eps, gamma), x, r, low_discrepancy=False))(
-      gaussian_batch, jax.random.key(1)
-    )
-    sample = np.asarray(terms.diffusion, np.float64)
-    n, measured = len(sample), sample.var()
-    assert abs(sample.mean() - truth) < 4 * sample.std() / math.sqrt(n), (name, sample.mean(), truth)
-    se_variance = math.sqrt(np.mean((sample - sample.mean()) ** 4) - measured**2) / math.sqrt(n)
-    assert abs(measured - variance) < 4 * se_variance, (name, measured, variance, se_variance)
-    variances[name] = measured
+    denoiser = vdm.Denoiser(exact_eps, gamma)
+    variances[name] = measured_diffusion_variance(denoiser, gaussian_batch, jax.random.key(1), truth, variance, name)
   order = sorted(variances, key=variances.get)
   assert order == ["equalising", "linear (VE)", "sub-VP", "VP"], variances
   # The equalising schedule leaves only the chi-square's variance: Var = 2 L^2 / D.
@@ -418,15 +423,7 @@ def test_a_score_models_bound_uniform_in_log_snr_is_the_same_bound_with_the_pred
     )
     truth = diffusion_closed_form(g0, g1)
     _, predicted = predicted_moments(denoiser.gamma, num=200_001)
-    terms = jax.jit(lambda x, r: vdm.bound_terms(denoiser, x, r, low_discrepancy=False))(
-      gaussian_batch, jax.random.key(2)
-    )
-    sample = np.asarray(terms.diffusion, np.float64)
-    n, measured = len(sample), sample.var()
-    assert abs(sample.mean() - truth) < 4 * sample.std() / math.sqrt(n), (times, sample.mean(), truth)
-    se_variance = math.sqrt(np.mean((sample - sample.mean()) ** 4) - measured**2) / math.sqrt(n)
-    assert abs(measured - predicted) < 4 * se_variance, (times, measured, predicted, se_variance)
-    variances[times] = measured
+    variances[times] = measured_diffusion_variance(denoiser, gaussian_batch, jax.random.key(2), truth, predicted, times)
   assert variances["log_snr"] < variances["sde"] / 10, variances
   with pytest.raises(ValueError, match="valid choices: sde, log_snr"):
     vdm.score_denoiser(score, sde, eps, times="uniform")
